@@ -1,0 +1,177 @@
+"""The backbone registry: what each backbone is (data) and how to load it.
+
+``BackboneSpec`` describes a backbone as data: preprocessing, minimum input size, its dreamable
+layers in forward order, and where its weights come from. ``get_backbone`` builds the network,
+loads weights, folds BatchNorm into the convolutions (the network is frozen) and returns a
+:class:`Backbone` that can run any prefix of the network up to the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dreamsuite.errors import InvalidArgument, UnknownName, WeightsMissing
+
+__all__ = [
+    "WEIGHTS_ENV",
+    "LayerInfo",
+    "BackboneSpec",
+    "register",
+    "list_backbones",
+    "get_backbone_spec",
+    "weights_status",
+    "resolve_weights_file",
+]
+
+WEIGHTS_ENV = "DREAMSUITE_WEIGHTS_DIR"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A dreamable layer: its friendly name, its channel count and its stage index."""
+
+    name: str
+    channels: int
+    index: int
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone described as data.
+
+    ``build`` returns the architecture with random weights and ``stages`` splits it into named
+    stages whose sequential composition is the feature extractor. ``weights_file`` is the file
+    name looked up in ``$DREAMSUITE_WEIGHTS_DIR`` and the torch hub cache; ``embedded`` loaders
+    return a state dict from an installed package instead.
+    """
+
+    name: str
+    description: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    min_size: int
+    default_layer: str
+    build: Callable[[], nn.Module]
+    stages: Callable[[nn.Module], list[tuple[str, nn.Module]]]
+    weights_file: str | None = None
+    embedded: Callable[[], dict[str, torch.Tensor]] | None = None
+    weights_hint: str = ""
+    _layers: list[LayerInfo] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        """Dreamable layers from input to output, with channel counts (computed once, on meta)."""
+        if not self._layers:
+            self._layers.extend(_probe_layers(self))
+        return list(self._layers)
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer called ``name``; :class:`UnknownName` lists the valid ones otherwise."""
+        for info in self.layers:
+            if info.name == name:
+                return info
+        valid = ", ".join(info.name for info in self.layers)
+        raise UnknownName(f"backbone {self.name!r} has no layer {name!r}; valid layers: {valid}")
+
+    def check_channels(self, layer: str, channels: Sequence[int]) -> None:
+        """Raise :class:`UnknownName` if any channel index is outside ``[0, channels)``."""
+        count = self.layer(layer).channels
+        bad = [c for c in channels if not 0 <= int(c) < count]
+        if bad:
+            raise UnknownName(
+                f"layer {layer!r} of {self.name!r} has channels 0..{count - 1}; "
+                f"no channel {', '.join(map(str, bad))}"
+            )
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_PROBE_LOCK = threading.Lock()
+
+
+def register(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to the registry (names are unique)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_backbones() -> list[str]:
+    """Registered backbone names, the default first."""
+    return list(_REGISTRY)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The spec of ``name``; :class:`UnknownName` lists the registered backbones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownName(
+            f"unknown backbone {name!r}; available: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def _probe_layers(spec: BackboneSpec) -> list[LayerInfo]:
+    """Channel counts of every stage, by running the stages on the meta device (no memory)."""
+    with _PROBE_LOCK, torch.device("meta"):
+        model = spec.build().eval()
+        x = torch.empty(1, 3, max(spec.min_size, 299), max(spec.min_size, 299))
+        infos = []
+        for index, (name, stage) in enumerate(spec.stages(model)):
+            x = stage(x)
+            infos.append(LayerInfo(name=name, channels=int(x.shape[1]), index=index))
+    return infos
+
+
+def _weight_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get(WEIGHTS_ENV):
+        dirs.append(Path(os.environ[WEIGHTS_ENV]))
+    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    return dirs
+
+
+def resolve_weights_file(spec: BackboneSpec) -> Path | None:
+    """Where the pretrained weights of ``spec`` are on this machine, or None."""
+    if spec.weights_file is None:
+        return None
+    for folder in _weight_dirs():
+        candidate = folder / spec.weights_file
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def weights_status(spec: BackboneSpec) -> str:
+    """``embedded`` (shipped by an installed package), ``file`` (found on disk) or ``missing``."""
+    if spec.embedded is not None:
+        return "embedded"
+    return "file" if resolve_weights_file(spec) is not None else "missing"
+
+
+def load_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    """The pretrained state dict of ``spec``; :class:`WeightsMissing` says how to provide it."""
+    if spec.embedded is not None:
+        return spec.embedded()
+    path = resolve_weights_file(spec)
+    if path is None:
+        where = " or ".join(str(d / str(spec.weights_file)) for d in _weight_dirs())
+        raise WeightsMissing(
+            f"pretrained weights for {spec.name!r} are not on this machine: expected {where}. "
+            f"Copy {spec.weights_file} into a folder and set {WEIGHTS_ENV} to it{spec.weights_hint}, "
+            "or ask for random weights explicitly with --weights random."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def validate_weights_choice(weights: str) -> str:
+    if weights not in ("pretrained", "random"):
+        raise InvalidArgument(f"weights must be 'pretrained' or 'random', not {weights!r}")
+    return weights

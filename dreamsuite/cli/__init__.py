@@ -1,0 +1,56 @@
+"""The ``dreamsuite`` command line: one module per group of subcommands.
+
+Each module in :data:`COMMAND_MODULES` has ``register(subparsers)``, which adds its
+subcommands and sets ``func`` (``args -> exit code``) on each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from dreamsuite import __version__
+from dreamsuite.errors import DreamsuiteError
+
+__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+
+COMMAND_MODULES = (
+    "dreamsuite.cli.engine",
+    "dreamsuite.cli.bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dreamsuite",
+        description="Deep Dreams, Guided Dreams and their replicas, locally or through the suite.",
+    )
+    parser.add_argument("--version", action="version", version=f"dreamsuite {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except DreamsuiteError as exc:
+        print(f"dreamsuite {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dreamsuite {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

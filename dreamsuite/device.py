@@ -1,0 +1,27 @@
+"""Device selection, done once by whoever starts the work (CLI, server), never at import."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dreamsuite.errors import InvalidArgument
+
+__all__ = ["DEVICE_ENV", "select_device"]
+
+DEVICE_ENV = "DREAMSUITE_DEVICE"
+
+
+def select_device(preferred: str | torch.device | None = None) -> torch.device:
+    """``preferred`` if given, else ``$DREAMSUITE_DEVICE``, else CUDA when present, else CPU."""
+    choice = preferred if preferred is not None else os.environ.get(DEVICE_ENV) or None
+    if choice is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError as exc:
+        raise InvalidArgument(f"unknown device {choice!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument(f"device {choice!r} asked for, but CUDA is not available here")
+    return device

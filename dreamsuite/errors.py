@@ -1,0 +1,54 @@
+"""The library's exceptions.
+
+Each class names the kind of failure, not the transport: the services map them to gRPC status
+codes in one place (``services/common/errors.py``), the CLI prints their message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DreamsuiteError",
+    "InvalidArgument",
+    "NotFound",
+    "UnknownName",
+    "WeightsMissing",
+    "ResourceExhausted",
+    "Unavailable",
+    "Cancelled",
+]
+
+
+class DreamsuiteError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class InvalidArgument(DreamsuiteError, ValueError):
+    """The caller asked for something malformed or out of range (bad image, NaN, zero octaves)."""
+
+
+class NotFound(DreamsuiteError, KeyError):
+    """A named thing does not exist: backbone, layer, channel, artifact."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownName(InvalidArgument):
+    """A request names a backbone, layer or channel that does not exist; the message lists the
+    valid ones. It is the caller's mistake, so it is an :class:`InvalidArgument`."""
+
+
+class WeightsMissing(DreamsuiteError, FileNotFoundError):
+    """Pretrained weights were asked for but are not on this machine."""
+
+
+class ResourceExhausted(DreamsuiteError):
+    """Over capacity: queue full, too many concurrent requests."""
+
+
+class Unavailable(DreamsuiteError):
+    """A dependency (artifact store, activation backend) cannot be reached right now."""
+
+
+class Cancelled(DreamsuiteError):
+    """The caller cancelled the work; raised from inside the optimisation loop."""

@@ -1,0 +1,146 @@
+"""Guided Dreams (the paper's method) and neuron selection.
+
+Guide weights: for a guide image, the per-map mean activation of a layer, normalised to unit L1
+norm, becomes that map's weight in the dream loss, so the dream grows what the network saw in
+the guide. Several guides average; each layer may carry its own weight.
+
+Neuron selection (Lucid style): rank a layer's maps by mean activation over a batch of images
+and make a maplist that maximises the top-k and minimises the bottom-k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dreamsuite.backbones import Backbone
+from dreamsuite.errors import InvalidArgument
+from dreamsuite.images import resize
+from dreamsuite.objectives import LayerTerm, Maplist
+
+__all__ = [
+    "GUIDE_MAX_SIDE",
+    "prepare_guide",
+    "map_means",
+    "normalise",
+    "guide_weights",
+    "guide_features",
+    "guided_maplist",
+    "Selection",
+    "select_neurons",
+]
+
+#: Guides larger than this (longest side, pixels) are downscaled first: the weights describe
+#: which patterns a guide holds, and that needs no more detail than this.
+GUIDE_MAX_SIDE = 512
+
+
+def prepare_guide(image: torch.Tensor, max_side: int = GUIDE_MAX_SIDE) -> torch.Tensor:
+    """Downscale a ``[3, H, W]`` guide so its longest side is at most ``max_side``."""
+    h, w = image.shape[-2:]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    return resize(image, (max(1, round(h * scale)), max(1, round(w * scale)))).clamp(0, 1)
+
+
+def map_means(backbone: Backbone, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Per-map mean activation ``{layer: [C]}`` of one ``[3, H, W]`` image (on the CPU)."""
+    acts = backbone.activations(image, layers)
+    return {name: acts[name].mean(dim=(0, 2, 3)).cpu() for name in layers}
+
+
+def normalise(values: torch.Tensor) -> torch.Tensor:
+    """``values / sum(|values|)``; all-zero stays zero."""
+    total = values.abs().sum()
+    return values / total if total > 0 else values.clone()
+
+
+def guide_weights(
+    backbone: Backbone, guides: Sequence[torch.Tensor], layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Normalised per-map weights ``{layer: [C]}`` averaged over ``guides`` (``[3, H, W]`` each).
+
+    These are exactly the weights the engine puts in the dream loss (before layer weights)."""
+    if not guides:
+        raise InvalidArgument("at least one guide image is needed")
+    for layer in layers:
+        backbone.spec.layer(layer)
+    total = {layer: torch.zeros(backbone.spec.layer(layer).channels) for layer in layers}
+    for guide in guides:
+        means = map_means(backbone, prepare_guide(guide), layers)
+        for layer in layers:
+            total[layer] += normalise(means[layer])
+    return {layer: normalise(total[layer] / len(guides)) for layer in layers}
+
+
+def guide_features(backbone: Backbone, guides: Sequence[torch.Tensor], layer: str) -> torch.Tensor:
+    """Guide features ``[C, M]`` for Google's matching objective (all guides' positions)."""
+    if not guides:
+        raise InvalidArgument("at least one guide image is needed")
+    cols = []
+    for guide in guides:
+        act = backbone.activations(prepare_guide(guide), [layer])[layer][0]
+        cols.append(act.flatten(1).cpu())
+    return torch.cat(cols, dim=1)
+
+
+def guided_maplist(weights: Mapping[str, torch.Tensor], layer_weights: Mapping[str, float]) -> Maplist:
+    """A maplist that weights every map of each layer by its guide weight."""
+    return Maplist(tuple(
+        LayerTerm(layer, float(layer_weights.get(layer, 1.0)),
+                  {c: float(v) for c, v in enumerate(w.tolist())})
+        for layer, w in weights.items()
+    ))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Result of neuron selection: per-layer mean activations and the chosen maps."""
+
+    means: dict[str, torch.Tensor]
+    top: dict[str, list[int]]
+    bottom: dict[str, list[int]]
+
+    def maplist(self) -> Maplist:
+        """Maximise the top maps (weight +1) and minimise the bottom maps (weight -1)."""
+        terms = []
+        for layer in self.means:
+            channels = {c: 1.0 for c in self.top[layer]}
+            channels.update({c: -1.0 for c in self.bottom[layer]})
+            if channels:
+                terms.append(LayerTerm(layer, 1.0, channels))
+        return Maplist(tuple(terms))
+
+
+def select_neurons(
+    backbone: Backbone,
+    images: Sequence[torch.Tensor],
+    layers: Sequence[str],
+    *,
+    top_k: int = 0,
+    bottom_k: int = 0,
+) -> Selection:
+    """Rank each layer's maps by mean activation over ``images`` and pick top/bottom k."""
+    if not images:
+        raise InvalidArgument("neuron selection needs at least one image")
+    if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
+        raise InvalidArgument("top_k and bottom_k must be >= 0 and not both zero")
+    sums = {layer: torch.zeros(backbone.spec.layer(layer).channels) for layer in layers}
+    for image in images:
+        means = map_means(backbone, image, layers)
+        for layer in layers:
+            sums[layer] += means[layer]
+    means = {layer: s / len(images) for layer, s in sums.items()}
+    top, bottom = {}, {}
+    for layer, m in means.items():
+        if top_k + bottom_k > m.numel():
+            raise InvalidArgument(
+                f"layer {layer!r} has {m.numel()} maps; top_k + bottom_k = {top_k + bottom_k}"
+            )
+        order = torch.argsort(m, descending=True, stable=True).tolist()
+        top[layer] = order[:top_k]
+        bottom[layer] = order[len(order) - bottom_k:] if bottom_k else []
+    return Selection(means, top, bottom)
