@@ -1,0 +1,102 @@
+"""A local-directory artifact store (``file:///path``), the embedded default.
+
+Objects are written to a temporary file and renamed into place, so a reader never sees half an
+object; metadata lives next to each object in ``<key>.meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from dreamsuite.artifacts.base import (
+    Artifact,
+    ArtifactStore,
+    clean_metadata,
+    content_key,
+    suffix_for,
+)
+from dreamsuite.errors import InvalidArgument, NotFound, Unavailable
+
+__all__ = ["LocalStore"]
+
+
+class LocalStore(ArtifactStore):
+    """Artifacts under ``root``; URIs are ``file://`` URLs of the object files."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise InvalidArgument(f"artifact key {key!r} is outside the store")
+        return path
+
+    def put(self, data: bytes, *, content_type: str = "image/png",
+            metadata: Mapping[str, str] | None = None) -> Artifact:
+        key, digest = content_key(data, suffix_for(content_type))
+        path = self._path(key)
+        meta = {"content-type": content_type, **clean_metadata(metadata)}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file():
+                # Metadata first, the object last: an object that exists is complete.
+                _atomic_write(path.with_name(path.name + ".meta.json"),
+                              json.dumps(meta, sort_keys=True).encode())
+                _atomic_write(path, data)
+        except OSError as exc:
+            raise Unavailable(f"artifact store {self.url} cannot write {key}: {exc}") from None
+        return Artifact(path.as_uri(), key, digest, len(data), content_type,
+                        {k: v for k, v in meta.items() if k != "content-type"})
+
+    def key_of(self, uri: str) -> str:
+        if "://" not in uri:
+            return uri
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise InvalidArgument(f"{uri!r} is not in this service's artifact store {self.url}")
+        path = Path(unquote(parsed.path)).resolve()
+        if self.root not in path.parents:
+            raise InvalidArgument(f"{uri!r} is not in this service's artifact store {self.url}")
+        return path.relative_to(self.root).as_posix()
+
+    def get(self, uri: str) -> bytes:
+        path = self._path(self.key_of(uri))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"artifact {uri} does not exist") from None
+        except OSError as exc:
+            raise Unavailable(f"artifact store {self.url} cannot read {uri}: {exc}") from None
+
+    def stat(self, uri: str) -> Artifact:
+        key = self.key_of(uri)
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"artifact {uri} does not exist")
+        meta_path = path.with_name(path.name + ".meta.json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        content_type = meta.pop("content-type", "application/octet-stream")
+        digest = Path(key).stem
+        return Artifact(path.as_uri(), key, digest, path.stat().st_size, content_type, meta)
+
+    def presign(self, uri: str, *, expires_seconds: int = 3600) -> str:
+        # A directory has no signer: the file URL is what a client on this machine can open.
+        return self._path(self.key_of(uri)).as_uri()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,197 @@
+"""An S3 artifact store through the ``minio`` client (MinIO, AWS S3, any S3-compatible server).
+
+URL: ``s3://BUCKET?endpoint=HOST:PORT&secure=false&region=us-east-1&public_endpoint=HOST:PORT``.
+Credentials come from the environment (``DREAMSUITE_S3_ACCESS_KEY`` / ``DREAMSUITE_S3_SECRET_KEY``,
+else ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) and are never logged. Presigned URLs are
+signed for ``public_endpoint`` (the address clients reach), which defaults to ``endpoint``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from urllib.parse import parse_qs, urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from dreamsuite.artifacts.base import (
+    Artifact,
+    ArtifactStore,
+    RetryPolicy,
+    clean_metadata,
+    content_key,
+    suffix_for,
+)
+from dreamsuite.errors import InvalidArgument, NotFound, Unavailable
+
+__all__ = ["S3Store", "S3Settings", "parse_s3_url"]
+
+_MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
+_TRANSIENT = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+              "RequestTimeTooSkewed"}
+_META_PREFIX = "x-amz-meta-"
+
+
+class S3Settings:
+    """Parsed ``s3://`` URL (no credentials in it)."""
+
+    def __init__(self, bucket: str, endpoint: str, secure: bool, region: str,
+                 public_endpoint: str, public_secure: bool, attempts: int, timeout: float):
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.secure = secure
+        self.region = region
+        self.public_endpoint = public_endpoint
+        self.public_secure = public_secure
+        self.attempts = attempts
+        self.timeout = timeout
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise InvalidArgument(f"artifact URL parameter {name}={value!r} must be true or false")
+
+
+def parse_s3_url(url: str) -> S3Settings:
+    """Parse ``s3://bucket?endpoint=host:port&secure=false&...``."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise InvalidArgument(f"{url!r} is not an s3://BUCKET?endpoint=HOST:PORT URL")
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    endpoint = query.get("endpoint", "s3.amazonaws.com")
+    secure = _flag(query.get("secure", "true"), "secure")
+    try:
+        attempts = int(query.get("retries", "3"))
+        timeout = float(query.get("timeout", "10"))
+    except ValueError as exc:
+        raise InvalidArgument(f"bad artifact URL parameter in {url!r}: {exc}") from None
+    return S3Settings(
+        bucket=parsed.netloc, endpoint=endpoint, secure=secure,
+        region=query.get("region", "us-east-1"),
+        public_endpoint=query.get("public_endpoint", endpoint),
+        public_secure=_flag(query.get("public_secure", str(secure)), "public_secure"),
+        attempts=max(1, attempts), timeout=timeout,
+    )
+
+
+def _credentials() -> tuple[str | None, str | None]:
+    env = os.environ
+    access = env.get("DREAMSUITE_S3_ACCESS_KEY") or env.get("AWS_ACCESS_KEY_ID")
+    secret = env.get("DREAMSUITE_S3_SECRET_KEY") or env.get("AWS_SECRET_ACCESS_KEY")
+    return access, secret
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, S3Error):
+        return exc.code in _TRANSIENT
+    return isinstance(exc, MinioException | urllib3.exceptions.HTTPError | OSError)
+
+
+class S3Store(ArtifactStore):
+    """Artifacts in one S3 bucket; URIs are ``s3://BUCKET/KEY``."""
+
+    def __init__(self, settings: S3Settings, *, retry: RetryPolicy | None = None):
+        self.settings = settings
+        self.url = (f"s3://{settings.bucket}?endpoint={settings.endpoint}"
+                    f"&secure={str(settings.secure).lower()}")
+        self.retry = retry or RetryPolicy(attempts=settings.attempts)
+        access, secret = _credentials()
+        # Our own bounded retries replace urllib3's (which would retry a dead endpoint for long).
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(2.0, settings.timeout), read=settings.timeout),
+            retries=urllib3.Retry(total=0, redirect=0), maxsize=8,
+        )
+        self.client = Minio(settings.endpoint, access_key=access, secret_key=secret,
+                            secure=settings.secure, region=settings.region, http_client=http)
+        # Signing is local when the region is known: this client never opens a connection.
+        self.signer = Minio(settings.public_endpoint, access_key=access, secret_key=secret,
+                            secure=settings.public_secure, region=settings.region)
+        self._bucket_ready = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Store:
+        return cls(parse_s3_url(url))
+
+    def _call(self, what: str, fn):
+        try:
+            return self.retry.run(f"artifact store {self.url}: {what}", fn, _retryable)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                raise NotFound(f"artifact store {self.url}: {what}: no such object") from None
+            raise Unavailable(f"artifact store {self.url}: {what} failed: {exc.code}") from None
+
+    def _ensure_bucket(self) -> None:
+        with self._lock:
+            if self._bucket_ready:
+                return
+            bucket = self.settings.bucket
+            if not self._call(f"check bucket {bucket}", lambda: self.client.bucket_exists(bucket)):
+                self._call(f"create bucket {bucket}",
+                           lambda: self.client.make_bucket(bucket, self.settings.region))
+            self._bucket_ready = True
+
+    def put(self, data: bytes, *, content_type: str = "image/png",
+            metadata: Mapping[str, str] | None = None) -> Artifact:
+        key, digest = content_key(data, suffix_for(content_type))
+        meta = clean_metadata(metadata)
+        self._ensure_bucket()
+        # One PUT (the object is far below the multipart threshold): S3 makes it visible whole
+        # or not at all, so a failed upload leaves nothing behind.
+        self._call(f"upload {key}", lambda: self.client.put_object(
+            self.settings.bucket, key, io.BytesIO(data), len(data),
+            content_type=content_type, metadata=meta, part_size=max(5 << 20, len(data) + 1)))
+        return Artifact(self._uri(key), key, digest, len(data), content_type, meta)
+
+    def _uri(self, key: str) -> str:
+        return f"s3://{self.settings.bucket}/{key}"
+
+    def key_of(self, uri: str) -> str:
+        if "://" not in uri:
+            return uri
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or parsed.netloc != self.settings.bucket:
+            raise InvalidArgument(
+                f"{uri!r} is not in this service's artifact store s3://{self.settings.bucket}")
+        return parsed.path.lstrip("/")
+
+    def get(self, uri: str) -> bytes:
+        key = self.key_of(uri)
+
+        def fetch() -> bytes:
+            response = self.client.get_object(self.settings.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(f"download {key}", fetch)
+
+    def stat(self, uri: str) -> Artifact:
+        key = self.key_of(uri)
+        obj = self._call(f"stat {key}", lambda: self.client.stat_object(self.settings.bucket, key))
+        meta = {k[len(_META_PREFIX):].lower(): v for k, v in (obj.metadata or {}).items()
+                if k.lower().startswith(_META_PREFIX)}
+        digest = key.rsplit("/", 1)[-1].split(".", 1)[0]
+        return Artifact(self._uri(key), key, digest, int(obj.size or 0),
+                        obj.content_type or "application/octet-stream", meta)
+
+    def presign(self, uri: str, *, expires_seconds: int = 3600) -> str:
+        key = self.key_of(uri)
+        try:
+            return self.signer.presigned_get_object(
+                self.settings.bucket, key, expires=timedelta(seconds=expires_seconds))
+        except (MinioException, ValueError) as exc:
+            raise Unavailable(f"cannot presign {uri}: {type(exc).__name__}") from None
+
+    def close(self) -> None:
+        self.client._http.clear()  # noqa: SLF001  (minio has no public close)
