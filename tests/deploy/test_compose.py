@@ -1,0 +1,96 @@
+"""docker-compose.yml against the Compose Specification schema (vendored: compose-spec.json,
+Apache-2.0, from the compose-spec project as shipped in the `dclint` npm package), plus the
+suite's own rules. The machine has no Docker engine, so this is all static."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((Path(__file__).with_name("compose-spec.json")).read_text())
+
+
+def _errors(document: dict) -> list[str]:
+    validator = jsonschema.Draft7Validator(SCHEMA)
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_file_matches_the_compose_specification(compose):
+    assert _errors(compose) == []
+
+
+def test_the_schema_check_catches_mistakes(compose):
+    broken = copy.deepcopy(compose)
+    broken["services"]["guide"]["helthcheck"] = broken["services"]["guide"].pop("healthcheck")
+    assert any("helthcheck" in e for e in _errors(broken))
+
+
+def test_images_are_pinned(compose):
+    for name, service in compose["services"].items():
+        image = service["image"]
+        assert not image.endswith(":latest") and ":" in image, f"{name}: {image} is not pinned"
+    assert re.fullmatch(r"quay\.io/minio/minio:RELEASE\.[0-9T-]+Z", compose["services"]["minio"]
+                        ["image"])
+    assert compose["services"]["minio-init"]["image"].startswith("quay.io/minio/mc:RELEASE.")
+
+
+def test_bucket_is_created_before_the_services_start(compose):
+    services = compose["services"]
+    assert "mc mb" in " ".join(services["minio-init"]["command"])
+    for name in ("guide", "dream", "dream-cpu"):
+        assert services[name]["depends_on"]["minio-init"]["condition"] == (
+            "service_completed_successfully")
+
+
+def test_dream_reserves_a_gpu_and_has_a_cpu_profile(compose):
+    dream = compose["services"]["dream"]
+    devices = dream["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"] and dream["profiles"] == ["gpu"]
+    cpu = compose["services"]["dream-cpu"]
+    assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
+    assert cpu["networks"]["default"]["aliases"] == ["dream"]
+
+
+@pytest.mark.parametrize("name", ["guide", "dream", "dream-cpu"])
+def test_services_are_health_checked_through_grpc_health(compose, name):
+    service = compose["services"][name]
+    test = service["healthcheck"]["test"]
+    port = service["environment"]["DREAMSUITE_PORT"]
+    assert test[:3] == ["CMD", "dreamsuite", "health"] and test[3].endswith(f":{port}")
+    assert service["read_only"] is True
+
+
+def test_prometheus_scrapes_every_metrics_port(compose):
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
+               for t in sc["targets"]}
+    services = compose["services"]
+    for name, host in (("guide", "guide"), ("dream", "dream"), ("dream-cpu", "dream")):
+        assert f"{host}:{services[name]['environment']['DREAMSUITE_METRICS_PORT']}" in targets
+    assert "torchserve:8082" in targets
+    mounted = " ".join(services["prometheus"]["volumes"])
+    assert "./deploy/prometheus:/etc/prometheus" in mounted
+
+
+def test_grafana_dashboard_is_provisioned_for_the_dream_service(compose):
+    volumes = " ".join(compose["services"]["grafana"]["volumes"])
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning" in volumes
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/dreamsuite.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] in volumes
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/dreamsuite.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for family in ("grpc_server_handled_total", "grpc_server_handling_seconds_bucket",
+                   "dream_queue_depth", 'grpc_code!="OK"'):
+        assert family in exprs, f"dashboard shows no {family}"
+    datasource = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {
+        datasource["datasources"][0]["uid"]}
