@@ -1,0 +1,1 @@
+"""Generated code for TorchServe's inference API (see ../protogen.py). Do not edit."""

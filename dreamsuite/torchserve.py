@@ -1,0 +1,240 @@
+"""Start and stop a local TorchServe (Java 17) serving dreamsuite model archives.
+
+>>> with TorchServe(model_store, models=["efficientnet_lite0"]) as ts:   # free loopback ports
+...     backend = TorchServeBackend(ts.grpc_target)                      # torchserve://...
+
+TorchServe runs offline in the foreground (``--foreground --ncs``) from a generated
+config.properties: loopback addresses only, token authorization off (safe only on loopback),
+model-control API off, ``metrics_mode=prometheus``, request/response limits raised to what the
+backbone handler returns. ``stop()`` ends the whole process tree (launcher, Java frontend,
+Python workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreamsuite.activations.compute import DEFAULT_MAX_RESPONSE_BYTES
+from dreamsuite.errors import Unavailable
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "TorchServePorts",
+    "TorchServe",
+    "free_port",
+    "render_config",
+    "require_java",
+]
+
+#: TorchServe's max_request_size / max_response_size: above the handler's response cap
+#: (DEFAULT_MAX_RESPONSE_BYTES) so that the handler, not the frame limit, refuses big answers.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+assert MAX_MESSAGE_BYTES > DEFAULT_MAX_RESPONSE_BYTES
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class TorchServePorts:
+    """The ports one TorchServe instance listens on (all on the same host)."""
+
+    inference: int = 8080
+    management: int = 8081
+    metrics: int = 8082
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
+    worker: int = 9000
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> TorchServePorts:
+        """Free ports for every listener (the worker sockets start at a random high port)."""
+        return cls(*(free_port(host) for _ in range(5)), worker=free_port(host))
+
+
+def render_config(
+    *,
+    model_store: str | os.PathLike,
+    ports: TorchServePorts = TorchServePorts(),
+    host: str = "127.0.0.1",
+    models: Sequence[str] = (),
+    token_auth: bool = False,
+    workers: int = 1,
+) -> str:
+    """config.properties for a TorchServe that serves dreamsuite archives.
+
+    ``token_auth=False`` (``disable_token_authorization=true``) is only for loopback; a
+    deployment that listens on other addresses keeps token authorization on and gives the guide
+    service the inference key (``--torchserve-token``)."""
+    if not token_auth and host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"token authorization may only be off on loopback, not on {host!r}")
+    lines = [
+        f"inference_address=http://{host}:{ports.inference}",
+        f"management_address=http://{host}:{ports.management}",
+        f"metrics_address=http://{host}:{ports.metrics}",
+        f"grpc_inference_address={host}",
+        f"grpc_inference_port={ports.grpc_inference}",
+        f"grpc_management_address={host}",
+        f"grpc_management_port={ports.grpc_management}",
+        f"initial_worker_port={ports.worker}",
+        f"model_store={Path(model_store).resolve()}",
+        f"load_models={','.join(f'{m}.mar' for m in models)}" if models else "",
+        "metrics_mode=prometheus",
+        f"disable_token_authorization={'false' if token_auth else 'true'}",
+        "enable_model_api=false",
+        f"max_request_size={MAX_MESSAGE_BYTES}",
+        f"max_response_size={MAX_MESSAGE_BYTES}",
+        f"default_workers_per_model={workers}",
+        "install_py_dep_per_model=false",
+        "default_response_timeout=120",
+    ]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def require_java() -> str:
+    """The ``java`` executable; :class:`Unavailable` says how to install it when missing."""
+    java = shutil.which("java")
+    if java is None:
+        raise Unavailable(
+            "TorchServe needs Java 17 but `java` is not on PATH; install a JRE 17 "
+            "(e.g. apt-get install openjdk-17-jre-headless) or use --activations inprocess"
+        )
+    return java
+
+
+@dataclass
+class TorchServe:
+    """A TorchServe process serving ``models`` (archive names without ``.mar``) from
+    ``model_store``. Logs go to ``workdir`` (a temporary folder by default)."""
+
+    model_store: Path
+    models: Sequence[str]
+    host: str = "127.0.0.1"
+    ports: TorchServePorts = field(default_factory=TorchServePorts.free)
+    workdir: Path | None = None
+    startup_timeout: float = 180.0
+    process: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def grpc_target(self) -> str:
+        """``HOST:PORT`` of the gRPC inference API."""
+        return f"{self.host}:{self.ports.grpc_inference}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    @property
+    def log_file(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "torchserve.log"
+
+    def start(self) -> TorchServe:
+        """Start TorchServe and wait until every model has a READY worker."""
+        require_java()
+        missing = [m for m in self.models if not (Path(self.model_store) / f"{m}.mar").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"no archive for {', '.join(missing)} in {self.model_store}; build it with "
+                f"`dreamsuite archive --backbone {missing[0]} -o {self.model_store}`"
+            )
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="dreamsuite-torchserve-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.properties"
+        config.write_text(render_config(model_store=self.model_store, ports=self.ports,
+                                        host=self.host, models=self.models))
+        command = [sys.executable, "-c", "from ts.model_server import start; start()",
+                   "--start", "--foreground", "--ncs", "--ts-config", str(config),
+                   "--model-store", str(self.model_store)]
+        env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs"),
+               "METRICS_LOCATION": str(self.workdir / "logs")}
+        with open(self.log_file, "ab") as log:
+            # A session of its own, so stop() can end the launcher, Java and the workers at once.
+            self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.wait_ready(self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until every model has a READY worker; :class:`Unavailable` on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise Unavailable(f"TorchServe exited with {self.process.returncode} while "
+                                  f"starting:\n{self.log_tail()}")
+            if all(self._model_ready(m) for m in self.models):
+                return
+            time.sleep(0.5)
+        raise Unavailable(f"TorchServe was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _model_ready(self, model: str) -> bool:
+        url = f"http://{self.host}:{self.ports.management}/models/{model}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                described = json.loads(reply.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        workers = [w for entry in described for w in entry.get("workers", [])]
+        return any(w.get("status") == "READY" for w in workers)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the Python model workers (for tests that kill one)."""
+        import psutil
+
+        if self.process is None:
+            return []
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [p.pid for p in children if "model_service_worker" in " ".join(p.cmdline())]
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.workdir is None or not self.log_file.exists():
+            return ""
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace: float = 10.0) -> None:
+        """End the whole process tree: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(grace)
+                # The launcher is gone; workers of the same group may linger a moment.
+                os.killpg(process.pid, signal.SIGKILL)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                pass
+            break
+
+    def __enter__(self) -> TorchServe:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

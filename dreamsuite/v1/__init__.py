@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for dreamsuite.v1 (make protos). Do not edit."""

@@ -1,0 +1,1 @@
+"""TorchServe handlers; ``dreamsuite archive`` packs them into model archives."""
