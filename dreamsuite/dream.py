@@ -182,14 +182,14 @@ class _Stepper:
             x = image.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
             value = self.loss(x)
             (grad,) = torch.autograd.grad(value, x)
-            return grad, float(value)
+            return grad, float(value.detach())
         grad = torch.empty_like(image)
         total = 0.0
         for ys, xs in tiles:
             x = image[..., ys, xs].contiguous(memory_format=torch.channels_last).requires_grad_()
             value = self.loss(x)
             (grad[..., ys, xs],) = torch.autograd.grad(value, x)
-            total += float(value) / len(tiles)
+            total += float(value.detach()) / len(tiles)
         return grad, total
 
     def step(self, image: torch.Tensor, rng: random.Random, step: int) -> tuple[torch.Tensor, float]:

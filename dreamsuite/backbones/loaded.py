@@ -67,6 +67,12 @@ class FeatureExtractor(nn.Module):
         self.names = [name for name, _ in stages]
         self.stages = nn.ModuleList(stage for _, stage in stages)
         self.wanted = frozenset(wanted)
+        # A wanted output that feeds an in-place stage (VGG's ReLUs) is copied first, so the
+        # in-place speed-up stays everywhere else.
+        self._copy_after = frozenset(
+            name for name, nxt in zip(self.names, self.stages[1:], strict=False)
+            if name in self.wanted and getattr(nxt, "inplace", False)
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.normalize(x)
@@ -75,6 +81,8 @@ class FeatureExtractor(nn.Module):
             x = stage(x)
             if name in self.wanted:
                 out[name] = x
+                if name in self._copy_after:
+                    x = x.clone()
         return out
 
 

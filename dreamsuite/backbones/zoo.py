@@ -15,14 +15,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _HALF = (0.5, 0.5, 0.5)
 
 
-def _no_inplace(model: nn.Module) -> nn.Module:
-    # Stored activations must not be overwritten by a later in-place ReLU.
-    for module in model.modules():
-        if isinstance(module, nn.ReLU | nn.ReLU6):
-            module.inplace = False
-    return model
-
-
 def _named(model: nn.Module, pairs: list[tuple[str, str]]) -> list[tuple[str, nn.Module]]:
     return [(friendly, model.get_submodule(path)) for friendly, path in pairs]
 
@@ -58,13 +50,13 @@ def _build_inception() -> nn.Module:
     # Preprocessing is explicit (mean = std = 0.5), so transform_input stays off.
     model = tvm.inception_v3(weights=None, aux_logits=True, transform_input=False,
                              init_weights=False)
-    return _no_inplace(model)
+    return model
 
 
 def _build_googlenet() -> nn.Module:
     model = tvm.googlenet(weights=None, aux_logits=True, transform_input=False,
                           init_weights=False)
-    return _no_inplace(model)
+    return model
 
 
 def _drop_aux(model: nn.Module) -> nn.Module:
@@ -100,7 +92,7 @@ register(BackboneSpec(
     name="vgg16",
     description="VGG16 (torchvision), as in the paper",
     mean=IMAGENET_MEAN, std=IMAGENET_STD, min_size=32, default_layer="relu4_3",
-    build=lambda: _no_inplace(tvm.vgg16(weights=None)),
+    build=lambda: tvm.vgg16(weights=None),
     stages=lambda m: _named(m, [(n, f"features.{i}") for i, n in enumerate(_VGG16_NAMES)]),
     weights_file="vgg16-397923af.pth",
 ))
@@ -109,7 +101,7 @@ register(BackboneSpec(
     name="mobilenet_v2",
     description="MobileNet V2 (torchvision), as in the paper",
     mean=IMAGENET_MEAN, std=IMAGENET_STD, min_size=32, default_layer="block_11",
-    build=lambda: _no_inplace(tvm.mobilenet_v2(weights=None)),
+    build=lambda: tvm.mobilenet_v2(weights=None),
     stages=lambda m: _named(m, [(f"block_{i}", f"features.{i}") for i in range(19)]),
     weights_file="mobilenet_v2-b0353104.pth",
 ))

@@ -1,17 +1,154 @@
-"""``dreamsuite bench engine``: dream time vs the naive forward+backward floor."""
+"""``dreamsuite bench engine``: dream time against the naive forward+backward floor.
+
+The floor is how the popular open-source dreamers run: the torchvision network truncated at the
+dreamed layer, weights frozen, eager fp32, default NCHW layout, BatchNorm unfused. It is the sum
+over octaves of ``steps x`` the median time of one forward+backward pass at that octave's size.
+Dream runs and floor passes are interleaved so that load from other processes hits both alike.
+
+``--memory`` also runs a 2048x2048 dream with 512 px tiles and a 512x512 dream, each in a fresh
+subprocess, and reports the difference of their peak RSS.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
 
-__all__ = ["register", "main"]
+import torch
+from torch import nn
+
+from dreamsuite.backbones import get_backbone, get_backbone_spec
+from dreamsuite.backbones.loaded import Normalize
+from dreamsuite.dream import DreamConfig, dream
+from dreamsuite.images import sample_image
+from dreamsuite.objectives import LayerTerm, Maplist
+from dreamsuite.octaves import plan_octaves
+
+__all__ = ["register", "main", "WORKLOADS", "naive_network", "measure"]
+
+#: (backbone, weights, layer) of the standard workload.
+WORKLOADS = (
+    ("efficientnet_lite0", "pretrained", "block_10"),
+    ("vgg16", "random", "relu4_3"),
+)
+TARGET_RATIO = 0.90
+TARGET_MEMORY_GIB = 0.5
+
+
+@dataclass
+class EngineFigure:
+    backbone: str
+    layer: str
+    dream_seconds: float
+    floor_seconds: float
+    ratio: float
 
 
 def register(which: argparse._SubParsersAction) -> None:
     e = which.add_parser("engine", help="dream time vs the naive forward+backward floor")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print a JSON list of figures")
+    e.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
+    e.add_argument("--octaves", type=int, default=4)
+    e.add_argument("--steps", type=int, default=10)
+    e.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds of (one dream, one floor pass per size)")
+    e.add_argument("--backbone", action="append", help="only these backbones")
+    e.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure peak RSS of a 2048 px tiled dream vs a 512 px one")
     e.set_defaults(func=main)
 
 
+def naive_network(backbone: str, layer: str) -> nn.Module:
+    """The floor's network: vanilla architecture cut after ``layer``, frozen, NCHW, fp32."""
+    spec = get_backbone_spec(backbone)
+    model = spec.build().eval().requires_grad_(False)
+    stages = spec.stages(model)[: spec.layer(layer).index + 1]
+    return nn.Sequential(Normalize(spec.mean, spec.std), *(stage for _, stage in stages))
+
+
+def _naive_pass(net: nn.Module, size: tuple[int, int]) -> float:
+    x = torch.rand(1, 3, *size, requires_grad=True)
+    started = time.perf_counter()
+    net(x).pow(2).mean().backward()
+    return time.perf_counter() - started
+
+
+def measure(backbone: str, weights: str, layer: str, size: int, octaves: int, steps: int,
+            rounds: int) -> EngineFigure:
+    image = sample_image("astronaut", size=size)[:, :size, :size]
+    config = DreamConfig(backbone=backbone, weights=weights, octaves=octaves, steps=steps,
+                         maplist=Maplist((LayerTerm(layer),)), seed=0)
+    spec = get_backbone_spec(backbone)
+    sizes = plan_octaves((size, size), octaves, config.octave_scale, spec.min_size).sizes
+    net = naive_network(backbone, layer)
+    get_backbone(backbone, weights=weights)  # load outside the timed region
+    dream(image[:, :64, :64], DreamConfig(backbone=backbone, weights=weights, octaves=1,
+                                          steps=1, maplist=config.maplist))  # warm-up
+    for s in sizes:
+        _naive_pass(net, s)
+    dream_times, passes = [], {s: [] for s in sizes}
+    for _ in range(rounds):
+        started = time.perf_counter()
+        dream(image, config)
+        dream_times.append(time.perf_counter() - started)
+        for s in sizes:
+            passes[s].append(_naive_pass(net, s))
+    floor = sum(steps * statistics.median(times) for times in passes.values())
+    dream_seconds = statistics.median(dream_times)
+    return EngineFigure(backbone, layer, dream_seconds, floor, dream_seconds / floor)
+
+
+def _peak_rss_child(size: int, tile: int) -> int:
+    """Peak RSS in bytes of a fresh process that dreams a ``size`` x ``size`` image."""
+    code = (
+        "import resource, torch\n"
+        "from dreamsuite.dream import dream, DreamConfig\n"
+        "from dreamsuite.images import sample_image, resize\n"
+        f"img = resize(sample_image('astronaut'), ({size}, {size})).clamp(0, 1)\n"
+        f"dream(img, DreamConfig(octaves=4, steps=2, tile={tile}))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
 def main(args: argparse.Namespace) -> int:
-    raise NotImplementedError("bench engine is being written")
+    figures = []
+    for backbone, weights, layer in WORKLOADS:
+        if args.backbone and backbone not in args.backbone:
+            continue
+        print(f"measuring {backbone} up to {layer} ...", file=sys.stderr)
+        figures.append(measure(backbone, weights, layer, args.size, args.octaves, args.steps,
+                               args.rounds))
+    memory = None
+    if args.memory:
+        print("measuring peak RSS: 2048 px tiled dream vs 512 px dream ...", file=sys.stderr)
+        small, large = _peak_rss_child(512, 512), _peak_rss_child(2048, 512)
+        memory = {"peak_rss_512_gib": small / 2**30, "peak_rss_2048_gib": large / 2**30,
+                  "delta_gib": (large - small) / 2**30}
+    if args.json:
+        print(json.dumps([asdict(f) for f in figures] + ([{"memory": memory}] if memory else [])))
+        return 0
+    _print_table(figures, memory, args)
+    return 0
+
+
+def _print_table(figures: list[EngineFigure], memory: dict | None, args) -> None:
+    print(f"workload: {args.size}x{args.size}, {args.octaves} octaves x {args.steps} steps, "
+          f"scale 1.4; floor = naive eager fp32 NCHW forward+backward; threads "
+          f"{torch.get_num_threads()}")
+    print(f"{'backbone':<20}{'layer':<10}{'dream s':>10}{'floor s':>10}{'ratio':>8}  target")
+    for f in figures:
+        ok = "ok" if f.ratio <= TARGET_RATIO else "MISSED"
+        print(f"{f.backbone:<20}{f.layer:<10}{f.dream_seconds:>10.2f}{f.floor_seconds:>10.2f}"
+              f"{f.ratio:>8.3f}  <= {TARGET_RATIO} {ok}")
+    if memory:
+        ok = "ok" if memory["delta_gib"] <= TARGET_MEMORY_GIB else "MISSED"
+        print(f"peak RSS: 512 px {memory['peak_rss_512_gib']:.2f} GiB, 2048 px (tile 512) "
+              f"{memory['peak_rss_2048_gib']:.2f} GiB, delta {memory['delta_gib']:.3f} GiB "
+              f"<= {TARGET_MEMORY_GIB} {ok}")
