@@ -19,7 +19,10 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 COMMAND_MODULES = (
     "dreamsuite.cli.engine",
     "dreamsuite.cli.bench",
+    "dreamsuite.cli.serve",
     "dreamsuite.cli.archive",
+    "dreamsuite.cli.suite",
+    "dreamsuite.cli.demo",
 )
 
 

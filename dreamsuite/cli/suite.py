@@ -1,0 +1,142 @@
+"""``dreamsuite up | down | status | health``: the whole suite on this machine, and a gRPC
+health probe for containers and scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start TorchServe, the guide and the dream service locally")
+    _add_run_dir(p)
+    p.add_argument("--artifacts", metavar="URL",
+                   help="artifact store (default file://RUN_DIR/artifacts; s3://... for S3)")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help="backbone TorchServe serves (archive built when missing)")
+    p.add_argument("--with-prometheus", action="store_true",
+                   help="also run Prometheus (Debian package `prometheus`) scraping every service")
+    p.add_argument("--detach", action="store_true",
+                   help="return once everything serves; stop later with `dreamsuite down`")
+    p.add_argument("--timeout", type=float, default=240.0,
+                   help="seconds each service may take to report SERVING (default 240)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the suite that `dreamsuite up` started")
+    _add_run_dir(p)
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="what the local suite runs and whether each part serves")
+    _add_run_dir(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("health", help="gRPC health check of a server (exit 0 when SERVING)")
+    p.add_argument("target", metavar="HOST:PORT")
+    p.add_argument("--service", default="", help="service name (default: the whole server)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    p.set_defaults(func=cmd_health)
+
+
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="state and logs (default $DREAMSUITE_RUN_DIR or "
+                        "~/.local/state/dreamsuite/suite)")
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    from dreamsuite.launcher import default_run_dir
+
+    return (args.run_dir or default_run_dir()).resolve()
+
+
+def print_endpoints(suite) -> None:
+    """The endpoints of a started suite, one line each."""
+    for proc in suite.processes:
+        extra = "".join(f"  {k}={v}" for k, v in proc.ports.items() if k != "grpc")
+        print(f"  {proc.name:<11} {proc.endpoint}{extra}")
+    print(f"  artifacts   {suite.artifacts}\n  logs        {suite.run_dir / 'logs'}")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from dreamsuite.launcher import Suite
+
+    suite = Suite(_run_dir(args), artifacts=args.artifacts, backbone=args.backbone,
+                  with_prometheus=args.with_prometheus, startup_timeout=args.timeout)
+    stop = threading.Event()
+    # SIGTERM (`dreamsuite down`) and SIGHUP end the wait like Ctrl-C does.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"starting the suite in {suite.run_dir} ...", flush=True)
+    try:
+        suite.start()
+        print("dreamsuite is up:")
+        print_endpoints(suite)
+        if args.detach:
+            print("stop it with: dreamsuite down" + _run_dir_flag(args), flush=True)
+            return 0
+        print("Ctrl-C (or `dreamsuite down`) stops it.", flush=True)
+        while not stop.wait(1.0):
+            exited = [p.name for p in suite.processes if not p.alive()]
+            if exited:
+                print(f"dreamsuite: {', '.join(exited)} exited; stopping the suite "
+                      f"(logs in {suite.run_dir / 'logs'})", file=sys.stderr)
+                return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if not args.detach:
+            print("stopping the suite ...", flush=True)
+            suite.stop()
+            print("stopped.", flush=True)
+
+
+def _run_dir_flag(args: argparse.Namespace) -> str:
+    return f" --run-dir {args.run_dir}" if args.run_dir else ""
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from dreamsuite.launcher import stop_recorded
+
+    stopped = stop_recorded(_run_dir(args))
+    if not stopped:
+        print(f"no suite runs from {_run_dir(args)}")
+        return 0
+    print(f"stopped: {', '.join(stopped)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dreamsuite.launcher import read_state, recorded_processes
+
+    state = read_state(_run_dir(args))
+    if state is None:
+        print(json.dumps({"running": False}) if args.json else
+              f"no suite runs from {_run_dir(args)} (start one with `dreamsuite up`)")
+        return 3
+    rows = [{"name": p.name, "pid": p.pid, "endpoint": p.endpoint, "ports": p.ports,
+             "status": p.status()} for p in recorded_processes(state)]
+    if args.json:
+        print(json.dumps({"running": True, "artifacts": state.get("artifacts"),
+                          "services": rows}, indent=2))
+    else:
+        print(f"suite in {state['run_dir']} (artifacts {state.get('artifacts')}):")
+        for row in rows:
+            print(f"  {row['name']:<11} {row['status']:<12} {row['endpoint']:<16} "
+                  f"pid {row['pid']}")
+    return 0 if all(r["status"] == "SERVING" for r in rows) else 1
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from dreamsuite.launcher import check_health
+
+    status = check_health(args.target, args.service, args.timeout)
+    print(f"{args.target} {args.service or '(server)'}: {status}")
+    return 0 if status == "SERVING" else 1
