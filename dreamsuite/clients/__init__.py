@@ -1,0 +1,68 @@
+"""gRPC clients of the suite's services, and the channel settings every client shares.
+
+Message limits are set explicitly on both ends: servers and clients use the same
+:data:`DEFAULT_MAX_MESSAGE_BYTES` unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "TOKEN_ENV",
+    "TLS_CA_ENV",
+    "channel_options",
+    "open_channel",
+    "auth_metadata",
+]
+
+#: Send and receive limit for every message, both ends (64 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Bearer token a client sends (``authorization: Bearer <token>``) when set.
+TOKEN_ENV = "DREAMSUITE_TOKEN"
+#: PEM file of the CA (or self-signed certificate) that makes a client use TLS.
+TLS_CA_ENV = "DREAMSUITE_TLS_CA"
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                    server_name: str | None = None) -> list[tuple[str, int | str]]:
+    """gRPC channel options with explicit message limits (and a TLS name override)."""
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return options
+
+
+def _credentials(tls_ca: str | os.PathLike | None) -> grpc.ChannelCredentials | None:
+    if tls_ca is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+
+
+def open_channel(target: str, *, tls_ca: str | os.PathLike | None = None,
+                 server_name: str | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 aio: bool = False):
+    """A channel to ``target`` (``host:port``): TLS when ``tls_ca`` is given (default
+    ``$DREAMSUITE_TLS_CA``), plaintext otherwise; ``aio=True`` for a ``grpc.aio`` channel."""
+    tls_ca = tls_ca if tls_ca is not None else (os.environ.get(TLS_CA_ENV) or None)
+    options = channel_options(max_message_bytes, server_name)
+    credentials = _credentials(tls_ca)
+    module = grpc.aio if aio else grpc
+    if credentials is None:
+        return module.insecure_channel(target, options=options)
+    return module.secure_channel(target, credentials, options=options)
+
+
+def auth_metadata(token: str | None = None) -> Sequence[tuple[str, str]]:
+    """Call metadata carrying the bearer token (default ``$DREAMSUITE_TOKEN``), if any."""
+    token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+    return (("authorization", f"Bearer {token}"),) if token else ()

@@ -1,0 +1,259 @@
+"""Prometheus metrics for the services: gRPC server metrics and the ``dream_*`` families.
+
+Nothing is registered at import time: each server builds its metrics on a
+:class:`~prometheus_client.CollectorRegistry` it owns (so several servers can live in one
+process, e.g. in tests) and serves them with :func:`start_metrics_server` on their own port.
+
+The gRPC families use the names of go-grpc-prometheus / grpc-ecosystem, so existing dashboards
+work: ``grpc_server_started_total``, ``grpc_server_handled_total`` and
+``grpc_server_handling_seconds`` labelled by ``grpc_service``, ``grpc_method``, ``grpc_type``
+(and ``grpc_code`` with Go's code names: ``OK``, ``Canceled``, ``DeadlineExceeded``, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import resource
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = [
+    "HANDLING_BUCKETS",
+    "GrpcServerMetrics",
+    "DreamMetrics",
+    "MetricsServer",
+    "start_metrics_server",
+    "wrap_handler",
+    "code_name",
+]
+
+#: Handling-time buckets in seconds: milliseconds for ListBackbones, minutes for a big dream.
+HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120,
+                    300, 600, 1200, 1800)
+
+_GO_NAMES = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+
+Hook = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager]
+
+
+def code_name(code: grpc.StatusCode) -> str:
+    """Go's name of a status code (``DEADLINE_EXCEEDED`` -> ``DeadlineExceeded``)."""
+    return _GO_NAMES.get(code) or code.name.title().replace("_", "")
+
+
+# --- wrapping handlers -------------------------------------------------------------------------
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler | None, hook: Hook) -> grpc.RpcMethodHandler | None:
+    """``handler`` with every call run inside ``hook(context)``, an async context manager.
+
+    Works for the four RPC kinds and for async, coroutine and async-generator behaviours; the
+    hook sees the handler's exceptions (and may replace them, e.g. with ``context.abort``).
+    Used by the metrics, auth and error-mapping interceptors."""
+    if handler is None:
+        return None
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, _around_unary),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, _around_unary),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, _around_stream),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, _around_stream),
+    )
+    for attr, make, around in kinds:
+        behaviour = getattr(handler, attr)
+        if behaviour is not None:
+            return make(around(behaviour, hook), handler.request_deserializer,
+                        handler.response_serializer)
+    return handler
+
+
+def _around_unary(behaviour: Callable, hook: Hook) -> Callable:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with hook(context):
+            result = behaviour(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+    return call
+
+
+def _around_stream(behaviour: Callable, hook: Hook) -> Callable:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with hook(context):
+            result = behaviour(request, context)
+            if inspect.isawaitable(result):  # reader/writer API: the coroutine writes itself
+                result = await result
+            if result is not None:
+                async for item in result:
+                    yield item
+
+    return call
+
+
+def rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
+
+
+# --- gRPC server metrics ----------------------------------------------------------------------
+
+
+class GrpcServerMetrics(grpc.aio.ServerInterceptor):
+    """Counts RPCs started and handled (by code) and their handling time; an aio interceptor.
+
+    Put it first in the interceptor list so it also counts calls that auth refuses."""
+
+    def __init__(self, registry: CollectorRegistry):
+        labels = ["grpc_service", "grpc_method", "grpc_type"]
+        self.started = Counter("grpc_server_started_total", "RPCs started on the server.",
+                               labels, registry=registry)
+        self.handled = Counter("grpc_server_handled_total",
+                               "RPCs completed on the server, regardless of success or failure.",
+                               [*labels, "grpc_code"], registry=registry)
+        self.handling = Histogram("grpc_server_handling_seconds",
+                                  "Response latency of RPCs handled by the server.",
+                                  labels, buckets=HANDLING_BUCKETS, registry=registry)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        labels = (service, method, rpc_type(handler))
+        return wrap_handler(handler, lambda context: self._observe(labels, context))
+
+    @contextlib.asynccontextmanager
+    async def _observe(self, labels: tuple[str, str, str], context: grpc.aio.ServicerContext):
+        self.started.labels(*labels).inc()
+        start = time.perf_counter()
+        done = False
+
+        def finish(code: grpc.StatusCode) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.handled.labels(*labels, code_name(code)).inc()
+                self.handling.labels(*labels).observe(time.perf_counter() - start)
+
+        # A call cancelled while the server is not inside the handler never reaches the code
+        # below; the done callback counts it.
+        context.add_done_callback(lambda ctx: finish(_cancel_code(ctx)))
+        try:
+            yield
+        except asyncio.CancelledError:
+            finish(_cancel_code(context))
+            raise
+        except BaseException:
+            finish(_code_of(context) or grpc.StatusCode.UNKNOWN)
+            raise
+        finish(_code_of(context) or grpc.StatusCode.OK)
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
+    code = context.code()
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+
+
+def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = _code_of(context)
+    if code not in (None, grpc.StatusCode.OK):
+        return code
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+# --- dream metrics ----------------------------------------------------------------------------
+
+
+class DreamMetrics:
+    """The ``dream_*`` families of the dream service."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.octave_seconds = Histogram(
+            "dream_octave_seconds", "Time to dream one octave (all its steps).",
+            ["backbone"], buckets=HANDLING_BUCKETS, registry=registry)
+        self.job_seconds = Histogram(
+            "dream_job_seconds", "Time a dream spent on the device worker, by outcome.",
+            ["backbone", "outcome"], buckets=HANDLING_BUCKETS, registry=registry)
+        self.queue_depth = Gauge("dream_queue_depth", "Dreams waiting for the device worker.",
+                                 registry=registry)
+        self.in_flight = Gauge("dream_in_flight", "Dreams running on the device worker.",
+                               registry=registry)
+        self.rejected = Counter("dream_rejected_total",
+                                "Dreams refused because the queue was full.", registry=registry)
+        self.device_memory = Gauge(
+            "dream_device_memory_bytes",
+            "Device memory: CUDA allocated/peak bytes, or the process's peak RSS on the CPU.",
+            ["device", "kind"], registry=registry)
+        self.store_seconds = Histogram(
+            "dream_artifact_store_seconds", "Artifact-store call latency.", ["operation"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry)
+        self.store_errors = Counter("dream_artifact_store_errors_total",
+                                    "Artifact-store calls that failed (after retries).",
+                                    ["operation"], registry=registry)
+
+    @contextlib.contextmanager
+    def store_call(self, operation: str) -> Iterator[None]:
+        """Time one artifact-store call; count it as an error if it raises."""
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.store_errors.labels(operation).inc()
+            raise
+        finally:
+            self.store_seconds.labels(operation).observe(time.perf_counter() - start)
+
+    def sample_device_memory(self, device: Any) -> None:
+        """Record the memory of ``device`` (a :class:`torch.device`)."""
+        import torch
+
+        if device.type == "cuda":
+            self.device_memory.labels(str(device), "allocated").set(
+                torch.cuda.memory_allocated(device))
+            self.device_memory.labels(str(device), "peak").set(
+                torch.cuda.max_memory_allocated(device))
+            return
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.device_memory.labels(str(device), "peak").set(
+            peak if sys.platform == "darwin" else peak * 1024)
+
+
+# --- the /metrics endpoint --------------------------------------------------------------------
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` HTTP server."""
+
+    host: str
+    port: int
+    _server: Any
+    _thread: Any
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(registry: CollectorRegistry, port: int,
+                         host: str = "0.0.0.0") -> MetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` (``port=0``: any free port)."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(host, server.server_port, server, thread)

@@ -1,0 +1,110 @@
+"""Server settings every service shares, from flags with environment-variable defaults.
+
+Every flag ``--some-flag`` of ``dreamsuite serve SERVICE`` also reads ``DREAMSUITE_SOME_FLAG``
+(ports read ``DREAMSUITE_<SERVICE>_PORT`` / ``DREAMSUITE_<SERVICE>_METRICS_PORT`` so that
+services on one machine do not collide). Flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dreamsuite.clients import DEFAULT_MAX_MESSAGE_BYTES
+from dreamsuite.errors import InvalidArgument
+
+__all__ = ["ServerConfig", "add_server_arguments", "server_config_from_args", "env_default",
+           "env_name"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How a gRPC server listens. ``port=0`` picks a free port; ``metrics_port=None`` serves no
+    metrics, ``0`` any free port."""
+
+    host: str = "0.0.0.0"
+    port: int = 0
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = None
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    grace_seconds: float = 30.0
+    reflection: bool = True
+
+    def validate(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidArgument("TLS needs both --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise InvalidArgument(f"TLS file {str(path)!r} does not exist")
+        if self.max_message_bytes < 1024:
+            raise InvalidArgument("--max-message-bytes must be at least 1024")
+        if self.grace_seconds < 0:
+            raise InvalidArgument("--grace-seconds must be >= 0")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def env_name(flag: str) -> str:
+    """``--queue-size`` -> ``DREAMSUITE_QUEUE_SIZE``."""
+    return "DREAMSUITE_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def env_default(name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
+    """``cast($name)`` when the variable is set and not empty, else ``default``."""
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return cast(raw)
+    except ValueError:
+        raise InvalidArgument(f"environment variable {name}={raw!r} is not valid") from None
+
+
+def add_env_argument(parser: argparse.ArgumentParser, flag: str, *, default: Any = None,
+                     cast: Callable[[str], Any] = str, env: str | None = None,
+                     help: str = "", **kwargs: Any) -> None:
+    """``parser.add_argument(flag)`` whose default comes from ``env`` (``DREAMSUITE_<FLAG>``)."""
+    env = env or env_name(flag)
+    parser.add_argument(flag, type=cast, default=env_default(env, default, cast),
+                        help=f"{help} [env {env}; default {default}]", **kwargs)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, service: str, *, port: int,
+                         metrics_port: int) -> None:
+    """The flags every ``dreamsuite serve SERVICE`` takes."""
+    prefix = f"DREAMSUITE_{service.upper()}_"
+    add_env_argument(parser, "--host", default="0.0.0.0", help="address to listen on")
+    add_env_argument(parser, "--port", default=port, cast=int, env=prefix + "PORT",
+                     help="gRPC port (0: any free port)")
+    add_env_argument(parser, "--metrics-port", default=metrics_port, cast=int,
+                     env=prefix + "METRICS_PORT", help="Prometheus /metrics port (-1: off)")
+    add_env_argument(parser, "--token", help="require 'authorization: Bearer TOKEN' on every RPC "
+                     "but health checks (prefer the environment variable: flags are visible)")
+    add_env_argument(parser, "--tls-cert", help="PEM certificate; TLS when given with --tls-key")
+    add_env_argument(parser, "--tls-key", help="PEM private key")
+    add_env_argument(parser, "--max-message-bytes", default=DEFAULT_MAX_MESSAGE_BYTES, cast=int,
+                     help="send and receive limit per message")
+    add_env_argument(parser, "--grace-seconds", default=30.0, cast=float,
+                     help="on SIGTERM, how long in-flight calls may finish before cancellation")
+
+
+def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """A validated :class:`ServerConfig` from the flags of :func:`add_server_arguments`."""
+    return ServerConfig(
+        host=args.host, port=args.port, metrics_host=args.host,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        token=args.token or None,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        max_message_bytes=args.max_message_bytes, grace_seconds=args.grace_seconds,
+    ).validate()

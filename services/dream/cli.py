@@ -1,0 +1,26 @@
+"""``dreamsuite serve dream``: the command line of the dream service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+__all__ = ["register"]
+
+
+def register(which: argparse._SubParsersAction) -> None:
+    from services.dream.config import add_arguments
+
+    p = which.add_parser("dream", help="the dream service (gRPC, one update per octave)",
+                         description="Serve DreamService over gRPC. Every flag also reads the "
+                                     "environment variable shown in its help.")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.dream.config import config_from_args
+    from services.dream.server import serve
+
+    asyncio.run(serve(config_from_args(args)))
+    return 0

@@ -1,0 +1,65 @@
+"""Configuration of the dream service: flags, each with a ``DREAMSUITE_*`` environment default."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreamsuite.artifacts import DEFAULT_ARTIFACTS
+from dreamsuite.errors import InvalidArgument
+from dreamsuite.images import DEFAULT_MAX_PIXELS
+from services.common.config import (
+    ServerConfig,
+    add_env_argument,
+    add_server_arguments,
+    server_config_from_args,
+)
+
+__all__ = ["DreamServiceConfig", "add_arguments", "config_from_args", "DEFAULT_PORT",
+           "DEFAULT_METRICS_PORT"]
+
+DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 9101
+
+
+@dataclass(frozen=True)
+class DreamServiceConfig:
+    """Everything ``dreamsuite serve dream`` can be told."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    artifacts: str = DEFAULT_ARTIFACTS
+    device: str | None = None
+    queue_size: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def validate(self) -> DreamServiceConfig:
+        self.server.validate()
+        if self.queue_size < 0:
+            raise InvalidArgument("--queue-size must be >= 0")
+        if self.max_pixels < 1:
+            raise InvalidArgument("--max-pixels must be positive")
+        return self
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``dreamsuite serve dream``."""
+    add_server_arguments(parser, "dream", port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
+    add_env_argument(parser, "--artifacts", default=DEFAULT_ARTIFACTS,
+                     help="artifact store: s3://BUCKET?endpoint=HOST:PORT&secure=false"
+                          "[&public_endpoint=HOST:PORT], file:///PATH or a folder")
+    add_env_argument(parser, "--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    add_env_argument(parser, "--queue-size", default=4, cast=int,
+                     help="dreams that may wait for the device; more are RESOURCE_EXHAUSTED")
+    add_env_argument(parser, "--max-pixels", default=DEFAULT_MAX_PIXELS, cast=int,
+                     help="largest input image (width x height)")
+
+
+def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
+    artifacts = args.artifacts
+    if "://" not in artifacts:  # a folder: make it absolute, as the store reports it
+        artifacts = Path(artifacts).resolve().as_uri()
+    return DreamServiceConfig(
+        server=server_config_from_args(args), artifacts=artifacts, device=args.device,
+        queue_size=args.queue_size, max_pixels=args.max_pixels,
+    ).validate()

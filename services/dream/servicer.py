@@ -1,0 +1,39 @@
+"""``DreamService``: converts requests to library calls and results to messages, nothing else.
+
+Errors are raised as :mod:`dreamsuite.errors` and mapped to status codes by
+:class:`services.common.errors.ErrorMapping`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from dreamsuite.v1 import dream_pb2, dream_pb2_grpc
+from services.dream.convert import backbones_response, spec_from_request, update_from_output
+from services.dream.runner import DreamRunner
+
+__all__ = ["DreamServicer", "SERVICE_NAME"]
+
+SERVICE_NAME = dream_pb2.DESCRIPTOR.services_by_name["DreamService"].full_name
+
+
+class DreamServicer(dream_pb2_grpc.DreamServiceServicer):
+    """Streams one ``DreamUpdate`` per octave from a :class:`DreamRunner`."""
+
+    def __init__(self, runner: DreamRunner):
+        self.runner = runner
+
+    async def Dream(self, request: dream_pb2.DreamRequest,
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[dream_pb2.DreamUpdate]:
+        job = await self.runner.start(spec_from_request(request))
+        # Cancellation or an expired deadline ends the call: stop the optimisation too.
+        context.add_done_callback(lambda _: job.cancel())
+        async for output in job.outputs():
+            yield update_from_output(output)
+
+    async def ListBackbones(self, request: dream_pb2.ListBackbonesRequest,
+                            context: grpc.aio.ServicerContext) -> dream_pb2.ListBackbonesResponse:
+        return backbones_response(await asyncio.to_thread(self.runner.backbones))

@@ -1,0 +1,66 @@
+"""The device worker: one thread that owns the device, fed by a bounded queue.
+
+Dreams run one at a time (they would only fight over the device's memory and cores otherwise);
+up to ``queue_size`` more wait their turn, and anything beyond is refused at once with
+:class:`ResourceExhausted` instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from dreamsuite.errors import ResourceExhausted
+from dreamsuite.telemetry import DreamMetrics
+
+__all__ = ["DeviceWorker"]
+
+T = TypeVar("T")
+
+
+class DeviceWorker:
+    """Runs submitted functions one at a time on a single thread, ``queue_size`` waiting."""
+
+    def __init__(self, queue_size: int, metrics: DreamMetrics):
+        if queue_size < 0:
+            raise ValueError("queue_size must be >= 0")
+        self.queue_size = queue_size
+        self.metrics = metrics
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, "dream-device")
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._running = 0
+
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Queue ``fn``; :class:`ResourceExhausted` when the worker and its queue are full."""
+        with self._lock:
+            if self._waiting + self._running >= 1 + self.queue_size:
+                self.metrics.rejected.inc()
+                raise ResourceExhausted(
+                    f"the dream service is at capacity: {self._running} dream running and "
+                    f"{self._waiting} queued (queue size {self.queue_size}); retry later")
+            self._waiting += 1
+            self._publish()
+        return self._executor.submit(self._run, fn)
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            self._waiting -= 1
+            self._running += 1
+            self._publish()
+        try:
+            return fn()
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._publish()
+
+    def _publish(self) -> None:
+        self.metrics.queue_depth.set(self._waiting)
+        self.metrics.in_flight.set(self._running)
+
+    def shutdown(self) -> None:
+        """Wait for the running function; drop the queued ones."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
