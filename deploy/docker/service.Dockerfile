@@ -24,17 +24,18 @@ RUN groupadd --system --gid 10001 dreamsuite \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/dreamsuite --create-home dreamsuite \
  && mkdir -p /data/artifacts && chown 10001:10001 /data/artifacts
 COPY --from=build /opt/venv /opt/venv
-# The service reads DREAMSUITE_* variables; the health check asks the port it serves on.
+# The services read DREAMSUITE_* variables (`dreamsuite serve SERVICE --help` lists them); set
+# DREAMSUITE_HEALTH_TARGET to the gRPC address of the service the container runs.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DREAMSUITE_PORT=50051 \
-    DREAMSUITE_METRICS_PORT=9101 \
-    DREAMSUITE_ARTIFACTS=file:///data/artifacts
+    DREAMSUITE_HOST=0.0.0.0 \
+    DREAMSUITE_ARTIFACTS=file:///data/artifacts \
+    DREAMSUITE_HEALTH_TARGET=127.0.0.1:50051
 USER 10001:10001
 WORKDIR /home/dreamsuite
-EXPOSE 50051 9101
+EXPOSE 50051 50052 9101 9102
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
-    CMD dreamsuite health "127.0.0.1:${DREAMSUITE_PORT}" --timeout 4
+    CMD ["dreamsuite", "health", "--timeout", "4"]
 ENTRYPOINT ["dreamsuite", "serve"]
 CMD ["dream"]

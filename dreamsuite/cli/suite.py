@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -38,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("health", help="gRPC health check of a server (exit 0 when SERVING)")
-    p.add_argument("target", metavar="HOST:PORT")
+    p.add_argument("target", metavar="HOST:PORT", nargs="?",
+                   default=os.environ.get("DREAMSUITE_HEALTH_TARGET", "127.0.0.1:50051"),
+                   help="server to ask (default $DREAMSUITE_HEALTH_TARGET or 127.0.0.1:50051)")
     p.add_argument("--service", default="", help="service name (default: the whole server)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     p.set_defaults(func=cmd_health)

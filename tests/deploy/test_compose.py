@@ -62,7 +62,8 @@ def test_dream_reserves_a_gpu_and_has_a_cpu_profile(compose):
 def test_services_are_health_checked_through_grpc_health(compose, name):
     service = compose["services"][name]
     test = service["healthcheck"]["test"]
-    port = service["environment"]["DREAMSUITE_PORT"]
+    env = service["environment"]
+    port = next(v for k, v in env.items() if k.endswith("_PORT") and "METRICS" not in k)
     assert test[:3] == ["CMD", "dreamsuite", "health"] and test[3].endswith(f":{port}")
     assert service["read_only"] is True
 
@@ -73,7 +74,9 @@ def test_prometheus_scrapes_every_metrics_port(compose):
                for t in sc["targets"]}
     services = compose["services"]
     for name, host in (("guide", "guide"), ("dream", "dream"), ("dream-cpu", "dream")):
-        assert f"{host}:{services[name]['environment']['DREAMSUITE_METRICS_PORT']}" in targets
+        env = services[name]["environment"]
+        port = next(v for k, v in env.items() if k.endswith("_METRICS_PORT"))
+        assert f"{host}:{port}" in targets
     assert "torchserve:8082" in targets
     mounted = " ".join(services["prometheus"]["volumes"])
     assert "./deploy/prometheus:/etc/prometheus" in mounted

@@ -46,7 +46,8 @@ def test_dockerfile_runs_non_root_with_a_health_check(path):
 
 def test_service_image_health_check_asks_grpc_health():
     final = _final_stage((ROOT / "deploy/docker/service.Dockerfile").read_text())
-    assert 'dreamsuite health "127.0.0.1:${DREAMSUITE_PORT}"' in final
+    assert '["dreamsuite", "health", "--timeout", "4"]' in final
+    assert "DREAMSUITE_HEALTH_TARGET=127.0.0.1:50051" in final
 
 
 def test_dockerfiles_copy_only_what_exists():
