@@ -124,12 +124,19 @@ class LayerTerm:
         if not isinstance(data, Mapping) or "layer" not in data:
             raise InvalidArgument(f"maplist entry {data!r} needs a 'layer'")
         channels = data.get("channels")
-        if channels is not None:
-            if isinstance(channels, list):
-                channels = {int(c): 1.0 for c in channels}
-            channels = {int(k): _finite(float(v), f"channel {k} weight") for k, v in channels.items()}
-        return cls(str(data["layer"]), _finite(float(data.get("weight", 1.0)), "layer weight"),
-                   channels)
+        try:
+            if channels is not None:
+                if isinstance(channels, list):
+                    channels = {int(c): 1.0 for c in channels}
+                channels = {int(k): _finite(float(v), f"channel {k} weight")
+                            for k, v in channels.items()}
+            weight = _finite(float(data.get("weight", 1.0)), "layer weight")
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidArgument(
+                f"bad maplist entry {data!r} ({exc}); channels are a list of indices or "
+                "{index: weight}, weights are finite numbers"
+            ) from None
+        return cls(str(data["layer"]), weight, channels)
 
 
 @dataclass(frozen=True)
@@ -167,10 +174,12 @@ def _finite(value: float, what: str) -> float:
 
 def parse_layer_spec(spec: str) -> LayerTerm:
     """Parse ``layer``, ``layer=0.5``, ``layer:3,17`` or ``layer:3=1.0,17=-0.5``."""
-    head, _, tail = spec.partition(":")
+    head, colon, tail = spec.partition(":")
     name, _, weight = head.partition("=")
     if not name:
         raise InvalidArgument(f"layer spec {spec!r} has no layer name")
+    if colon and not tail:
+        raise InvalidArgument(f"layer spec {spec!r} has a ':' but no channels after it")
     try:
         layer_weight = _finite(float(weight), "layer weight") if weight else 1.0
         channels = None
