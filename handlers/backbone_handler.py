@@ -68,6 +68,8 @@ class BackboneHandler:
         """One serialised ``ActivationsResponse`` per request of the batch, in order."""
         assert self.backbone is not None, "initialize() was not called"
         parsed = [self._parse(row) for row in data]
+        if len(parsed) > 1:
+            log.info("batch of %d requests", len(parsed))
         good = [request for request in parsed if request is not None]
         answers = iter(compute_batch(self.backbone, good, kind="torchserve",
                                      max_response_bytes=self.max_response_bytes))

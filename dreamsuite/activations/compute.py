@@ -50,11 +50,14 @@ _ERROR_CODES: dict[type[DreamsuiteError], int] = {
 
 @dataclass(frozen=True)
 class LayerStats:
-    """Per-map statistics of one layer for one image: three ``[C]`` float tensors."""
+    """Per-map statistics of one layer for one image: three ``[C]`` float tensors, and the
+    spatial size of the maps they summarise."""
 
     sum: torch.Tensor
     mean: torch.Tensor
     max: torch.Tensor
+    height: int = 0
+    width: int = 0
 
 
 def backbone_from_state_dict(
@@ -211,6 +214,8 @@ def stats_from_response(response: pb.ActivationsResponse) -> dict[str, LayerStat
             torch.tensor(entry.sum, dtype=torch.float32),
             torch.tensor(entry.mean, dtype=torch.float32),
             torch.tensor(entry.max, dtype=torch.float32),
+            entry.height,
+            entry.width,
         )
         for entry in response.layers
     }

@@ -1,0 +1,132 @@
+"""The TorchServe activation backend: the backbone handler over TorchServe's gRPC inference API.
+
+Calls ``org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions`` with the serialised
+``ActivationsRequest`` as the ``data`` input and the backbone name as the model name. Attempts
+that fail because TorchServe cannot be reached or has no worker ready are retried a bounded
+number of times with backoff; a worker that dies while computing is not retried (the request
+may be what killed it). Both end in :class:`~dreamsuite.errors.Unavailable` with a message that
+says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+
+from dreamsuite.activations.backend import CallObserver
+from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
+from dreamsuite.errors import NotFound, Unavailable
+from dreamsuite.v1 import activations_pb2 as pb
+
+__all__ = ["TorchServeBackend", "PREDICTIONS"]
+
+PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+_MAX_MESSAGE = 64 * 1024 * 1024
+# TorchServe answers these when no worker can take the job right now (starting, restarting).
+_NO_WORKER = ("no worker", "not ready", "worker is not", "failed to start")
+
+
+class _Retry(Exception):
+    """An attempt failed in a way that another attempt may fix."""
+
+
+class TorchServeBackend:
+    """Activation backend on TorchServe at ``target`` (``HOST:PORT`` of its gRPC inference API).
+
+    ``attempts`` bounds the tries per request (backoff ``backoff * 2**i`` seconds between
+    them); ``timeout`` bounds each try. ``token`` is TorchServe's inference key when token
+    authorization is on (sent as ``authorization: Bearer ...``).
+    """
+
+    def __init__(
+        self, target: str, *, timeout: float = 60.0, attempts: int = 3, backoff: float = 0.25,
+        token: str | None = None, observe: CallObserver | None = None,
+    ):
+        self.target = target
+        self.url = f"torchserve://{target}"
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.observe = observe
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.UnaryUnaryMultiCallable | None = None
+
+    def _predict(self) -> grpc.aio.UnaryUnaryMultiCallable:
+        if self._call is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=[
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                # Reconnect quickly once TorchServe is back instead of backing off for minutes.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ])
+            self._call = self._channel.unary_unary(
+                PREDICTIONS,
+                request_serializer=tspb.PredictionsRequest.SerializeToString,
+                response_deserializer=tspb.PredictionResponse.FromString,
+            )
+        return self._call
+
+    async def activations(self, request: pb.ActivationsRequest) -> pb.ActivationsResponse:
+        model = request.backbone or "efficientnet_lite0"
+        message = tspb.PredictionsRequest(model_name=model,
+                                          input={"data": request.SerializeToString()})
+        last = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                reply = await self._attempt(message, model)
+            except _Retry as exc:
+                last = str(exc)
+                continue
+            return pb.ActivationsResponse.FromString(reply.prediction)
+        raise Unavailable(
+            f"activation backend TorchServe at {self.target} is unavailable after "
+            f"{self.attempts} attempts ({last}); check that TorchServe is running and serves "
+            f"the {model!r} archive"
+        )
+
+    async def _attempt(self, message: tspb.PredictionsRequest, model: str):
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            reply = await self._predict()(message, timeout=self.timeout,
+                                          metadata=self._metadata, wait_for_ready=False)
+            outcome = "ok"
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            outcome = "unavailable"
+            raise self._translate(exc, model) from None
+        finally:
+            if self.observe is not None:
+                self.observe(outcome, time.perf_counter() - started)
+
+    def _translate(self, exc: grpc.aio.AioRpcError, model: str) -> Exception:
+        code, details = exc.code(), (exc.details() or "").strip()
+        lowered = details.lower()
+        if code == grpc.StatusCode.UNAVAILABLE or any(s in lowered for s in _NO_WORKER):
+            return _Retry(f"{code.name}: {details}")
+        if "model not found" in lowered or "modelnotfound" in lowered:
+            return NotFound(
+                f"TorchServe at {self.target} serves no model {model!r}; build its archive "
+                f"with `dreamsuite archive --backbone {model} -o MODEL_STORE` and load it"
+            )
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Unavailable(f"TorchServe at {self.target} did not answer within "
+                               f"{self.timeout:.0f} s")
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return Unavailable(f"TorchServe at {self.target} refused the call ({details}); "
+                               "give the guide service its inference key (--torchserve-token)")
+        return Unavailable(
+            f"TorchServe at {self.target} failed the request ({code.name}: {details}); its "
+            "worker may have died and restarts on its own: retry in a few seconds"
+        )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._call = None

@@ -1,0 +1,86 @@
+"""The computation the handler and the in-process backend share, without TorchServe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dreamsuite.activations.compute import (
+    backbone_from_state_dict,
+    compute_batch,
+    stats_from_response,
+    weights_digest,
+)
+from dreamsuite.backbones.efficientnet_lite import lite0_state_dict
+from dreamsuite.errors import InvalidArgument, ResourceExhausted
+from dreamsuite.images import encode_png, load_image, sample_image
+from dreamsuite.v1 import activations_pb2 as pb
+
+LAYERS = ["block_3", "block_10"]
+
+
+def _request(png: bytes, **kw) -> pb.ActivationsRequest:
+    kw.setdefault("layers", LAYERS)
+    return pb.ActivationsRequest(image=png, backbone="efficientnet_lite0", **kw)
+
+
+def test_statistics_match_the_backbone(lite0, cat_png):
+    [response] = compute_batch(lite0, [_request(cat_png)], kind="test")
+    stats = stats_from_response(response)
+    acts = lite0.activations(load_image(cat_png), LAYERS)
+    for layer in LAYERS:
+        act = acts[layer][0]
+        assert torch.allclose(stats[layer].mean, act.mean(dim=(1, 2)), atol=1e-6)
+        assert torch.allclose(stats[layer].sum, act.sum(dim=(1, 2)), rtol=1e-5, atol=1e-4)
+        assert torch.equal(stats[layer].max, act.amax(dim=(1, 2)))
+        assert (stats[layer].height, stats[layer].width) == tuple(act.shape[1:])
+    assert response.backend_version.startswith("test/efficientnet_lite0/")
+
+
+def test_a_batch_answers_each_request_as_if_alone(lite0, cat_png, coffee_png):
+    requests = [_request(cat_png), _request(coffee_png), _request(b"not an image"),
+                _request(cat_png, max_side=64)]
+    batch = compute_batch(lite0, requests, kind="test")
+    assert len(batch) == 4
+    for request, response in zip(requests, batch, strict=True):
+        [alone] = compute_batch(lite0, [request], kind="test")
+        if alone.HasField("error"):
+            assert response.error.code == alone.error.code
+            continue
+        for a, b in zip(response.layers, alone.layers, strict=True):
+            assert torch.allclose(torch.tensor(a.mean), torch.tensor(b.mean), atol=1e-5)
+    assert batch[2].error.code == pb.ActivationsError.CODE_INVALID_ARGUMENT
+    assert batch[3].image_width == 64  # max_side downscaled the 144 px side
+
+
+def test_full_maps_within_the_cap_and_refused_over_it(lite0, cat_png):
+    [full] = compute_batch(lite0, [_request(cat_png, reduction=pb.REDUCTION_FULL)], kind="t")
+    entry = full.layers[1]
+    maps = torch.frombuffer(bytearray(entry.maps), dtype=torch.float32)
+    maps = maps.view(entry.channels, entry.height, entry.width)
+    assert torch.allclose(maps.mean(dim=(1, 2)), torch.tensor(entry.mean), atol=1e-6)
+    [refused] = compute_batch(lite0, [_request(cat_png, reduction=pb.REDUCTION_FULL)],
+                              kind="t", max_response_bytes=100_000)
+    assert refused.error.code == pb.ActivationsError.CODE_RESOURCE_EXHAUSTED
+    assert "REDUCTION_STATS" in refused.error.message
+    with pytest.raises(ResourceExhausted, match="response cap"):
+        stats_from_response(refused)
+
+
+def test_request_errors_name_what_to_fix(lite0, cat_png):
+    cases = {
+        "no layer 'nope'": _request(cat_png, layers=["nope"]),
+        "at least one layer": pb.ActivationsRequest(image=cat_png),
+        "serves backbone": pb.ActivationsRequest(image=cat_png, backbone="vgg16",
+                                                 layers=["block_1"]),
+        "needs at least": _request(encode_png(sample_image("chelsea", size=8))),
+    }
+    responses = compute_batch(lite0, list(cases.values()), kind="t")
+    for (message, _), response in zip(cases.items(), responses, strict=True):
+        with pytest.raises(InvalidArgument, match=message):
+            stats_from_response(response)
+
+
+def test_archived_state_dict_gives_the_registry_backbone(lite0):
+    rebuilt = backbone_from_state_dict("efficientnet_lite0", lite0_state_dict())
+    assert weights_digest(rebuilt) == weights_digest(lite0)
