@@ -96,6 +96,8 @@ class ServiceProcess:
         return f"{HOST}:{port}"
 
     def alive(self) -> bool:
+        """Whether anything of its process group is left (an exited child of ours is reaped)."""
+        _reap(self.pid)
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
@@ -235,6 +237,25 @@ def ensure_archive(backbone: str, model_store: Path) -> Path:
     return archive
 
 
+def serve_flags(service: str) -> set[str]:
+    """The option strings ``dreamsuite serve SERVICE`` accepts."""
+    import argparse
+
+    from dreamsuite.cli import build_parser
+
+    def choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        for action in parser._actions:  # noqa: SLF001  (argparse has no public walk)
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                return dict(action.choices)
+        return {}
+
+    serve = choices(build_parser()).get("serve")
+    parser = choices(serve).get(service) if serve is not None else None
+    if parser is None:
+        raise DreamsuiteError(f"`dreamsuite serve {service}` is not installed")
+    return {flag for action in parser._actions for flag in action.option_strings}  # noqa: SLF001
+
+
 def _dreamsuite_argv() -> list[str]:
     """The dreamsuite CLI of this interpreter (no reliance on PATH)."""
     return [sys.executable, "-c", "import sys; from dreamsuite.cli import main; sys.exit(main())"]
@@ -363,7 +384,10 @@ class Suite:
                 "--activations", f"torchserve://{HOST}:{torchserve.ports['grpc']}"]
 
     def _dream_args(self, ports: dict[str, int]) -> list[str]:
-        return [*self._common_args(ports), "--guide", self.get("guide").endpoint]
+        args = self._common_args(ports)
+        if "--guide" in serve_flags("dream"):
+            args += ["--guide", self.get("guide").endpoint]
+        return args
 
     def _start_prometheus(self) -> None:
         targets = {p.name: f"{HOST}:{p.ports['metrics']}" for p in self.processes}

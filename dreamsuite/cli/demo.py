@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from dreamsuite.errors import DreamsuiteError
+
 __all__ = ["register", "DemoResult", "contact_sheet", "octave_animation", "write_demo"]
 
 #: (input, guide) samples from scikit-image, see :data:`dreamsuite.images.SAMPLES`.
@@ -175,15 +177,40 @@ def _run_through_suite(args: argparse.Namespace) -> list[Path]:
 
 
 def _suite_available() -> bool:
-    import importlib.util
+    """Whether ``dreamsuite serve dream`` and ``serve guide`` are installed here."""
+    from dreamsuite.launcher import serve_flags
 
-    names = ("services.dream.server", "services.guide", "dreamsuite.clients.dream")
     try:
-        return all(importlib.util.find_spec(n) is not None for n in names)
-    except ModuleNotFoundError:
+        serve_flags("dream")
+        serve_flags("guide")
+    except (DreamsuiteError, ImportError):
         return False
+    return True
 
 
-def remote_runner(target: str) -> Runner:
-    """A runner that dreams through the dream service at ``target``."""
-    raise NotImplementedError(target)
+def remote_runner(target: str, *, timeout: float = 900.0) -> Runner:
+    """A runner that dreams through the dream service at ``target``: every octave stored and
+    sent back inline, the guides (if any) sent inline with the request."""
+
+    def run(image, guides, config) -> DemoResult:
+        from dreamsuite.clients.dream import DreamClient, fetch_url, request_from_config
+        from dreamsuite.images import encode_png, load_image
+        from dreamsuite.v1 import dream_pb2
+
+        request = request_from_config(
+            config, encode_png(image), guides=[encode_png(g) for g in guides],
+            output=dream_pb2.OutputOptions(store_octaves=True, inline_images=True))
+        octaves, result = [], None
+        started = time.perf_counter()
+        with DreamClient(target) as client:
+            for update in client.dream(request, timeout=timeout):
+                octaves.append(load_image(
+                    update.image or fetch_url(update.octave_artifact.presigned_url)))
+                if update.HasField("result"):
+                    result = update.result
+        if result is None:
+            raise DreamsuiteError("the dream service sent no result")
+        final = load_image(result.image or fetch_url(result.artifact.presigned_url))
+        return DemoResult(final, octaves, time.perf_counter() - started, result.artifact.uri)
+
+    return run

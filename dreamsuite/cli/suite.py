@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="artifact store (default file://RUN_DIR/artifacts; s3://... for S3)")
     p.add_argument("--backbone", default="efficientnet_lite0",
                    help="backbone TorchServe serves (archive built when missing)")
+    p.add_argument("--model-store", type=Path, default=None,
+                   help="where backbone archives are kept (default ~/.cache/dreamsuite/...)")
     p.add_argument("--with-prometheus", action="store_true",
                    help="also run Prometheus (Debian package `prometheus`) scraping every service")
     p.add_argument("--detach", action="store_true",
@@ -71,7 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dreamsuite.launcher import Suite
 
     suite = Suite(_run_dir(args), artifacts=args.artifacts, backbone=args.backbone,
-                  with_prometheus=args.with_prometheus, startup_timeout=args.timeout)
+                  with_prometheus=args.with_prometheus, startup_timeout=args.timeout,
+                  model_store=args.model_store)
     stop = threading.Event()
     # SIGTERM (`dreamsuite down`) and SIGHUP end the wait like Ctrl-C does.
     for sig in (signal.SIGTERM, signal.SIGHUP):
