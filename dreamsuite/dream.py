@@ -233,17 +233,25 @@ def dream(
     objective, maplist = build_objective(backbone, config, guides, guide_weights_override)
     plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
                         backbone.spec.min_size)
-    for message in plan.warnings:
+    warnings = list(plan.warnings)
+    # Tiles are more than half the tile size, so this keeps every tile >= the minimum input.
+    tile = max(config.tile, 2 * backbone.spec.min_size)
+    if tile != config.tile:
+        warnings.append(
+            f"tile {config.tile} px would cut tiles below {backbone.name}'s minimum input "
+            f"{backbone.spec.min_size} px; using tile {tile} px"
+        )
+    for message in warnings:
         log.warning(message)
     if not plan.sizes:
         raise InvalidArgument("no octave is large enough for the backbone; use fewer octaves")
-    stepper = _Stepper(backbone, objective, config)
+    stepper = _Stepper(backbone, objective, dataclasses.replace(config, tile=tile))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         out, losses = _run_octaves(image, plan.sizes, plan.work_size, stepper, config,
                                    progress, should_cancel)
     provenance = _provenance(config, maplist, image, guides, backbone, out)
-    return DreamResult(out, losses, provenance, plan.warnings)
+    return DreamResult(out, losses, provenance, warnings)
 
 
 def _run_octaves(image, sizes, work_size, stepper, config, progress, should_cancel):
