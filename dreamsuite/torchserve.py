@@ -164,8 +164,13 @@ class TorchServe:
         command = [sys.executable, "-c", "from ts.model_server import start; start()",
                    "--start", "--foreground", "--ncs", "--ts-config", str(config),
                    "--model-store", str(self.model_store)]
+        # TorchServe keeps one pid file in the temporary folder and refuses to start when it
+        # names a live server: a temporary folder per instance lets several run side by side.
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(exist_ok=True)
         env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs"),
-               "METRICS_LOCATION": str(self.workdir / "logs")}
+               "METRICS_LOCATION": str(self.workdir / "logs"),
+               "TEMP": str(tmp), "TMPDIR": str(tmp), "TMP": str(tmp)}
         with open(self.log_file, "ab") as log:
             # A session of its own, so stop() can end the launcher, Java and the workers at once.
             self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log,
