@@ -12,6 +12,7 @@ __all__ = ["register", "SERVICE_CLI_MODULES"]
 
 SERVICE_CLI_MODULES = (
     "services.dream.cli",
+    "services.guide.cli",
 )
 
 
