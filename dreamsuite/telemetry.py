@@ -40,6 +40,7 @@ __all__ = [
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120,
                     300, 600, 1200, 1800)
 
+_DEADLINE_SLACK_SECONDS = 0.05
 _GO_NAMES = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
 
 Hook = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager]
@@ -138,25 +139,25 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
         start = time.perf_counter()
         done = False
 
-        def finish(code: grpc.StatusCode) -> None:
+        def finish(code: Callable[[], grpc.StatusCode]) -> None:
             nonlocal done
             if not done:
                 done = True
-                self.handled.labels(*labels, code_name(code)).inc()
+                self.handled.labels(*labels, code_name(code())).inc()
                 self.handling.labels(*labels).observe(time.perf_counter() - start)
 
         # A call cancelled while the server is not inside the handler never reaches the code
         # below; the done callback counts it.
-        context.add_done_callback(lambda ctx: finish(_cancel_code(ctx)))
+        context.add_done_callback(lambda ctx: finish(lambda: _cancel_code(ctx)))
         try:
             yield
         except asyncio.CancelledError:
-            finish(_cancel_code(context))
+            finish(lambda: _cancel_code(context))
             raise
         except BaseException:
-            finish(_code_of(context) or grpc.StatusCode.UNKNOWN)
+            finish(lambda: _code_of(context) or grpc.StatusCode.UNKNOWN)
             raise
-        finish(_code_of(context) or grpc.StatusCode.OK)
+        finish(lambda: _code_of(context) or grpc.StatusCode.OK)
 
 
 def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:
@@ -171,7 +172,8 @@ def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     if code not in (None, grpc.StatusCode.OK):
         return code
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    # The server's timer fires a hair before the client's deadline by the server's clock.
+    if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 
