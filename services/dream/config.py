@@ -32,6 +32,7 @@ class DreamServiceConfig:
     device: str | None = None
     queue_size: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
+    guide: str | None = None  # guide service HOST:PORT for guide weights (None: in-process)
 
     def validate(self) -> DreamServiceConfig:
         self.server.validate()
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="dreams that may wait for the device; more are RESOURCE_EXHAUSTED")
     add_env_argument(parser, "--max-pixels", default=DEFAULT_MAX_PIXELS, cast=int,
                      help="largest input image (width x height)")
+    add_env_argument(parser, "--guide", help="guide service HOST:PORT that computes guide "
+                     "weights (default: computed in-process)")
 
 
 def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
@@ -61,5 +64,5 @@ def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
         artifacts = Path(artifacts).resolve().as_uri()
     return DreamServiceConfig(
         server=server_config_from_args(args), artifacts=artifacts, device=args.device,
-        queue_size=args.queue_size, max_pixels=args.max_pixels,
+        queue_size=args.queue_size, max_pixels=args.max_pixels, guide=args.guide or None,
     ).validate()

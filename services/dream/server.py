@@ -52,6 +52,10 @@ async def start_dream_server(
     in-process)."""
     config.validate()
     registry = registry if registry is not None else CollectorRegistry()
+    if guide_provider is None and config.guide:
+        from dreamsuite.clients.guide import RemoteGuideWeights
+
+        guide_provider = RemoteGuideWeights(config.guide)
     # Inline images leave room for the rest of the message under the send limit.
     inline_limit = max(0, config.server.max_message_bytes - (1 << 20))
     runner = DreamRunner(open_store(config.artifacts), DreamMetrics(registry),
