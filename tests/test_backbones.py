@@ -119,6 +119,18 @@ def test_layer_channel_counts_match_real_activations(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_each_layer_is_the_same_asked_alone_or_with_deeper_layers(name):
+    # A stored output must survive the later stages (in-place ReLUs would overwrite it).
+    backbone = get_backbone(name, weights="random", device="cpu")
+    names = [info.name for info in backbone.spec.layers]
+    image = _tiny_input(name, seed=2)
+    together = backbone.activations(image, names)
+    for layer in names:
+        alone = backbone.activations(image, [layer])[layer]
+        torch.testing.assert_close(together[layer], alone, msg=layer)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_layers_are_listed_in_the_order_the_network_runs_them(name):
     backbone = get_backbone(name, weights="random", device="cpu")
     stages = dict(backbone._stages)

@@ -94,12 +94,38 @@ def test_cancellation_stops_within_a_step(coffee):
 # --- sizes: tiny inputs and tiling -------------------------------------------------------------
 
 
-def test_image_below_the_minimum_size_dreams_to_its_own_shape(coffee):
+def _record_input_sides(monkeypatch) -> list[tuple[int, int]]:
+    """Every (h, w) the backbone is fed from now on, appended to the returned list."""
+    sides: list[tuple[int, int]] = []
+    forward = loaded.FeatureExtractor.forward
+
+    def recording_forward(self, x):
+        sides.append(tuple(x.shape[-2:]))
+        return forward(self, x)
+
+    monkeypatch.setattr(loaded.FeatureExtractor, "forward", recording_forward)
+    return sides
+
+
+def test_image_below_the_minimum_size_dreams_to_its_own_shape(lite0, coffee, monkeypatch):
     tiny = coffee[:, :20, :28].clone()  # below EfficientNet-Lite0's 32 px
+    sides = _record_input_sides(monkeypatch)
     result = dream(tiny, _config("block_3", octaves=3))
     assert result.image.shape == (3, 20, 28)
+    assert sides and min(min(s) for s in sides) >= lite0.spec.min_size
     assert any("minimum" in w for w in result.warnings)
     assert (result.image - tiny).abs().mean() > 1e-3
+
+
+def test_too_many_octaves_are_dropped_with_a_warning_not_fed_below_the_minimum(
+    lite0, coffee, monkeypatch
+):
+    sides = _record_input_sides(monkeypatch)
+    result = dream(coffee, _config("block_3", octaves=8, steps=1))  # 96 / 1.4**7 is 9 px
+    assert result.image.shape == coffee.shape
+    assert min(min(s) for s in sides) >= lite0.spec.min_size
+    assert 1 < len(result.losses) < 8
+    assert any("dropped" in w for w in result.warnings)
 
 
 def test_tile_smaller_than_the_backbone_allows_is_adjusted_not_a_crash():
@@ -124,18 +150,11 @@ def _border_mask(length: int, starts: list[int]) -> torch.Tensor:
 def test_tiled_dream_has_no_seams_and_keeps_the_shape(monkeypatch):
     image = sample_image("astronaut", size=160)
     tile = 64
-    seen_sides = []
-    forward = loaded.FeatureExtractor.forward
-
-    def recording_forward(self, x):
-        seen_sides.append(max(x.shape[-2:]))
-        return forward(self, x)
-
-    monkeypatch.setattr(loaded.FeatureExtractor, "forward", recording_forward)
+    sides = _record_input_sides(monkeypatch)
     # No jitter: only the whole-image roll that tiling does moves the tile grid.
     out = dream(image, _config("block_3", octaves=1, steps=6, jitter=0, tile=tile)).image
     assert out.shape == image.shape
-    assert max(seen_sides) <= tile, "memory must be bounded by the tile, not the image"
+    assert max(max(s) for s in sides) <= tile, "memory must be bounded by the tile, not the image"
 
     tiles = tile_slices(tuple(image.shape[-2:]), tile)
     rows = _border_mask(160, sorted({ys.start for ys, _ in tiles} - {0}))
