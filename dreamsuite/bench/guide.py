@@ -1,0 +1,146 @@
+"""``dreamsuite bench guide``: guide-weight latency through TorchServe vs in-process.
+
+One run builds the backbone archive, starts TorchServe (free loopback ports) and a guide service
+on it with its cache off, then interleaves, for a 512x512 guide (PNG):
+
+- ``inprocess``: decode the PNG and :func:`dreamsuite.guide.guide_weights` in this process;
+- ``torchserve``: ``ComputeGuideWeights`` on the guide service (gRPC client -> guide service ->
+  TorchServe handler -> back), the path the dream service takes;
+- ``torchserve_backend``: the TorchServe activation backend alone (no guide service hop).
+
+Each figure is the median over ``--rounds``; ``ratio`` = torchserve / inprocess (target <= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["register", "main", "TARGET_RATIO"]
+
+TARGET_RATIO = 1.5
+
+
+def register(which: argparse._SubParsersAction) -> None:
+    g = which.add_parser("guide", help="guide-weight latency: TorchServe vs in-process forward")
+    g.add_argument("--json", action="store_true", help="print the figures as JSON")
+    g.add_argument("--size", type=int, default=512, help="guide side in pixels (default 512)")
+    g.add_argument("--layer", action="append", help="layers (default block_6 and block_10)")
+    g.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    g.add_argument("--backbone", default="efficientnet_lite0")
+    g.set_defaults(func=main)
+
+
+class _Loop:
+    """An event loop in a daemon thread, for the guide service and the async backend."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 300.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _guide_png(size: int) -> bytes:
+    from dreamsuite.images import encode_png, resize, sample_image
+
+    return encode_png(resize(sample_image("astronaut"), (size, size)).clamp(0, 1))
+
+
+def measure(args: argparse.Namespace, store: Path, loop: _Loop) -> dict:
+    from dreamsuite.activations.backend import layer_stats
+    from dreamsuite.activations.torchserve_client import TorchServeBackend
+    from dreamsuite.backbones import get_backbone
+    from dreamsuite.clients.guide import GuideClient
+    from dreamsuite.guide import GUIDE_MAX_SIDE, guide_weights
+    from dreamsuite.images import load_image
+    from dreamsuite.torchserve import TorchServe
+    from services.common import ServerConfig
+    from services.guide.server import GuideConfig, start_guide_server
+
+    layers = args.layer or ["block_6", "block_10"]
+    png = _guide_png(args.size)
+    backbone = get_backbone(args.backbone)
+    with TorchServe(store, [args.backbone], workdir=store.parent / "torchserve") as ts:
+        backend = TorchServeBackend(ts.grpc_target)
+        guide = loop.run(start_guide_server(
+            ServerConfig(host="127.0.0.1", port=0, metrics_port=None),
+            GuideConfig(activations=f"torchserve://{ts.grpc_target}", cache_entries=0)))
+        client = GuideClient(guide.address)
+        runs = {
+            "inprocess": lambda: guide_weights(backbone, [load_image(png)], layers),
+            "torchserve": lambda: client.guide_weights(
+                [png], args.backbone, [(layer, 1.0) for layer in layers]),
+            "torchserve_backend": lambda: loop.run(layer_stats(
+                backend, png, args.backbone, layers, max_side=GUIDE_MAX_SIDE)),
+        }
+        try:
+            for run in runs.values():  # warm-up: first calls load, compile and connect
+                run()
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(args.rounds):
+                for name, run in runs.items():
+                    times[name].append(_timed(run))
+        finally:
+            client.close()
+            loop.run(guide.stop(0))
+            loop.run(backend.close())
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "backbone": args.backbone, "layers": layers, "guide_size": args.size,
+        "rounds": args.rounds, "device": str(backbone.device),
+        "inprocess_seconds": round(medians["inprocess"], 4),
+        "torchserve_seconds": round(medians["torchserve"], 4),
+        "torchserve_backend_seconds": round(medians["torchserve_backend"], 4),
+        "ratio": round(medians["torchserve"] / medians["inprocess"], 3),
+        "backend_ratio": round(medians["torchserve_backend"] / medians["inprocess"], 3),
+        "target_ratio": TARGET_RATIO,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    from dreamsuite.cli.archive import build_archive
+    from dreamsuite.torchserve import require_java
+
+    require_java()
+    loop = _Loop()
+    try:
+        with tempfile.TemporaryDirectory(prefix="dreamsuite-bench-guide-") as tmp:
+            store = Path(tmp) / "model-store"
+            print(f"archiving {args.backbone} and starting TorchServe ...", file=sys.stderr)
+            build_archive(args.backbone, store)
+            figure = measure(args, store, loop)
+    finally:
+        loop.close()
+    if args.json:
+        print(json.dumps(figure))
+        return 0
+    ok = "ok" if figure["ratio"] <= TARGET_RATIO else "MISSED"
+    print(f"guide weights of a {args.size}x{args.size} guide, {args.backbone} "
+          f"{', '.join(figure['layers'])}, median of {args.rounds} rounds on {figure['device']}")
+    print(f"  in-process forward           {figure['inprocess_seconds'] * 1e3:8.1f} ms")
+    print(f"  guide service on TorchServe  {figure['torchserve_seconds'] * 1e3:8.1f} ms"
+          f"   ratio {figure['ratio']:.3f}  target <= {TARGET_RATIO} {ok}")
+    print(f"  TorchServe backend alone     {figure['torchserve_backend_seconds'] * 1e3:8.1f} ms"
+          f"   ratio {figure['backend_ratio']:.3f}")
+    return 0
