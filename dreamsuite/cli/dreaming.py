@@ -34,10 +34,10 @@ class ProgressBar:
         self.bar.close()
 
 
-def _load_base(args: argparse.Namespace) -> tuple[dict | None, str | None]:
-    """Config and recorded input of ``--from-png``, if given."""
+def _load_base(args: argparse.Namespace) -> tuple[dict | None, str | None, list[str]]:
+    """Config, recorded input and recorded guides of ``--from-png``, if given."""
     if not args.from_png:
-        return None, None
+        return None, None, []
     from dreamsuite.dream import PROVENANCE_KEY
     from dreamsuite.images import read_png_text
 
@@ -45,7 +45,7 @@ def _load_base(args: argparse.Namespace) -> tuple[dict | None, str | None]:
     if text is None:
         raise InvalidArgument(f"{args.from_png} carries no dreamsuite provenance")
     provenance = json.loads(text)
-    return provenance["config"], provenance.get("input")
+    return provenance["config"], provenance.get("input"), list(provenance.get("guides", []))
 
 
 def run_dream(args: argparse.Namespace) -> int:
@@ -59,13 +59,15 @@ def run_dream(args: argparse.Namespace) -> int:
     from dreamsuite.dream import dream, provenance_text
     from dreamsuite.images import load_image, save_png
 
-    base, recorded_input = _load_base(args)
+    base, recorded_input, recorded_guides = _load_base(args)
     source = args.input or recorded_input
     if not source:
         raise InvalidArgument("give an INPUT image (or --from-png of a dream that recorded one)")
     config = config_from_args(args, base)
     image = load_image(source)
-    guides = [load_image(g) for g in args.guide or []]
+    # Match-mode guides are not in the recorded maplist, so a re-run needs the guide images.
+    guide_paths = args.guide or recorded_guides
+    guides = [load_image(g) for g in guide_paths]
     steps_total = config.octaves * config.steps
     bar = ProgressBar(steps_total, enabled=not args.quiet)
     octave_dir = Path(args.save_octaves) if args.save_octaves else None
@@ -81,6 +83,7 @@ def run_dream(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     result.provenance["input"] = str(Path(source).resolve())
+    result.provenance["guides"] = [str(Path(g).resolve()) for g in guide_paths]
     path = save_png(result.image, args.output, provenance_text(result.provenance))
     print(f"wrote {path} ({result.image.shape[2]}x{result.image.shape[1]}, "
           f"final loss {result.losses[-1]:.4g})")
