@@ -122,16 +122,28 @@ def test_dream_writes_a_png_with_provenance_and_from_png_reproduces_it(capsys, p
     assert not torch.equal(load_image(other), image)
 
 
-def test_guided_dream_from_the_command_line(capsys, pictures, tmp_path):
+@pytest.mark.parametrize("mode", ["weights", "match"])
+def test_guided_dream_from_the_command_line_and_its_rerun(capsys, pictures, tmp_path, mode):
     out = tmp_path / "guided.png"
     code, _, err = run(capsys, "dream", pictures["coffee"], "-o", out, *QUICK,
                        "--layer", "block_10", "--guide", pictures["chelsea"],
-                       "--guide-mode", "weights")
+                       "--guide-mode", mode)
     assert code == 0, err
     provenance = json.loads(read_png_text(out)[PROVENANCE_KEY])
     assert provenance["guided"] is True and len(provenance["guides_sha256"]) == 1
-    (term,) = provenance["config"]["maplist"]["layers"]
-    assert len(term["channels"]) == 112  # every map carries its guide weight
+    assert provenance["config"]["guide_mode"] == mode
+    if mode == "weights":
+        (term,) = provenance["config"]["maplist"]["layers"]
+        assert len(term["channels"]) == 112  # every map carries its guide weight
+
+    unguided = tmp_path / "unguided.png"
+    assert run(capsys, "dream", pictures["coffee"], "-o", unguided, *QUICK,
+               "--layer", "block_10")[0] == 0
+    again = tmp_path / "again.png"
+    code, _, err = run(capsys, "dream", "--from-png", out, "-o", again, "--quiet")
+    assert code == 0, err
+    assert torch.equal(load_image(again), load_image(out))
+    assert not torch.equal(load_image(unguided), load_image(out))
 
 
 # --- guide-weights and select -------------------------------------------------------------------
