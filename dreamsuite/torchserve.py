@@ -130,6 +130,7 @@ class TorchServe:
     ports: TorchServePorts = field(default_factory=TorchServePorts.free)
     workdir: Path | None = None
     startup_timeout: float = 180.0
+    token_auth: bool = False
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -160,7 +161,8 @@ class TorchServe:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.properties"
         config.write_text(render_config(model_store=self.model_store, ports=self.ports,
-                                        host=self.host, models=self.models))
+                                        host=self.host, models=self.models,
+                                        token_auth=self.token_auth))
         command = [sys.executable, "-c", "from ts.model_server import start; start()",
                    "--start", "--foreground", "--ncs", "--ts-config", str(config),
                    "--model-store", str(self.model_store)]
@@ -194,10 +196,28 @@ class TorchServe:
             time.sleep(0.5)
         raise Unavailable(f"TorchServe was not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def keys(self) -> dict[str, str]:
+        """The keys TorchServe generated when ``token_auth`` is on: ``{"inference": ...,
+        "management": ..., "API": ...}`` (from ``key_file.json`` in ``workdir``)."""
+        assert self.workdir is not None
+        data = json.loads((self.workdir / "key_file.json").read_text())
+        return {name: str(entry["key"]) for name, entry in data.items()}
+
+    def inference_key(self) -> str:
+        """The key a client of the inference API sends (``token_auth`` only)."""
+        return self.keys()["inference"]
+
     def _model_ready(self, model: str) -> bool:
         url = f"http://{self.host}:{self.ports.management}/models/{model}"
+        request = urllib.request.Request(url)
+        if self.token_auth:
+            try:
+                management = self.keys()["management"]
+            except (OSError, ValueError, KeyError):
+                return False  # not written yet
+            request.add_header("Authorization", f"Bearer {management}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
+            with urllib.request.urlopen(request, timeout=2) as reply:
                 described = json.loads(reply.read())
         except (urllib.error.URLError, OSError, ValueError):
             return False
