@@ -98,13 +98,7 @@ class ServiceProcess:
     def alive(self) -> bool:
         """Whether anything of its process group is left (an exited child of ours is reaped)."""
         _reap(self.pid)
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return _exists(os.killpg, self.pid)
 
     def status(self, timeout: float = 2.0) -> str:
         """SERVING / NOT_SERVING / UNREACHABLE / EXITED."""
@@ -116,28 +110,33 @@ class ServiceProcess:
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM to the group, SIGKILL to whatever is left after ``grace`` seconds."""
-        _kill_group(self.pid, grace)
+        _terminate(os.killpg, self.pid, grace)
 
 
-def _kill_group(pgid: int, grace: float) -> None:
+def _exists(kill, target: int) -> bool:
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        kill(target, 0)
     except ProcessLookupError:
-        return
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(kill, target: int, grace: float) -> None:
+    """SIGTERM ``target`` (``kill`` is os.kill or os.killpg), SIGKILL it after ``grace`` s."""
+    with contextlib.suppress(ProcessLookupError):
+        kill(target, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        _reap(pgid)
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        _reap(target)
+        if not _exists(kill, target):
             return
         time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+    with contextlib.suppress(ProcessLookupError):
+        kill(target, signal.SIGKILL)
     time.sleep(0.2)
-    _reap(pgid)
+    _reap(target)
 
 
 def _reap(pid: int) -> None:
@@ -189,8 +188,8 @@ def stop_recorded(run_dir: Path, grace: float = 15.0) -> list[str]:
     if state is None:
         return []
     launcher = state.get("launcher_pid")
-    if launcher and launcher != os.getpid():
-        _signal_and_wait(launcher, grace * 2)
+    if launcher and launcher != os.getpid() and _is_launcher(launcher, run_dir):
+        _terminate(os.kill, launcher, grace * 2)
     stopped = []
     for proc in reversed(recorded_processes(state)):
         if proc.alive():
@@ -200,18 +199,15 @@ def stop_recorded(run_dir: Path, grace: float = 15.0) -> list[str]:
     return stopped
 
 
-def _signal_and_wait(pid: int, timeout: float) -> None:
+def _is_launcher(pid: int, run_dir: Path) -> bool:
+    """Whether ``pid`` is still a ``dreamsuite up`` (not a process that reused the pid)."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: trust the state file
+        return _exists(os.kill, pid)
+    return b"up" in cmdline and any(b"dreamsuite" in part for part in cmdline)
 
 
 def model_store_dir() -> Path:
@@ -272,7 +268,6 @@ class Suite:
     startup_timeout: float = 240.0
     model_store: Path | None = None
     processes: list[ServiceProcess] = field(default_factory=list)
-    prometheus_targets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir).resolve()
@@ -299,6 +294,11 @@ class Suite:
             raise
         return self
 
+    def detach(self) -> None:
+        """Leave the children running without this process (``dreamsuite down`` stops them)."""
+        self._write_state(launcher_pid=None)
+        self.processes.clear()
+
     def stop(self, grace: float = 15.0) -> None:
         """Stop the children, last started first; forget the state file."""
         for proc in reversed(self.processes):
@@ -318,16 +318,15 @@ class Suite:
         """``name -> HOST:PORT`` of each child's main listener."""
         return {p.name: p.endpoint for p in self.processes}
 
-    def metrics_urls(self) -> dict[str, str]:
-        return {p.name: f"http://{HOST}:{p.ports['metrics']}/metrics"
-                for p in self.processes if "metrics" in p.ports and p.name != "prometheus"}
-
     def get(self, name: str) -> ServiceProcess:
         return next(p for p in self.processes if p.name == name)
 
     def _record(self, proc: ServiceProcess) -> None:
         self.processes.append(proc)
-        state = {"launcher_pid": os.getpid(), "run_dir": str(self.run_dir),
+        self._write_state(launcher_pid=os.getpid())
+
+    def _write_state(self, launcher_pid: int | None) -> None:
+        state = {"launcher_pid": launcher_pid, "run_dir": str(self.run_dir),
                  "artifacts": self.artifacts, "started": time.time(),
                  "services": [asdict(p) for p in self.processes]}
         tmp = self.run_dir / (STATE_FILE + ".part")
@@ -391,7 +390,6 @@ class Suite:
 
     def _start_prometheus(self) -> None:
         targets = {p.name: f"{HOST}:{p.ports['metrics']}" for p in self.processes}
-        self.prometheus_targets = targets
         argv, ports, ready = prometheus_argv(self.run_dir / "prometheus", targets, HOST)
         proc = self._spawn("prometheus", argv, ports, health=ready)
         wait_serving(proc, 60.0)

@@ -85,6 +85,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("dreamsuite is up:")
         print_endpoints(suite)
         if args.detach:
+            suite.detach()
             print("stop it with: dreamsuite down" + _run_dir_flag(args), flush=True)
             return 0
         print("Ctrl-C (or `dreamsuite down`) stops it.", flush=True)
