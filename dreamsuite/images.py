@@ -43,7 +43,13 @@ ImageSource = str | os.PathLike | bytes
 def _max_pixels(max_pixels: int | None) -> int:
     if max_pixels is not None:
         return max_pixels
-    return int(os.environ.get("DREAMSUITE_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    raw = os.environ.get("DREAMSUITE_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(
+            f"DREAMSUITE_MAX_PIXELS must be a whole number of pixels, not {raw!r}"
+        ) from None
 
 
 def load_image(source: ImageSource, *, max_pixels: int | None = None) -> torch.Tensor:
