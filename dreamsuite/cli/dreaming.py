@@ -44,8 +44,14 @@ def _load_base(args: argparse.Namespace) -> tuple[dict | None, str | None, list[
     text = read_png_text(args.from_png).get(PROVENANCE_KEY)
     if text is None:
         raise InvalidArgument(f"{args.from_png} carries no dreamsuite provenance")
-    provenance = json.loads(text)
-    return provenance["config"], provenance.get("input"), list(provenance.get("guides", []))
+    try:
+        provenance = json.loads(text)
+        config = provenance["config"]
+        if not isinstance(config, dict):
+            raise TypeError("config is not an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(f"{args.from_png} has a damaged dreamsuite provenance ({exc})") from None
+    return config, provenance.get("input"), list(provenance.get("guides", []))
 
 
 def run_dream(args: argparse.Namespace) -> int:
