@@ -197,7 +197,9 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     save_png(torch.rand(3, 40, 40), plain)
     maplist = tmp_path / "bad_maplist.json"
     maplist.write_text('{"layers": [{"layer": "block_3", "channels": {"three": 1}}]}')
-    return {"corrupt": corrupt, "plain": plain, "maplist": maplist}
+    damaged = tmp_path / "damaged.png"
+    save_png(torch.rand(3, 40, 40), damaged, {PROVENANCE_KEY: '{"config": '})
+    return {"corrupt": corrupt, "plain": plain, "maplist": maplist, "damaged": damaged}
 
 
 @pytest.mark.parametrize(
@@ -214,6 +216,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         (["dream", "{plain}", "--step-size", "inf"], "step_size"),
         (["dream", "{plain}", "--maplist", "{maplist}"], "three"),
         (["dream", "--from-png", "{plain}"], "provenance"),
+        (["dream", "--from-png", "{damaged}"], "damaged"),
         (["dream", "{plain}", "--backbone", "vgg16"], "DREAMSUITE_WEIGHTS_DIR"),
         (["guide-weights", "{corrupt}", "--layer", "block_3"], "not a readable image"),
         (["select", "{plain}", "--layer", "block_3", "--top-k", "0"], "top_k"),

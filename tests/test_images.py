@@ -83,6 +83,9 @@ def test_pixel_limit_from_argument_and_environment(monkeypatch):
     with pytest.raises(InvalidArgument, match="over the limit of 1000"):
         load_image(data)
     assert load_image(data, max_pixels=5000).shape == (3, 30, 40)  # the argument wins
+    monkeypatch.setenv("DREAMSUITE_MAX_PIXELS", "4k")
+    with pytest.raises(InvalidArgument, match="DREAMSUITE_MAX_PIXELS"):
+        load_image(data)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
