@@ -16,7 +16,7 @@ COPY protos protos
 COPY dreamsuite dreamsuite
 COPY services services
 COPY handlers handlers
-RUN pip install . && dreamsuite archive --backbone "${BACKBONE}" -o /model-store
+RUN pip install . && dreamsuite archive --backbone "${BACKBONE}" -o /model-store --no-config
 
 FROM ${PYTHON_IMAGE} AS runtime
 # TorchServe 0.12 needs Java 17.
@@ -39,6 +39,6 @@ WORKDIR /home/model-server
 EXPOSE 7070 8080 8082
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"
-ENTRYPOINT ["torchserve", "--foreground", "--ncs", "--disable-token-auth", \
+ENTRYPOINT ["torchserve", "--foreground", "--ncs", \
             "--model-store", "/home/model-server/model-store", \
             "--ts-config", "/home/model-server/config.properties", "--models", "all"]
