@@ -151,9 +151,6 @@ def run_demo(runner: Runner, args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not args.in_process and not _suite_available():
-        print("the suite's services are not installed here; dreaming in-process", flush=True)
-        args.in_process = True
     written = run_demo(in_process_runner, args) if args.in_process else _run_through_suite(args)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")
     for path in written:
@@ -174,18 +171,6 @@ def _run_through_suite(args: argparse.Namespace) -> list[Path]:
             written = run_demo(runner, args)
             print("stopping the suite ...", flush=True)
     return written
-
-
-def _suite_available() -> bool:
-    """Whether ``dreamsuite serve dream`` and ``serve guide`` are installed here."""
-    from dreamsuite.launcher import serve_flags
-
-    try:
-        serve_flags("dream")
-        serve_flags("guide")
-    except (DreamsuiteError, ImportError):
-        return False
-    return True
 
 
 def remote_runner(target: str, *, timeout: float = 900.0) -> Runner:
