@@ -1,0 +1,59 @@
+"""The pieces of the launcher and the demo that need no running suite."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from dreamsuite.cli.demo import DemoResult, contact_sheet, octave_animation, write_demo
+from dreamsuite.launcher import prometheus_config
+
+
+def _image(h: int, w: int, value: float) -> torch.Tensor:
+    return torch.full((3, h, w), value)
+
+
+def test_contact_sheet_puts_labelled_panels_side_by_side():
+    sheet = contact_sheet([("input", _image(40, 60, 0.2)), ("dream", _image(40, 60, 0.8))],
+                          height=50, margin=4, label=20)
+    assert sheet.size == (4 + 75 + 4 + 75 + 4, 50 + 20 + 8)
+    assert sheet.getpixel((4 + 10, 4 + 20 + 10)) == (51, 51, 51)  # first panel's pixels
+
+
+def test_octave_animation_has_the_input_and_every_octave(tmp_path):
+    octaves = [_image(20, 30, 0.1), _image(28, 42, 0.5), _image(40, 60, 0.9)]
+    path = octave_animation(_image(40, 60, 0.0), octaves, tmp_path / "a.gif", frame_ms=50)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 4 and gif.size == (60, 40)
+
+
+def test_write_demo_writes_every_file(tmp_path):
+    result = DemoResult(_image(40, 60, 0.5), [_image(20, 30, 0.4), _image(40, 60, 0.5)], 0.1)
+    written = write_demo(tmp_path, _image(40, 60, 0.3), _image(40, 60, 0.6), result, result)
+    assert {p.name for p in written} == {
+        "input.png", "guide.png", "dream.png", "guided-dream.png", "contact-sheet.png",
+        "dream-octaves.gif", "guided-dream-octaves.gif"}
+    assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_local_prometheus_config_points_every_job_at_loopback(tmp_path):
+    targets = {"torchserve": "127.0.0.1:1001", "guide": "127.0.0.1:1002",
+               "dream": "127.0.0.1:1003"}
+    config = prometheus_config(targets, "127.0.0.1:1004")
+    jobs = {j["job_name"]: j["static_configs"] for j in config["scrape_configs"]}
+    assert {name: sc[0]["targets"] for name, sc in jobs.items()} == {
+        **{k: [v] for k, v in targets.items()}, "prometheus": ["127.0.0.1:1004"]}
+    assert jobs["dream"][0]["labels"] == {"service": "dream"}  # kept from deploy/
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing: apt-get install prometheus (.ci/system-deps does)")
+    config["rule_files"] = []
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
