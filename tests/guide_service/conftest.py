@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dreamsuite.cli.archive import build_archive
 from dreamsuite.images import encode_png, sample_image
@@ -74,6 +77,41 @@ def guide_inprocess(loop_thread: LoopThread) -> Iterator[RunningServer]:
     running = start_guide(loop_thread, "inprocess")
     yield running
     loop_thread.run(running.stop(0))
+
+
+@pytest.fixture
+def guide_factory(loop_thread: LoopThread) -> Iterator[Callable[..., RunningServer]]:
+    """Starts extra guide services (``activations``, GuideConfig fields); stops them after."""
+    started: list[RunningServer] = []
+
+    def start(activations: str, **kw) -> RunningServer:
+        started.append(start_guide(loop_thread, activations, **kw))
+        return started[-1]
+
+    yield start
+    for running in started:
+        loop_thread.run(running.stop(0))
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """``{(sample name, sorted labels): value}`` of a Prometheus endpoint."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` that carry ``labels``."""
+    return sum(v for (n, lab), v in samples.items()
+               if n == name and set(labels.items()) <= set(lab))
+
+
+@pytest.fixture(scope="session")
+def prom() -> SimpleNamespace:
+    """``prom.scrape(url)`` and ``prom.total(samples, name, **labels)`` (conftest modules are
+    not importable under importlib mode)."""
+    return SimpleNamespace(scrape=scrape, total=total)
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,6 @@ from services.common import ServerConfig
 from services.dream.config import DreamServiceConfig
 from services.dream.server import start_dream_server
 
-from .test_metrics import scrape, total
-
 pytestmark = pytest.mark.slow
 
 LAYERS = ("block_4", "block_8")
@@ -40,7 +38,7 @@ def guided_request(image: bytes, guide: bytes) -> dream_pb2.DreamRequest:
 
 
 def test_guided_dream_through_the_guide_service_equals_in_process(
-    loop_thread, guide_torchserve, torchserve, tmp_path, pngs,
+    loop_thread, guide_torchserve, torchserve, tmp_path, pngs, prom,
 ):
     config = DreamServiceConfig(
         server=ServerConfig(host="127.0.0.1", port=0, metrics_port=None, grace_seconds=1.0),
@@ -48,9 +46,9 @@ def test_guided_dream_through_the_guide_service_equals_in_process(
         guide=guide_torchserve.address)
     server = loop_thread.run(start_dream_server(config))
     guide_metrics = f"http://127.0.0.1:{guide_torchserve.metrics.port}/metrics"
-    calls_before = total(scrape(guide_metrics), "grpc_server_handled_total",
+    calls_before = prom.total(prom.scrape(guide_metrics), "grpc_server_handled_total",
                          grpc_method="ComputeGuideWeights", grpc_code="OK")
-    ts_before = total(scrape(torchserve.metrics_url), "ts_inference_requests_total")
+    ts_before = prom.total(prom.scrape(torchserve.metrics_url), "ts_inference_requests_total")
     try:
         with DreamClient(server.address) as client:
             updates = list(client.dream(guided_request(pngs["chelsea"], pngs["coffee"]),
@@ -68,7 +66,7 @@ def test_guided_dream_through_the_guide_service_equals_in_process(
     expected = load_image(encode_png(local.image))
     assert served.shape == expected.shape
     assert torch.equal(served, expected), (served - expected).abs().max()
-    assert total(scrape(guide_metrics), "grpc_server_handled_total",
+    assert prom.total(prom.scrape(guide_metrics), "grpc_server_handled_total",
                  grpc_method="ComputeGuideWeights", grpc_code="OK") == calls_before + 1
-    assert total(scrape(torchserve.metrics_url), "ts_inference_requests_total") >= ts_before + 1
+    assert prom.total(prom.scrape(torchserve.metrics_url), "ts_inference_requests_total") >= ts_before + 1
 

@@ -16,8 +16,6 @@ from dreamsuite.clients.guide import GuideClient
 from dreamsuite.errors import Unavailable
 from dreamsuite.images import encode_png, resize, sample_image
 
-from .test_metrics import scrape, total
-
 pytestmark = pytest.mark.slow
 
 
@@ -74,9 +72,9 @@ def test_worker_killed_mid_request(guide_torchserve, torchserve, big_png, pngs):
     succeeds_again(guide_torchserve.address, pngs["rocket"], within=120)
 
 
-def test_torchserve_down_and_back(guide_torchserve, torchserve, big_png, pngs):
+def test_torchserve_down_and_back(guide_torchserve, torchserve, big_png, pngs, prom):
     guide_url = f"http://127.0.0.1:{guide_torchserve.metrics.port}/metrics"
-    errors_before = total(scrape(guide_url), "guide_backend_errors_total")
+    errors_before = prom.total(prom.scrape(guide_url), "guide_backend_errors_total")
     thread, outcome = call_in_background(guide_torchserve.address, big_png)
     time.sleep(1.5)
     torchserve.stop()
@@ -86,6 +84,6 @@ def test_torchserve_down_and_back(guide_torchserve, torchserve, big_png, pngs):
          pytest.raises(Unavailable, match="TorchServe at .* is unavailable after 3 attempts"):
         client.activations(pngs["chelsea"], "", ["block_4"])
     assert serving(guide_torchserve.address)
-    assert total(scrape(guide_url), "guide_backend_errors_total") >= errors_before + 4
+    assert prom.total(prom.scrape(guide_url), "guide_backend_errors_total") >= errors_before + 4
     torchserve.start()  # the same ports: the guide service reconnects by itself
     succeeds_again(guide_torchserve.address, pngs["chelsea"], within=60)

@@ -9,8 +9,6 @@ from dreamsuite.backbones import get_backbone
 from dreamsuite.clients.guide import GuideClient
 from dreamsuite.images import load_image
 
-from .conftest import start_guide
-
 LAYERS = ["block_6", "block_12"]
 
 
@@ -45,16 +43,13 @@ def test_selection_over_a_batch_matches_a_direct_computation(guide_torchserve, p
     assert all(terms["block_6"][c] == -1.0 for c in selection.bottom["block_6"])
 
 
-def test_selection_from_an_artifact_store_prefix(loop_thread, tmp_path, pngs):
+def test_selection_from_an_artifact_store_prefix(guide_factory, tmp_path, pngs):
     store = open_store(tmp_path / "artifacts")
     for png in pngs.values():
         store.put(png)
-    running = start_guide(loop_thread, "inprocess", artifacts=store.url)
-    try:
-        with GuideClient(running.address) as client:
-            _, by_prefix = client.select([], "", LAYERS, top_k=4, bottom_k=0,
-                                         prefix=store.url + "/")
-            _, inline = client.select(list(pngs.values()), "", LAYERS, top_k=4, bottom_k=0)
-    finally:
-        loop_thread.run(running.stop(0))
+    running = guide_factory("inprocess", artifacts=store.url)
+    with GuideClient(running.address) as client:
+        _, by_prefix = client.select([], "", LAYERS, top_k=4, bottom_k=0,
+                                     prefix=store.url + "/")
+        _, inline = client.select(list(pngs.values()), "", LAYERS, top_k=4, bottom_k=0)
     assert by_prefix.top == inline.top

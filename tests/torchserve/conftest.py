@@ -4,7 +4,6 @@ on free loopback ports. A missing Java fails these tests loudly; it does not ski
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,8 +41,3 @@ def cat_png() -> bytes:
 @pytest.fixture(scope="session")
 def coffee_png() -> bytes:
     return encode_png(sample_image("coffee", size=64))
-
-
-def run(coro):
-    """Run one coroutine on a fresh event loop (the tests are synchronous)."""
-    return asyncio.run(coro)

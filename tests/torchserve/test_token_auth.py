@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from dreamsuite.activations.backend import backend_from_url, layer_stats
 from dreamsuite.errors import Unavailable
 from dreamsuite.torchserve import TorchServe
 
-from .conftest import BACKBONE, run
+BACKBONE = "efficientnet_lite0"
+
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +29,6 @@ def test_inference_needs_the_key_when_token_authorization_is_on(model_store, tmp
 
         for wrong in (None, "not-the-key"):
             with pytest.raises(Unavailable, match="refused the call.*inference key"):
-                run(call(wrong))
-        stats, _ = run(call(server.inference_key()))
+                asyncio.run(call(wrong))
+        stats, _ = asyncio.run(call(server.inference_key()))
         assert stats["block_2"].mean.numel() == 24

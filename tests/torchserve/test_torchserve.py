@@ -16,8 +16,7 @@ from dreamsuite.activations.torchserve_client import TorchServeBackend
 from dreamsuite.errors import InvalidArgument, NotFound, ResourceExhausted
 from dreamsuite.v1 import activations_pb2 as pb
 
-from .conftest import BACKBONE, run
-
+BACKBONE = "efficientnet_lite0"
 LAYERS = ["block_3", "block_10"]
 
 
@@ -40,7 +39,7 @@ def test_torchserve_and_inprocess_give_the_same_statistics(torchserve, cat_png):
         finally:
             await remote.close()
 
-    (remote, remote_version), (local, local_version) = run(both())
+    (remote, remote_version), (local, local_version) = asyncio.run(both())
     for layer in LAYERS:
         for stat in ("sum", "mean", "max"):
             assert torch.allclose(getattr(remote[layer], stat), getattr(local[layer], stat),
@@ -63,7 +62,7 @@ def test_full_maps_and_the_size_cap(torchserve, cat_png):
             await backend.close()
         return full, refused, after
 
-    full, refused, after = run(calls())
+    full, refused, after = asyncio.run(calls())
     entry = full.layers[0]
     maps = torch.frombuffer(bytearray(entry.maps), dtype=torch.float32)
     assert maps.numel() == entry.channels * entry.height * entry.width
@@ -84,8 +83,8 @@ def test_concurrent_requests_are_batched_and_answered_each(torchserve, cat_png, 
         finally:
             await backend.close()
 
-    results = run(many())
-    local = {png: run(layer_stats(InProcessBackend(), png, BACKBONE, ["block_10"]))[0]
+    results = asyncio.run(many())
+    local = {png: asyncio.run(layer_stats(InProcessBackend(), png, BACKBONE, ["block_10"]))[0]
              for png in (cat_png, coffee_png)}
     for png, (stats, _) in zip([cat_png, coffee_png] * 4, results, strict=True):
         assert torch.allclose(stats["block_10"].mean, local[png]["block_10"].mean, atol=1e-5)
@@ -102,11 +101,11 @@ def test_request_errors_come_back_as_library_errors(torchserve, cat_png):
             await backend.close()
 
     with pytest.raises(InvalidArgument, match="no layer 'nope'; valid layers: stem"):
-        run(call(BACKBONE, cat_png, ["nope"]))
+        asyncio.run(call(BACKBONE, cat_png, ["nope"]))
     with pytest.raises(InvalidArgument, match="not a readable image"):
-        run(call(BACKBONE, b"\x89PNG garbage", ["head"]))
+        asyncio.run(call(BACKBONE, b"\x89PNG garbage", ["head"]))
     with pytest.raises(NotFound, match="serves no model 'vgg16'.*dreamsuite archive"):
-        run(call("vgg16", cat_png, ["head"]))
+        asyncio.run(call("vgg16", cat_png, ["head"]))
 
 
 def test_prometheus_metrics_count_the_calls(torchserve, cat_png):
@@ -124,5 +123,5 @@ def test_prometheus_metrics_count_the_calls(torchserve, cat_png):
         finally:
             await backend.close()
 
-    run(call())
+    asyncio.run(call())
     assert inference_requests() >= before + 1
