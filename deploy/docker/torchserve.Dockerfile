@@ -30,6 +30,8 @@ COPY --from=build --chown=10001:10001 /model-store /home/model-server/model-stor
 COPY --chown=10001:10001 deploy/torchserve/config.properties /home/model-server/config.properties
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    XDG_CACHE_HOME=/tmp/cache \
     LOG_LOCATION=/home/model-server/logs \
     METRICS_LOCATION=/home/model-server/logs \
     TEMP=/tmp
