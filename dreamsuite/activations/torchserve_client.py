@@ -121,10 +121,14 @@ class TorchServeBackend:
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return Unavailable(f"TorchServe at {self.target} refused the call ({details}); "
                                "give the guide service its inference key (--torchserve-token)")
-        return Unavailable(
-            f"TorchServe at {self.target} failed the request ({code.name}: {details}); its "
-            "worker may have died and restarts on its own: retry in a few seconds"
-        )
+        if "worker died" in lowered:
+            return Unavailable(
+                f"TorchServe at {self.target}: the {model!r} worker died while computing "
+                f"({details.splitlines()[0] if details else code.name}); TorchServe restarts "
+                "it on its own, retry in a few seconds"
+            )
+        return Unavailable(f"TorchServe at {self.target} failed the request "
+                           f"({code.name}: {details})")
 
     async def close(self) -> None:
         if self._channel is not None:

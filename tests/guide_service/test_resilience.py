@@ -67,7 +67,7 @@ def test_worker_killed_mid_request(guide_torchserve, torchserve, big_png, pngs):
     os.kill(worker, signal.SIGKILL)
     thread.join(120)
     assert isinstance(outcome[0], Unavailable), outcome
-    assert "worker may have died" in str(outcome[0])
+    assert "worker died while computing" in str(outcome[0])
     assert serving(guide_torchserve.address)
     succeeds_again(guide_torchserve.address, pngs["rocket"], within=120)
 
