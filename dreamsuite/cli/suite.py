@@ -64,7 +64,8 @@ def _run_dir(args: argparse.Namespace) -> Path:
 def print_endpoints(suite) -> None:
     """The endpoints of a started suite, one line each."""
     for proc in suite.processes:
-        extra = "".join(f"  {k}={v}" for k, v in proc.ports.items() if k != "grpc")
+        main = proc.endpoint.rsplit(":", 1)[1]
+        extra = "".join(f"  {k}={v}" for k, v in proc.ports.items() if str(v) != main)
         print(f"  {proc.name:<11} {proc.endpoint}{extra}")
     print(f"  artifacts   {suite.artifacts}\n  logs        {suite.run_dir / 'logs'}")
 
