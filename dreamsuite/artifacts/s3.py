@@ -8,6 +8,7 @@ signed for ``public_endpoint`` (the address clients reach), which defaults to ``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -144,6 +145,8 @@ class S3Store(ArtifactStore):
         key, digest = content_key(data, suffix_for(content_type))
         meta = clean_metadata(metadata)
         self._ensure_bucket()
+        with contextlib.suppress(NotFound):  # content-addressed: stored already, keep it
+            return self._stat(key, f"upload {key}")
         # One PUT (the object is far below the multipart threshold): S3 makes it visible whole
         # or not at all, so a failed upload leaves nothing behind.
         self._call(f"upload {key}", lambda: self.client.put_object(
@@ -178,7 +181,10 @@ class S3Store(ArtifactStore):
 
     def stat(self, uri: str) -> Artifact:
         key = self.key_of(uri)
-        obj = self._call(f"stat {key}", lambda: self.client.stat_object(self.settings.bucket, key))
+        return self._stat(key, f"stat {key}")
+
+    def _stat(self, key: str, what: str) -> Artifact:
+        obj = self._call(what, lambda: self.client.stat_object(self.settings.bucket, key))
         meta = {k[len(_META_PREFIX):].lower(): v for k, v in (obj.metadata or {}).items()
                 if k.lower().startswith(_META_PREFIX)}
         digest = key.rsplit("/", 1)[-1].split(".", 1)[0]

@@ -1,0 +1,136 @@
+"""Both artifact stores through the one interface: content addressing, metadata, presigned
+URLs, missing objects, failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from dreamsuite.artifacts import LocalStore, S3Store, open_store
+from dreamsuite.artifacts.base import METADATA_LIMIT_BYTES, RetryPolicy, content_key
+from dreamsuite.artifacts.s3 import parse_s3_url
+from dreamsuite.clients.dream import fetch_url
+from dreamsuite.errors import InvalidArgument, NotFound, Unavailable
+
+DATA = b"\x89PNG pretend image bytes"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(tmp_path.as_uri())
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return open_store(f"s3://dreams?endpoint={endpoint}&secure=false")
+
+
+def test_content_addressed_put_get_stat(store):
+    digest = hashlib.sha256(DATA).hexdigest()
+    artifact = store.put(DATA, metadata={"Backbone": "efficientnet_lite0", "seed": 7})
+    assert artifact.key == f"sha256/{digest[:2]}/{digest}.png" and artifact.sha256 == digest
+    assert store.put(DATA).uri == artifact.uri  # same bytes, same object
+    assert store.get(artifact.uri) == DATA and store.get(artifact.key) == DATA
+    info = store.stat(artifact.uri)
+    assert info.metadata == {"backbone": "efficientnet_lite0", "seed": "7"}
+    assert (info.size, info.content_type, info.sha256) == (len(DATA), "image/png", digest)
+
+
+def test_presigned_url_fetches_the_object(store):
+    artifact = store.put(DATA)
+    assert fetch_url(store.presign(artifact.uri)) == DATA
+
+
+def test_missing_object_is_not_found(store):
+    key, _ = content_key(b"never stored")
+    with pytest.raises(NotFound):
+        store.get(key)
+    with pytest.raises(NotFound):
+        store.stat(key)
+
+
+def test_uri_of_another_store_is_refused(store):
+    for uri in ("s3://elsewhere/sha256/aa/x.png", "file:///elsewhere/sha256/aa/x.png"):
+        with pytest.raises(InvalidArgument, match="not in this service's artifact store"):
+            store.get(uri)
+
+
+def test_metadata_is_trimmed_to_what_s3_keeps(tmp_path):
+    artifact = LocalStore(tmp_path).put(DATA, metadata={"maplist": "x" * 5000, "seed": "1"})
+    assert sum(len(k) + len(v) for k, v in artifact.metadata.items()) <= METADATA_LIMIT_BYTES
+
+
+def test_failed_local_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    import dreamsuite.artifacts.local as local
+
+    store = LocalStore(tmp_path)
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(local.os, "replace", fail)
+    with pytest.raises(Unavailable, match="disk full"):
+        store.put(DATA)
+    assert [p for p in Path(tmp_path).rglob("*") if p.is_file()] == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_s3_is_unavailable_after_bounded_retries(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-print-me")
+    url = f"s3://dreams?endpoint=127.0.0.1:{_free_port()}&secure=false"
+    store = S3Store(parse_s3_url(url), retry=RetryPolicy(attempts=2, base_delay=0.01))
+    with pytest.raises(Unavailable, match="after 2 attempts") as info:
+        store.put(DATA)
+    assert "do-not-print-me" not in str(info.value)
+    assert "do-not-print-me" not in store.url
+
+
+def test_failed_s3_upload_leaves_no_object_and_recovers(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "artifact-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "artifact-secret")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    store = open_store(f"s3://outage?endpoint={host}:{port}&secure=false&retries=2")
+    store.put(b"make the bucket")
+    server.stop()
+    with pytest.raises(Unavailable, match="upload"):
+        store.put(DATA)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    try:
+        with pytest.raises(NotFound):
+            store.stat(content_key(DATA)[0])
+        assert store.get(store.put(DATA).uri) == DATA
+    finally:
+        server.stop()
+
+
+def test_presigned_urls_are_signed_for_the_public_endpoint(s3_endpoint):
+    host, port = s3_endpoint.split(":")
+    store = open_store(f"s3://dreams?endpoint={s3_endpoint}&secure=false"
+                       f"&public_endpoint=localhost:{port}")
+    url = store.presign(store.put(DATA).uri)
+    assert url.startswith(f"http://localhost:{port}/dreams/sha256/")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == DATA
+
+
+def test_open_store_urls(tmp_path):
+    assert isinstance(open_store(tmp_path), LocalStore)
+    assert isinstance(open_store(tmp_path.as_uri()), LocalStore)
+    settings = parse_s3_url("s3://b?endpoint=minio:9000&secure=false&public_endpoint=x:1")
+    assert (settings.bucket, settings.endpoint, settings.secure) == ("b", "minio:9000", False)
+    assert settings.public_endpoint == "x:1"
+    for bad in ("ftp://x", "s3://b?secure=maybe", "file://host/path"):
+        with pytest.raises(InvalidArgument):
+            open_store(bad)
