@@ -168,7 +168,13 @@ def load_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
             f"Copy {spec.weights_file} into a folder and set {WEIGHTS_ENV} to it{spec.weights_hint}, "
             "or ask for random weights explicitly with --weights random."
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for a bad file
+        raise WeightsMissing(
+            f"the weights file {path} for {spec.name!r} cannot be read ({type(exc).__name__}: "
+            f"{exc}); replace it with the original {spec.weights_file}"
+        ) from None
 
 
 def validate_weights_choice(weights: str) -> str:
