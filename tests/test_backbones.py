@@ -286,6 +286,15 @@ def test_weights_file_in_the_weights_dir_is_found_and_used(isolated_weights):
     assert (other - x).abs().max() / scale > 1e-2, "random weights would match too: test is void"
 
 
+def test_unreadable_weights_file_is_a_clear_error(isolated_weights):
+    spec = get_backbone_spec("googlenet")
+    (isolated_weights / spec.weights_file).write_bytes(b"not a state dict")
+    assert weights_status(spec) == "file"
+    with pytest.raises(WeightsMissing) as info:
+        get_backbone("googlenet", device="cpu")
+    assert spec.weights_file in str(info.value) and "cannot be read" in str(info.value)
+
+
 def test_weights_file_in_the_torch_hub_cache_is_found(isolated_weights, tmp_path):
     spec = get_backbone_spec("googlenet")
     checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
