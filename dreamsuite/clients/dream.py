@@ -144,7 +144,7 @@ def run_remote_dream(args: argparse.Namespace) -> int:
     if args.device:
         print("note: --device is ignored with --remote (the service chose its device)",
               file=sys.stderr)
-    base, recorded_input = _load_base(args)
+    base, recorded_input, recorded_guides = _load_base(args)
     source = args.input or recorded_input
     if not source:
         raise InvalidArgument("give an INPUT image (or --from-png of a dream that recorded one)")
@@ -152,7 +152,9 @@ def run_remote_dream(args: argparse.Namespace) -> int:
     octave_dir = Path(args.save_octaves) if args.save_octaves else None
     output = dream_pb2.OutputOptions(preview_format=dream_pb2.PREVIEW_FORMAT_NONE,
                                      store_octaves=octave_dir is not None, inline_images=True)
-    request = request_from_config(config, source, guides=args.guide or [], output=output)
+    # A stored dream records artifact URIs for its input and guides: --from-png reuses them.
+    request = request_from_config(config, source, guides=args.guide or recorded_guides,
+                                  output=output)
     bar = ProgressBar(config.octaves, enabled=not args.quiet)
     try:
         with DreamClient(args.remote) as client:

@@ -78,6 +78,7 @@ class PreparedJob:
     input_data: bytes
     input_uri: str
     guides: list[torch.Tensor] = field(default_factory=list)
+    guide_sources: list[tuple[bytes, str]] = field(default_factory=list)  # (data, uri) each
     guide_weights: dict[str, torch.Tensor] | None = None
     selection_images: list[torch.Tensor] = field(default_factory=list)
 
@@ -168,6 +169,10 @@ def _decode(source: ImageInput, store: ArtifactStore, max_pixels: int) -> torch.
         return load_image(data, max_pixels=max_pixels)
 
 
+def _guide_sources(spec: DreamSpec) -> list[tuple[bytes, str]]:
+    return [(g.data, g.uri) for g in spec.guides]
+
+
 def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> PreparedJob:
     """Check ``spec`` and decode its images (blocking: run it off the event loop)."""
     if spec.image is None:
@@ -185,7 +190,8 @@ def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> Prepar
         image = load_image(data, max_pixels=max_pixels)
     return PreparedJob(
         spec=spec, image=image, input_data=data, input_uri=spec.image.uri,
-        guides=[_decode(g, store, max_pixels) for g in spec.guides], guide_weights=weights,
+        guides=[_decode(g, store, max_pixels) for g in spec.guides],
+        guide_sources=_guide_sources(spec), guide_weights=weights,
         selection_images=[_decode(s, store, max_pixels)
                           for s in (spec.selection.images if spec.selection else ())],
     )

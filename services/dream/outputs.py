@@ -141,6 +141,12 @@ class Publisher:
     def _inline(self, png: bytes, spec: OutputSpec) -> bytes:
         return png if spec.inline_images and len(png) <= self.inline_limit else b""
 
+    def _keep_input(self, data: bytes, uri: str, role: str) -> StoredImage:
+        """An input as an artifact: the one it came from, or stored now (content-addressed)."""
+        if uri:
+            return StoredImage(self.store.stat(uri), self.store.presign(uri))
+        return self._put(data, _content_type(data), {"role": role})
+
     def octave(self, job: PreparedJob, p: DreamProgress) -> OctaveOutput:
         """The update for the octave that ``p`` (an octave's last step) ends."""
         assert p.image is not None
@@ -157,11 +163,11 @@ class Publisher:
     def final(self, job: PreparedJob, last: DreamProgress, result: DreamResult) -> OctaveOutput:
         """The last octave's update, carrying the stored result and its provenance."""
         update = self.octave(job, last)
-        if job.input_uri:
-            source = StoredImage(self.store.stat(job.input_uri), self.store.presign(job.input_uri))
-        else:
-            source = self._put(job.input_data, _content_type(job.input_data), {"role": "input"})
-        provenance = {**result.provenance, "input": source.artifact.uri}
+        source = self._keep_input(job.input_data, job.input_uri, "input")
+        guides = [self._keep_input(data, uri, "guide").artifact.uri
+                  for data, uri in job.guide_sources]
+        # Artifact URIs of the input and guides: `dream --remote --from-png` re-runs the dream.
+        provenance = {**result.provenance, "input": source.artifact.uri, "guides": guides}
         png = encode_png(result.image, provenance_text(provenance))
         stored = self._put(png, "image/png", artifact_metadata(provenance))
         final = FinalOutput(stored, tuple(result.image.shape[-2:]),

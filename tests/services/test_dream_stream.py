@@ -93,18 +93,27 @@ def test_precomputed_guide_weights_and_neuron_selection(dream_server, cat_png, s
     assert sorted(chosen["channels"].values()) == [-1.0, 1.0, 1.0]
 
 
-def test_cli_remote_dream_saves_final_and_octave_images(dream_server, cat_png, tmp_path):
+def test_cli_remote_dream_saves_images_and_reruns_from_png(dream_server, cat_png, tmp_path):
     server = dream_server()
-    source = tmp_path / "cat.png"
+    source, guide = tmp_path / "cat.png", tmp_path / "coffee.png"
     source.write_bytes(cat_png)
+    guide.write_bytes(encode_png(sample_image("coffee", size=64)))
     out, octaves = tmp_path / "out" / "dream.png", tmp_path / "octaves"
     code = cli_main(["dream", str(source), "-o", str(out), "--remote", server.address,
-                     "--octaves", "2", "--steps", "2", "--layer", "block_6",
-                     "--save-octaves", str(octaves), "--quiet"])
+                     "--octaves", "2", "--steps", "2", "--layer", "block_6", "--guide",
+                     str(guide), "--guide-mode", "match", "--save-octaves", str(octaves),
+                     "--quiet"])
     assert code == 0
     assert load_image(out).shape == (3, 64, 96)
-    assert PROVENANCE_KEY in read_png_text(out)
+    provenance = json.loads(read_png_text(out)[PROVENANCE_KEY])
+    assert provenance["input"].startswith("file://") and len(provenance["guides"]) == 1
     assert sorted(p.name for p in octaves.iterdir()) == ["octave_01.png", "octave_02.png"]
+
+    again = tmp_path / "again.png"
+    code = cli_main(["dream", "--from-png", str(out), "-o", str(again), "--remote",
+                     server.address, "--quiet"])
+    assert code == 0
+    assert torch.equal(load_image(again), load_image(out))
 
 
 def test_list_backbones_shows_layers_channels_and_weights(dream_server):
