@@ -47,6 +47,24 @@ def call_in_background(address: str, png: bytes) -> tuple[threading.Thread, list
     return thread, outcome
 
 
+def wait_until_computing(torchserve, since: int, timeout: float = 60) -> None:
+    """Block until the worker logs that it received a request after byte ``since`` of its log."""
+    log = torchserve.workdir / "logs" / "model_log.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log, "rb") as f:
+            f.seek(since)
+            if b"Backend received inference" in f.read():
+                time.sleep(0.2)  # into the forward pass
+                return
+        time.sleep(0.05)
+    raise AssertionError("the worker never received the request")
+
+
+def log_size(torchserve) -> int:
+    return (torchserve.workdir / "logs" / "model_log.log").stat().st_size
+
+
 def succeeds_again(address: str, png: bytes, within: float) -> None:
     deadline = time.monotonic() + within
     with GuideClient(address) as client:
@@ -61,8 +79,9 @@ def succeeds_again(address: str, png: bytes, within: float) -> None:
 
 
 def test_worker_killed_mid_request(guide_torchserve, torchserve, big_png, pngs):
+    since = log_size(torchserve)
     thread, outcome = call_in_background(guide_torchserve.address, big_png)
-    time.sleep(1.5)  # the request is on the worker, in the middle of its forward pass
+    wait_until_computing(torchserve, since)
     [worker] = torchserve.worker_pids()
     os.kill(worker, signal.SIGKILL)
     thread.join(120)
@@ -75,8 +94,9 @@ def test_worker_killed_mid_request(guide_torchserve, torchserve, big_png, pngs):
 def test_torchserve_down_and_back(guide_torchserve, torchserve, big_png, pngs, prom):
     guide_url = f"http://127.0.0.1:{guide_torchserve.metrics.port}/metrics"
     errors_before = prom.total(prom.scrape(guide_url), "guide_backend_errors_total")
+    since = log_size(torchserve)
     thread, outcome = call_in_background(guide_torchserve.address, big_png)
-    time.sleep(1.5)
+    wait_until_computing(torchserve, since)
     torchserve.stop()
     thread.join(120)
     assert isinstance(outcome[0], Unavailable), outcome
