@@ -271,3 +271,13 @@ def test_installed_entry_point_dreams_and_reports_errors(pictures, tmp_path):
     )
     assert failed.returncode != 0
     assert "nowhere.png" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_guide_weights_refuses_channel_specs_instead_of_ignoring_them(tmp_path, capsys):
+    from dreamsuite.cli import main
+    from dreamsuite.images import sample_image, save_png
+
+    guide = save_png(sample_image("coffee", size=64), tmp_path / "g.png")
+    code = main(["guide-weights", str(guide), "--layer", "block_8:3,4", "--json"])
+    assert code == 2
+    assert "whole layers" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dreamsuite.errors import InvalidArgument
 
-__all__ = ["run_dream", "run_guide_weights", "run_select", "print_guide_weights",
+__all__ = ["run_dream", "run_guide_weights", "run_select", "print_guide_weights", "whole_layers",
            "write_maplist", "ProgressBar"]
 
 log = logging.getLogger("dreamsuite")
@@ -25,7 +25,13 @@ class ProgressBar:
         self.bar = tqdm(total=total, unit="step", file=sys.stderr, disable=not enabled,
                         dynamic_ncols=True)
 
-    def update(self, octave: int, octaves: int, loss: float, size: tuple[int, int]) -> None:
+    def update(self, octave: int, octaves: int, loss: float, size: tuple[int, int],
+               total: int | None = None) -> None:
+        """Advance one unit; ``total`` corrects the length once the real plan is known (the
+        planner may drop octaves that would be below the backbone's minimum size)."""
+        if total is not None and total != self.bar.total:
+            self.bar.total = total
+            self.bar.refresh()
         self.bar.set_description(f"octave {octave + 1}/{octaves} {size[1]}x{size[0]}")
         self.bar.set_postfix(loss=f"{loss:.4g}")
         self.bar.update(1)
@@ -79,7 +85,7 @@ def run_dream(args: argparse.Namespace) -> int:
     octave_dir = Path(args.save_octaves) if args.save_octaves else None
 
     def progress(p) -> None:
-        bar.update(p.octave, p.octaves, p.loss, p.size)
+        bar.update(p.octave, p.octaves, p.loss, p.size, total=p.octaves * p.steps)
         if p.image is not None and octave_dir is not None:
             save_png(p.image, octave_dir / f"octave_{p.octave + 1:02d}.png")
 
@@ -94,6 +100,23 @@ def run_dream(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({result.image.shape[2]}x{result.image.shape[1]}, "
           f"final loss {result.losses[-1]:.4g})")
     return 0
+
+
+def whole_layers(specs: list[str]) -> list[str]:
+    """Layer names of ``--layer`` specs for commands that work on whole layers; a spec that
+    picks channels or a weight is refused rather than silently ignored."""
+    from dreamsuite.objectives import parse_layer_spec
+
+    layers = []
+    for spec in specs:
+        term = parse_layer_spec(spec)
+        if term.channels is not None or term.weight != 1.0:
+            raise InvalidArgument(
+                f"--layer {spec!r}: this command works on whole layers; give just the name "
+                f"({term.layer!r})"
+            )
+        layers.append(term.layer)
+    return layers
 
 
 def print_guide_weights(backbone: str, weights: dict[str, list[float]], as_json: bool) -> None:
@@ -118,7 +141,7 @@ def run_guide_weights(args: argparse.Namespace) -> int:
 
     backbone = get_backbone(args.backbone or "efficientnet_lite0",
                             weights=args.weights or "pretrained", device=args.device)
-    layers = [spec.partition(":")[0].partition("=")[0] for spec in args.layer]
+    layers = whole_layers(args.layer)
     weights = guide_weights(backbone, [load_image(p) for p in args.images], layers)
     print_guide_weights(backbone.name, {k: v.tolist() for k, v in weights.items()}, args.json)
     return 0
@@ -149,7 +172,7 @@ def run_select(args: argparse.Namespace) -> int:
 
     backbone = get_backbone(args.backbone or "efficientnet_lite0",
                             weights=args.weights or "pretrained", device=args.device)
-    layers = [spec.partition(":")[0].partition("=")[0] for spec in args.layer]
+    layers = whole_layers(args.layer)
     images = [load_image(p) for p in collect_images(args.images)]
     selection = select_neurons(backbone, images, layers, top_k=args.top_k, bottom_k=args.bottom_k)
     write_maplist(args.output, backbone.name, selection.maplist())
