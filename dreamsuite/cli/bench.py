@@ -12,6 +12,7 @@ __all__ = ["register", "BENCH_MODULES"]
 
 BENCH_MODULES = (
     "dreamsuite.bench.engine",
+    "dreamsuite.bench.service",
     "dreamsuite.bench.guide",
 )
 
