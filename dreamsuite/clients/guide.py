@@ -133,13 +133,6 @@ class RemoteGuideWeights:
         self.client.close()
 
 
-def _layers(args: argparse.Namespace) -> list[tuple[str, float]]:
-    """``--layer`` specs as (name, weight), as the local command reads them."""
-    from dreamsuite.objectives import parse_layer_spec
-
-    return [(term.layer, term.weight) for term in (parse_layer_spec(s) for s in args.layer)]
-
-
 def _read(path: str | os.PathLike) -> bytes:
     """An image file's bytes; the same error as the local command when it is missing."""
     if not Path(path).is_file():
@@ -154,26 +147,27 @@ def _check_weights(args: argparse.Namespace) -> None:
 
 def run_remote_guide_weights(args: argparse.Namespace) -> int:
     """``dreamsuite guide-weights --remote HOST:PORT``: same output as the local command."""
-    from dreamsuite.cli.dreaming import print_guide_weights
+    from dreamsuite.cli.dreaming import print_guide_weights, whole_layers
 
     _check_weights(args)
+    layers = [(name, 1.0) for name in whole_layers(args.layer)]
     guides = [_read(p) for p in args.images]
     with GuideClient(args.remote) as client:
-        backbone, weights = client.guide_weights(guides, args.backbone or "", _layers(args))
+        backbone, weights = client.guide_weights(guides, args.backbone or "", layers)
     print_guide_weights(backbone, weights, args.json)
     return 0
 
 
 def run_remote_select(args: argparse.Namespace) -> int:
     """``dreamsuite select --remote HOST:PORT``: same maplist and output as the local command."""
-    from dreamsuite.cli.dreaming import write_maplist
+    from dreamsuite.cli.dreaming import whole_layers, write_maplist
     from dreamsuite.cli.engine import collect_images
 
     _check_weights(args)
+    layers = whole_layers(args.layer)
     images = [_read(p) for p in collect_images(args.images)]
     with GuideClient(args.remote) as client:
-        backbone, selection = client.select(images, args.backbone or "",
-                                            [name for name, _ in _layers(args)],
+        backbone, selection = client.select(images, args.backbone or "", layers,
                                             top_k=args.top_k, bottom_k=args.bottom_k)
     write_maplist(args.output, backbone, selection.maplist())
     return 0

@@ -8,7 +8,7 @@ import pytest
 
 from dreamsuite.cli import main
 
-LAYER_ARGS = ["--layer", "block_3", "--layer", "block_10=2"]
+LAYER_ARGS = ["--layer", "block_3", "--layer", "block_10"]
 
 
 def _run(capsys, argv: list[str]) -> str:
@@ -53,3 +53,8 @@ def test_remote_errors_are_printed_like_local_ones(guide_inprocess, image_dir, c
     assert main(["guide-weights", str(image_dir / "missing.png"), "--layer", "block_3",
                  "--remote", "127.0.0.1:1"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    argv = ["guide-weights", str(image_dir / "chelsea.png"), "--layer", "block_3=2"]
+    assert main(argv) == 2
+    local = capsys.readouterr().err
+    assert main([*argv, "--remote", guide_inprocess.address]) == 2
+    assert capsys.readouterr().err == local  # weights or channels refused as locally
