@@ -19,14 +19,25 @@ import grpc
 
 from dreamsuite.clients import DEFAULT_MAX_MESSAGE_BYTES, auth_metadata, open_channel
 from dreamsuite.dream import DreamConfig
-from dreamsuite.errors import InvalidArgument, Unavailable
+from dreamsuite.errors import (
+    Cancelled,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    WeightsMissing,
+)
 from dreamsuite.v1 import common_pb2, dream_pb2, dream_pb2_grpc
 
 __all__ = ["DreamClient", "request_from_config", "image_ref", "fetch_url", "run_remote_dream"]
 
+#: Status codes back to library errors, so the CLI reports them like local failures.
 _REMOTE_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: WeightsMissing,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.CANCELLED: Cancelled,
 }
 
 
@@ -160,8 +171,8 @@ def run_remote_dream(args: argparse.Namespace) -> int:
         with DreamClient(args.remote) as client:
             result = _follow(client.dream(request), bar, octave_dir)
     except grpc.RpcError as exc:
-        raise _REMOTE_ERRORS.get(exc.code(), Unavailable)(
-            f"{args.remote}: {exc.code().name}: {exc.details()}") from None
+        error = _REMOTE_ERRORS.get(exc.code(), Unavailable)
+        raise error(f"{args.remote}: {exc.code().name}: {exc.details()}") from None
     finally:
         bar.close()
     path = Path(args.output)

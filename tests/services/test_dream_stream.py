@@ -125,3 +125,14 @@ def test_list_backbones_shows_layers_channels_and_weights(dream_server):
     assert lite0.default_layer == "block_10" and lite0.min_size == 32
     assert {layer.name: layer.channels for layer in lite0.layers}["block_6"] == 80
     assert isinstance(lite0, common_pb2.BackboneInfo)
+
+
+def test_cli_remote_dream_reports_server_errors(dream_server, cat_png, tmp_path, capsys):
+    server = dream_server()
+    source = tmp_path / "cat.png"
+    source.write_bytes(cat_png)
+    code = cli_main(["dream", str(source), "-o", str(tmp_path / "x.png"), "--remote",
+                     server.address, "--layer", "block_99", "--quiet"])
+    assert code == 2
+    assert "INVALID_ARGUMENT: maplist.layers[0]" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
