@@ -25,11 +25,13 @@ __all__ = [
     "prepare_guide",
     "map_means",
     "normalise",
+    "combine_guide_means",
     "guide_weights",
     "guide_features",
     "guided_maplist",
     "Selection",
     "select_neurons",
+    "selection_from_means",
 ]
 
 #: Guides larger than this (longest side, pixels) are downscaled first: the weights describe
@@ -58,6 +60,22 @@ def normalise(values: torch.Tensor) -> torch.Tensor:
     return values / total if total > 0 else values.clone()
 
 
+def combine_guide_means(
+    per_guide: Sequence[Mapping[str, torch.Tensor]], layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Guide weights ``{layer: [C]}`` from each guide's per-map means: normalise each guide,
+    average, normalise again. The one place this arithmetic lives (engine and guide service)."""
+    if not per_guide:
+        raise InvalidArgument("at least one guide image is needed")
+    weights = {}
+    for layer in layers:
+        total = torch.zeros_like(per_guide[0][layer])
+        for means in per_guide:
+            total += normalise(means[layer])
+        weights[layer] = normalise(total / len(per_guide))
+    return weights
+
+
 def guide_weights(
     backbone: Backbone, guides: Sequence[torch.Tensor], layers: Sequence[str]
 ) -> dict[str, torch.Tensor]:
@@ -68,12 +86,8 @@ def guide_weights(
         raise InvalidArgument("at least one guide image is needed")
     for layer in layers:
         backbone.spec.layer(layer)
-    total = {layer: torch.zeros(backbone.spec.layer(layer).channels) for layer in layers}
-    for guide in guides:
-        means = map_means(backbone, prepare_guide(guide), layers)
-        for layer in layers:
-            total[layer] += normalise(means[layer])
-    return {layer: normalise(total[layer] / len(guides)) for layer in layers}
+    per_guide = [map_means(backbone, prepare_guide(guide), layers) for guide in guides]
+    return combine_guide_means(per_guide, layers)
 
 
 def guide_features(backbone: Backbone, guides: Sequence[torch.Tensor], layer: str) -> torch.Tensor:
@@ -128,19 +142,27 @@ def select_neurons(
         raise InvalidArgument("neuron selection needs at least one image")
     if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
         raise InvalidArgument("top_k and bottom_k must be >= 0 and not both zero")
-    sums = {layer: torch.zeros(backbone.spec.layer(layer).channels) for layer in layers}
-    for image in images:
-        means = map_means(backbone, image, layers)
-        for layer in layers:
-            sums[layer] += means[layer]
-    means = {layer: s / len(images) for layer, s in sums.items()}
-    top, bottom = {}, {}
-    for layer, m in means.items():
+    for layer in layers:
+        backbone.spec.layer(layer)
+    per_image = [map_means(backbone, image, layers) for image in images]
+    return selection_from_means(per_image, layers, top_k=top_k, bottom_k=bottom_k)
+
+
+def selection_from_means(
+    per_image: Sequence[Mapping[str, torch.Tensor]], layers: Sequence[str], *, top_k: int,
+    bottom_k: int,
+) -> Selection:
+    """Rank maps by their mean activation over the images (each image's per-map means) and pick
+    the top/bottom k. The one place this ranking lives (engine and guide service)."""
+    means, top, bottom = {}, {}, {}
+    for layer in layers:
+        m = torch.stack([image_means[layer] for image_means in per_image]).mean(dim=0)
         if top_k + bottom_k > m.numel():
             raise InvalidArgument(
                 f"layer {layer!r} has {m.numel()} maps; top_k + bottom_k = {top_k + bottom_k}"
             )
         order = torch.argsort(m, descending=True, stable=True).tolist()
+        means[layer] = m
         top[layer] = order[:top_k]
         bottom[layer] = order[len(order) - bottom_k:] if bottom_k else []
     return Selection(means, top, bottom)

@@ -17,50 +17,18 @@ from dreamsuite.activations.backend import ActivationBackend, layer_stats
 from dreamsuite.activations.compute import LayerStats
 from dreamsuite.backbones import get_backbone_spec
 from dreamsuite.errors import InvalidArgument
-from dreamsuite.guide import GUIDE_MAX_SIDE, Selection, normalise
+from dreamsuite.guide import (
+    GUIDE_MAX_SIDE,
+    Selection,
+    combine_guide_means,
+    selection_from_means,
+)
 from services.guide.cache import StatsCache, StatsKey
 from services.guide.metrics import GuideMetrics
 
-__all__ = ["GuideCore", "DEFAULT_BACKBONE", "weights_from_means", "selection_from_means"]
+__all__ = ["GuideCore", "DEFAULT_BACKBONE"]
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-
-
-def weights_from_means(
-    per_guide: Sequence[dict[str, torch.Tensor]], layers: Sequence[str]
-) -> dict[str, torch.Tensor]:
-    """Normalised guide weights ``{layer: [C]}`` from each guide's per-map means, exactly as
-    :func:`dreamsuite.guide.guide_weights` combines them (normalise, average, normalise)."""
-    weights = {}
-    for layer in layers:
-        total = torch.zeros_like(per_guide[0][layer])
-        for means in per_guide:
-            total += normalise(means[layer])
-        weights[layer] = normalise(total / len(per_guide))
-    return weights
-
-
-def selection_from_means(
-    per_image: Sequence[dict[str, torch.Tensor]], layers: Sequence[str], top_k: int,
-    bottom_k: int,
-) -> Selection:
-    """Top/bottom maps by mean activation over the images, as
-    :func:`dreamsuite.guide.select_neurons` ranks them."""
-    means, top, bottom = {}, {}, {}
-    for layer in layers:
-        total = torch.zeros_like(per_image[0][layer])
-        for image_means in per_image:
-            total += image_means[layer]
-        m = total / len(per_image)
-        if top_k + bottom_k > m.numel():
-            raise InvalidArgument(
-                f"layer {layer!r} has {m.numel()} maps; top_k + bottom_k = {top_k + bottom_k}"
-            )
-        order = torch.argsort(m, descending=True, stable=True).tolist()
-        means[layer] = m
-        top[layer] = order[:top_k]
-        bottom[layer] = order[len(order) - bottom_k:] if bottom_k else []
-    return Selection(means, top, bottom)
 
 
 class GuideCore:
@@ -124,7 +92,7 @@ class GuideCore:
         backbone, layers = self.check(backbone, layers)
         per_guide = await asyncio.gather(*(
             self.stats(g, backbone, layers, max_side=GUIDE_MAX_SIDE) for g in guides))
-        return weights_from_means([{k: v.mean for k, v in s.items()} for s in per_guide], layers)
+        return combine_guide_means([{k: v.mean for k, v in s.items()} for s in per_guide], layers)
 
     async def select(self, images: Sequence[bytes], backbone: str, layers: Sequence[str], *,
                      top_k: int, bottom_k: int) -> Selection:
@@ -139,4 +107,4 @@ class GuideCore:
         backbone, layers = self.check(backbone, layers)
         per_image = await asyncio.gather(*(self.stats(i, backbone, layers) for i in images))
         means = [{k: v.mean for k, v in s.items()} for s in per_image]
-        return selection_from_means(means, layers, top_k, bottom_k)
+        return selection_from_means(means, layers, top_k=top_k, bottom_k=bottom_k)

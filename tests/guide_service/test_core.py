@@ -9,10 +9,16 @@ from dreamsuite.activations.compute import LayerStats
 from dreamsuite.artifacts import open_store
 from dreamsuite.backbones import get_backbone
 from dreamsuite.clients.guide import GuideClient
-from dreamsuite.guide import guide_weights, map_means, prepare_guide, select_neurons
+from dreamsuite.guide import (
+    combine_guide_means,
+    guide_weights,
+    map_means,
+    prepare_guide,
+    select_neurons,
+    selection_from_means,
+)
 from dreamsuite.images import load_image
 from services.guide.cache import StatsCache, StatsKey
-from services.guide.core import selection_from_means, weights_from_means
 
 LAYERS = ["block_2", "block_9"]
 
@@ -21,12 +27,12 @@ def test_weights_and_selection_arithmetic_is_the_engines(pngs):
     backbone = get_backbone("efficientnet_lite0", device="cpu")
     images = [load_image(png) for png in pngs.values()]
     guide_means = [map_means(backbone, prepare_guide(i), LAYERS) for i in images]
-    ours = weights_from_means(guide_means, LAYERS)
+    ours = combine_guide_means(guide_means, LAYERS)
     engine = guide_weights(backbone, images, LAYERS)
     for layer in LAYERS:
         assert torch.equal(ours[layer], engine[layer])
     means = [map_means(backbone, i, LAYERS) for i in images]
-    selection = selection_from_means(means, LAYERS, 3, 2)
+    selection = selection_from_means(means, LAYERS, top_k=3, bottom_k=2)
     direct = select_neurons(backbone, images, LAYERS, top_k=3, bottom_k=2)
     assert (selection.top, selection.bottom) == (direct.top, direct.bottom)
 
