@@ -73,9 +73,12 @@ def env_default(name: str, default: Any, cast: Callable[[str], Any] = str) -> An
 def add_env_argument(parser: argparse.ArgumentParser, flag: str, *, default: Any = None,
                      cast: Callable[[str], Any] = str, env: str | None = None,
                      help: str = "", **kwargs: Any) -> None:
-    """``parser.add_argument(flag)`` whose default comes from ``env`` (``DREAMSUITE_<FLAG>``)."""
+    """``parser.add_argument(flag)`` whose default comes from ``env`` (``DREAMSUITE_<FLAG>``).
+
+    The variable's text is converted by argparse like a flag's, and only when this (sub)command
+    runs, so a bad value for one service cannot break the other commands."""
     env = env or env_name(flag)
-    parser.add_argument(flag, type=cast, default=env_default(env, default, cast),
+    parser.add_argument(flag, type=cast, default=os.environ.get(env) or default,
                         help=f"{help} [env {env}; default {default}]", **kwargs)
 
 

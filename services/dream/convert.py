@@ -32,9 +32,10 @@ _CONFIG_FIELDS = (
     (None, "tile", "tile"),
     (None, "seed", "seed"),
 )
-_WEIGHTS = {common_pb2.WEIGHTS_RANDOM: "random"}
-_GUIDE_MODES = {dream_pb2.GUIDE_MODE_MATCH: "match"}
-_PREVIEWS = {dream_pb2.PREVIEW_FORMAT_PNG: "png", dream_pb2.PREVIEW_FORMAT_NONE: "none"}
+_WEIGHTS = {common_pb2.WEIGHTS_PRETRAINED: "pretrained", common_pb2.WEIGHTS_RANDOM: "random"}
+_GUIDE_MODES = {dream_pb2.GUIDE_MODE_WEIGHTS: "weights", dream_pb2.GUIDE_MODE_MATCH: "match"}
+_PREVIEWS = {dream_pb2.PREVIEW_FORMAT_JPEG: "jpeg", dream_pb2.PREVIEW_FORMAT_PNG: "png",
+             dream_pb2.PREVIEW_FORMAT_NONE: "none"}
 
 
 def _image(ref: common_pb2.ImageRef, field: str) -> ImageInput:
@@ -52,6 +53,12 @@ def _maplist(message: common_pb2.Maplist) -> Maplist | None:
     return Maplist(tuple(terms)) if terms else None
 
 
+def _enum(value: int, known: dict[int, str], default: str, field: str) -> str:
+    if value == 0 or value in known:
+        return known.get(value, default)
+    raise InvalidArgument(f"{field}: unknown value {value}")
+
+
 def _config(request: dream_pb2.DreamRequest) -> DreamConfig:
     values: dict = {}
     for parent, name, target in _CONFIG_FIELDS:
@@ -60,8 +67,9 @@ def _config(request: dream_pb2.DreamRequest) -> DreamConfig:
             values[target] = getattr(message, name)
     if request.backbone:
         values["backbone"] = request.backbone
-    values["weights"] = _WEIGHTS.get(request.weights, "pretrained")
-    values["guide_mode"] = _GUIDE_MODES.get(request.guidance.mode, "weights")
+    values["weights"] = _enum(request.weights, _WEIGHTS, "pretrained", "weights")
+    values["guide_mode"] = _enum(request.guidance.mode, _GUIDE_MODES, "weights",
+                                 "guidance.mode")
     values["maplist"] = _maplist(request.maplist)
     return DreamConfig(**values)
 
@@ -88,7 +96,8 @@ def _selection(request: dream_pb2.DreamRequest) -> SelectionSpec | None:
 def _output(options: dream_pb2.OutputOptions) -> OutputSpec:
     defaults = OutputSpec()
     return OutputSpec(
-        preview_format=_PREVIEWS.get(options.preview_format, "jpeg"),
+        preview_format=_enum(options.preview_format, _PREVIEWS, "jpeg",
+                             "output.preview_format"),
         preview_max_side=options.preview_max_side or defaults.preview_max_side,
         preview_max_bytes=options.preview_max_bytes or defaults.preview_max_bytes,
         store_octaves=options.store_octaves,

@@ -106,6 +106,7 @@ def _bad_requests(png: bytes, big_png: bytes, svc) -> dict[str, tuple[dream_pb2.
         "infinite tv": (req(regularisers__tv=math.inf), "tv"),
         "NaN layer weight": (nan_weight, "maplist.layers[0].weight"),
         "empty request": (dream_pb2.DreamRequest(), "image"),
+        "unknown enum value": (req(guidance__mode=42), "guidance.mode"),
     }
 
 

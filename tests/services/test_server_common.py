@@ -86,6 +86,15 @@ def test_flags_read_the_environment_and_flags_win(monkeypatch, tmp_path):
     assert config.artifacts == (tmp_path / "store").as_uri()
 
 
+def test_a_bad_environment_value_only_breaks_its_own_command(monkeypatch, capsys):
+    monkeypatch.setenv("DREAMSUITE_QUEUE_SIZE", "many")
+    parser = build_parser()
+    assert parser.parse_args(["backbones"]).command == "backbones"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "dream"])
+    assert "--queue-size: invalid int value: 'many'" in capsys.readouterr().err
+
+
 def test_tls_needs_cert_and_key(tmp_path):
     with pytest.raises(errors.InvalidArgument, match="both"):
         ServerConfig(tls_cert=tmp_path / "cert.pem").validate()
