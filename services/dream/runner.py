@@ -113,6 +113,7 @@ class DreamRunner:
 
     async def start(self, spec: DreamSpec) -> DreamJob:
         """Check ``spec``, decode its images and queue it for the device."""
+        self.worker.check_capacity()  # refuse before decoding anything when full
         job = await asyncio.to_thread(self._prepare, spec)
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()

@@ -33,14 +33,22 @@ class DeviceWorker:
         self._waiting = 0
         self._running = 0
 
+    def check_capacity(self) -> None:
+        """:class:`ResourceExhausted` if a dream submitted now would be refused."""
+        with self._lock:
+            self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        if self._waiting + self._running >= 1 + self.queue_size:
+            self.metrics.rejected.inc()
+            raise ResourceExhausted(
+                f"the dream service is at capacity: {self._running} dream running and "
+                f"{self._waiting} queued (queue size {self.queue_size}); retry later")
+
     def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Queue ``fn``; :class:`ResourceExhausted` when the worker and its queue are full."""
         with self._lock:
-            if self._waiting + self._running >= 1 + self.queue_size:
-                self.metrics.rejected.inc()
-                raise ResourceExhausted(
-                    f"the dream service is at capacity: {self._running} dream running and "
-                    f"{self._waiting} queued (queue size {self.queue_size}); retry later")
+            self._check_capacity()
             self._waiting += 1
             self._publish()
         return self._executor.submit(self._run, fn)
