@@ -33,6 +33,8 @@ class DreamServiceConfig:
     queue_size: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
     guide: str | None = None  # guide service HOST:PORT for guide weights (None: in-process)
+    #: Backbones loaded before the server reports SERVING, so no request pays for loading.
+    preload: tuple[str, ...] = ()
 
     def validate(self) -> DreamServiceConfig:
         self.server.validate()
@@ -56,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="largest input image (width x height)")
     add_env_argument(parser, "--guide", help="guide service HOST:PORT that computes guide "
                      "weights (default: computed in-process)")
+    add_env_argument(parser, "--preload", default="efficientnet_lite0",
+                     help="comma-separated backbones to load before serving ('' for none)")
 
 
 def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
@@ -65,4 +69,5 @@ def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
     return DreamServiceConfig(
         server=server_config_from_args(args), artifacts=artifacts, device=args.device,
         queue_size=args.queue_size, max_pixels=args.max_pixels, guide=args.guide or None,
+        preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
     ).validate()

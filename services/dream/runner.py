@@ -25,7 +25,7 @@ from dreamsuite.artifacts import ArtifactStore
 from dreamsuite.backbones import BackboneSpec, get_backbone, get_backbone_spec, list_backbones
 from dreamsuite.device import select_device
 from dreamsuite.dream import DreamConfig, DreamProgress, DreamResult, dream
-from dreamsuite.errors import Cancelled, DreamsuiteError
+from dreamsuite.errors import Cancelled, DreamsuiteError, WeightsMissing
 from dreamsuite.guide import select_neurons
 from dreamsuite.images import DEFAULT_MAX_PIXELS
 from dreamsuite.objectives import Maplist
@@ -182,6 +182,15 @@ class DreamRunner:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.metrics.sample_device_memory(self.device)
+
+    def preload(self, names: Sequence[str]) -> None:
+        """Load backbones (pretrained) now; one whose weights are missing is only logged."""
+        for name in names:
+            try:
+                get_backbone(name, device=self.device)
+                log.info("loaded %s on %s", name, self.device)
+            except WeightsMissing as exc:
+                log.warning("not preloading %s: %s", name, exc)
 
     def backbones(self) -> list[tuple[BackboneSpec, str]]:
         """Every registered backbone with its weight status (blocking: probes layers once)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
@@ -62,6 +63,7 @@ async def start_dream_server(
                          device=config.device, queue_size=config.queue_size,
                          max_pixels=config.max_pixels, inline_limit=inline_limit,
                          guide_provider=guide_provider)
+    await asyncio.to_thread(runner.preload, config.preload)
     binding = ServiceBinding(SERVICE_NAME, DreamServicer(runner),
                              dream_pb2_grpc.add_DreamServiceServicer_to_server)
     running = await start_server([binding], config.server, registry=registry)

@@ -84,6 +84,7 @@ def test_flags_read_the_environment_and_flags_win(monkeypatch, tmp_path):
     assert config.server.port == 6001 and config.queue_size == 3
     assert config.server.metrics_port is None and config.server.token == "from-env"
     assert config.artifacts == (tmp_path / "store").as_uri()
+    assert config.preload == ("efficientnet_lite0",)
 
 
 def test_a_bad_environment_value_only_breaks_its_own_command(monkeypatch, capsys):
