@@ -16,7 +16,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -76,6 +76,12 @@ class DreamJob:
         """Stop the optimisation before its next step (or before it starts)."""
         self._cancel.set()
 
+    @property
+    def canceller(self) -> Callable[[], None]:
+        """:meth:`cancel` without a reference to the job, for callbacks that may outlive it
+        (a finished call's context keeps its callbacks)."""
+        return self._cancel.set
+
     async def outputs(self) -> AsyncIterator[OctaveOutput]:
         """One output per octave in order; the last one carries the stored result."""
         last: DreamProgress | None = None
@@ -94,6 +100,7 @@ class DreamJob:
                     last = payload  # sent with the result, once that is stored
         finally:
             self.cancel()
+            self._job = None  # type: ignore[assignment]  # free the images now, not later
 
 
 class DreamRunner:

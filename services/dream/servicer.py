@@ -30,7 +30,8 @@ class DreamServicer(dream_pb2_grpc.DreamServiceServicer):
                     context: grpc.aio.ServicerContext) -> AsyncIterator[dream_pb2.DreamUpdate]:
         job = await self.runner.start(spec_from_request(request))
         # Cancellation or an expired deadline ends the call: stop the optimisation too.
-        context.add_done_callback(lambda _: job.cancel())
+        cancel = job.canceller
+        context.add_done_callback(lambda _: cancel())
         async for output in job.outputs():
             yield update_from_output(output)
 

@@ -4,6 +4,7 @@ going away, shutdown. Every case ends with the server healthy (or cleanly stoppe
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import threading
 import time
@@ -15,6 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.v1 import common_pb2, dream_pb2
+from services.dream.jobs import PreparedJob
 from services.dream.server import SERVICE_NAME
 
 pytestmark = pytest.mark.slow
@@ -61,6 +63,8 @@ def test_cancel_frees_the_worker_and_is_counted(dream_server, cat_png, svc):
     assert updates[-1].HasField("result")
     assert server.sample("dream_job_seconds_count",
                          {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+    gc.collect()  # nothing holds on to a finished or cancelled job and its tensors
+    assert not [o for o in gc.get_objects() if type(o) is PreparedJob]
     metrics = server.metrics()
     assert ('grpc_server_handled_total{grpc_code="Canceled",grpc_method="Dream",'
             'grpc_service="dreamsuite.v1.DreamService",grpc_type="server_stream"} 1.0') in metrics
