@@ -154,9 +154,27 @@ def build_objective(
             part = weight * guide_match(layer, guide_features(backbone, guides, layer))
             total = part if total is None else total + part
         return total, maplist
-    weights = guide_weights_override or guide_weights(backbone, guides, list(layer_weights))
+    if guide_weights_override is not None:
+        _check_guide_weights(backbone, guide_weights_override, layer_weights)
+        weights = guide_weights_override
+    else:
+        weights = guide_weights(backbone, guides, list(layer_weights))
     guided = guided_maplist(weights, layer_weights)
     return from_maplist(guided), guided
+
+
+def _check_guide_weights(backbone: Backbone, weights: dict[str, torch.Tensor],
+                         layer_weights: dict[str, float]) -> None:
+    """Precomputed guide weights must cover the maplist's layers with one weight per map."""
+    for layer in layer_weights:
+        if layer not in weights:
+            raise InvalidArgument(f"guide weights are missing layer {layer!r}")
+        expected = backbone.spec.layer(layer).channels
+        got = weights[layer].numel()
+        if got != expected or not torch.isfinite(weights[layer]).all():
+            raise InvalidArgument(
+                f"guide weights for {layer!r} must be {expected} finite numbers, not {got}"
+            )
 
 
 class _Stepper:

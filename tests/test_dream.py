@@ -249,3 +249,15 @@ def test_provenance_records_the_config_and_reproduces_the_dream(lite0, coffee):
 def test_default_maplist_is_recorded_as_the_backbone_default_layer(lite0, coffee):
     _, maplist = build_objective(lite0, QUICK)
     assert maplist == Maplist((LayerTerm(lite0.spec.default_layer),))
+
+
+def test_precomputed_guide_weights_of_the_wrong_length_are_refused():
+    from dreamsuite.dream import DreamConfig, dream
+    from dreamsuite.errors import InvalidArgument
+    from dreamsuite.images import sample_image
+    from dreamsuite.objectives import LayerTerm, Maplist
+
+    config = DreamConfig(maplist=Maplist((LayerTerm("block_8"),)), octaves=1, steps=1)
+    with pytest.raises(InvalidArgument, match="block_8.*112 finite numbers, not 5"):
+        dream(sample_image("coffee", size=64), config,
+              guide_weights_override={"block_8": torch.ones(5)})

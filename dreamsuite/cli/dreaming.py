@@ -11,7 +11,7 @@ from pathlib import Path
 from dreamsuite.errors import InvalidArgument
 
 __all__ = ["run_dream", "run_guide_weights", "run_select", "print_guide_weights", "whole_layers",
-           "write_maplist", "ProgressBar"]
+           "write_maplist", "ProgressBar", "load_from_png"]
 
 log = logging.getLogger("dreamsuite")
 
@@ -40,7 +40,7 @@ class ProgressBar:
         self.bar.close()
 
 
-def _load_base(args: argparse.Namespace) -> tuple[dict | None, str | None, list[str]]:
+def load_from_png(args: argparse.Namespace) -> tuple[dict | None, str | None, list[str]]:
     """Config, recorded input and recorded guides of ``--from-png``, if given."""
     if not args.from_png:
         return None, None, []
@@ -71,7 +71,7 @@ def run_dream(args: argparse.Namespace) -> int:
     from dreamsuite.dream import dream, provenance_text
     from dreamsuite.images import load_image, save_png
 
-    base, recorded_input, recorded_guides = _load_base(args)
+    base, recorded_input, recorded_guides = load_from_png(args)
     source = args.input or recorded_input
     if not source:
         raise InvalidArgument("give an INPUT image (or --from-png of a dream that recorded one)")

@@ -149,13 +149,13 @@ def _image_bytes(inline: bytes, artifact: common_pb2.Artifact) -> bytes:
 def run_remote_dream(args: argparse.Namespace) -> int:
     """``dreamsuite dream --remote HOST:PORT ...``: the local command's options, the service's
     device; a progress bar per octave; the final PNG (and ``--save-octaves``) saved locally."""
-    from dreamsuite.cli.dreaming import ProgressBar, _load_base
+    from dreamsuite.cli.dreaming import ProgressBar, load_from_png
     from dreamsuite.cli.engine import config_from_args
 
     if args.device:
         print("note: --device is ignored with --remote (the service chose its device)",
               file=sys.stderr)
-    base, recorded_input, recorded_guides = _load_base(args)
+    base, recorded_input, recorded_guides = load_from_png(args)
     source = args.input or recorded_input
     if not source:
         raise InvalidArgument("give an INPUT image (or --from-png of a dream that recorded one)")
