@@ -31,6 +31,7 @@ __all__ = [
     "ServiceProcess",
     "Suite",
     "check_health",
+    "check_torchserve",
     "default_run_dir",
     "read_state",
     "stop_recorded",
@@ -68,6 +69,28 @@ def check_health(target: str, service: str = "", timeout: float = 2.0) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def check_torchserve(target: str, timeout: float = 2.0) -> str:
+    """TorchServe's health through its gRPC inference API (``Ping``; it implements no
+    grpc.health.v1): ``SERVING`` when it says Healthy, ``NOT_SERVING`` when it answers
+    otherwise (e.g. a model without a worker), ``UNREACHABLE`` when it does not answer."""
+    import grpc
+    from google.protobuf import empty_pb2
+
+    from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
+
+    with grpc.insecure_channel(target) as channel:
+        ping = channel.unary_unary(
+            "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping",
+            request_serializer=empty_pb2.Empty.SerializeToString,
+            response_deserializer=tspb.TorchServeHealthResponse.FromString)
+        try:
+            reply = ping(empty_pb2.Empty(), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    healthy = '"Healthy"' in reply.health or reply.health.strip() == "Healthy"
+    return "SERVING" if healthy else "NOT_SERVING"
+
+
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     import urllib.error
     import urllib.request
@@ -87,7 +110,8 @@ class ServiceProcess:
     pid: int
     ports: dict[str, int]
     log: str
-    #: How to ask it whether it serves: "grpc" (grpc.health.v1) or an HTTP URL.
+    #: How to ask it whether it serves: "grpc" (grpc.health.v1), "torchserve" (TorchServe's
+    #: gRPC Ping) or an HTTP URL.
     health: str = "grpc"
 
     @property
@@ -106,6 +130,8 @@ class ServiceProcess:
             return "EXITED"
         if self.health == "grpc":
             return check_health(self.endpoint, "", timeout)
+        if self.health == "torchserve":
+            return check_torchserve(self.endpoint, timeout)
         return "SERVING" if _http_ok(self.health, timeout) else "UNREACHABLE"
 
     def stop(self, grace: float = 15.0) -> None:
@@ -363,7 +389,7 @@ class Suite:
             if server.process is not None:
                 self._record(ServiceProcess(
                     "torchserve", server.process.pid, server_ports, str(server.log_file),
-                    health=f"http://{HOST}:{ports.inference}/ping"))
+                    health="torchserve"))
 
     def _start_service(self, name: str, args_for) -> None:
         from dreamsuite.torchserve import free_port

@@ -37,10 +37,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     TEMP=/tmp
 USER 10001:10001
 WORKDIR /home/model-server
-# 7070 gRPC inference, 8080 HTTP inference (/ping), 8082 Prometheus metrics.
+# 7070 gRPC inference (and Ping), 8080 HTTP inference (/ping), 8082 Prometheus metrics.
 EXPOSE 7070 8080 8082
+# TorchServe implements no grpc.health.v1: ask the Ping of its gRPC inference API.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"
+    CMD ["dreamsuite", "health", "127.0.0.1:7070", "--torchserve", "--timeout", "4"]
 ENTRYPOINT ["torchserve", "--foreground", "--ncs", \
             "--model-store", "/home/model-server/model-store", \
             "--ts-config", "/home/model-server/config.properties", "--models", "all"]

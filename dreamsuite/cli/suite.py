@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=os.environ.get("DREAMSUITE_HEALTH_TARGET", "127.0.0.1:50051"),
                    help="server to ask (default $DREAMSUITE_HEALTH_TARGET or 127.0.0.1:50051)")
     p.add_argument("--service", default="", help="service name (default: the whole server)")
+    p.add_argument("--torchserve", action="store_true",
+                   help="TARGET is TorchServe's gRPC inference API: ask its Ping")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     p.set_defaults(func=cmd_health)
 
@@ -143,8 +145,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from dreamsuite.launcher import check_health
+    from dreamsuite.launcher import check_health, check_torchserve
 
-    status = check_health(args.target, args.service, args.timeout)
-    print(f"{args.target} {args.service or '(server)'}: {status}")
+    if args.torchserve:
+        status = check_torchserve(args.target, args.timeout)
+    else:
+        status = check_health(args.target, args.service, args.timeout)
+    print(f"{args.target} {args.service or ('TorchServe' if args.torchserve else '(server)')}: "
+          f"{status}")
     return 0 if status == "SERVING" else 1

@@ -58,6 +58,13 @@ def test_dream_reserves_a_gpu_and_has_a_cpu_profile(compose):
     assert cpu["networks"]["default"]["aliases"] == ["dream"]
 
 
+def test_torchserve_is_health_checked_through_its_grpc_ping(compose):
+    test = compose["services"]["torchserve"]["healthcheck"]["test"]
+    assert test[:5] == ["CMD", "dreamsuite", "health", "127.0.0.1:7070", "--torchserve"]
+    assert compose["services"]["guide"]["depends_on"]["torchserve"]["condition"] == (
+        "service_healthy")
+
+
 @pytest.mark.parametrize("name", ["guide", "dream", "dream-cpu"])
 def test_services_are_health_checked_through_grpc_health(compose, name):
     service = compose["services"][name]

@@ -50,6 +50,11 @@ def test_service_image_health_check_asks_grpc_health():
     assert "DREAMSUITE_HEALTH_TARGET=127.0.0.1:50051" in final
 
 
+def test_torchserve_image_health_check_pings_its_grpc_api():
+    final = _final_stage((ROOT / "deploy/docker/torchserve.Dockerfile").read_text())
+    assert '["dreamsuite", "health", "127.0.0.1:7070", "--torchserve"' in final
+
+
 def test_dockerfiles_copy_only_what_exists():
     for path in DOCKERFILES:
         for source in re.findall(r"^COPY (?!--from)(?:--\S+ )*(\S+) ", path.read_text(), re.M):

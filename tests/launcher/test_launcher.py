@@ -18,7 +18,7 @@ import torch
 from dreamsuite.clients.dream import DreamClient, request_from_config
 from dreamsuite.dream import DreamConfig
 from dreamsuite.images import encode_png, load_image, sample_image
-from dreamsuite.launcher import check_health
+from dreamsuite.launcher import check_health, check_torchserve
 
 SERVICES = {"torchserve", "guide", "dream", "prometheus"}
 GRPC_NAMES = {"dream": "dreamsuite.v1.DreamService", "guide": "dreamsuite.v1.GuideService"}
@@ -82,6 +82,10 @@ def test_every_service_reports_serving(suite):
     for name, grpc_name in GRPC_NAMES.items():
         assert check_health(_target(suite, name)) == "SERVING", name
         assert check_health(_target(suite, name), grpc_name) == "SERVING", grpc_name
+    assert check_torchserve(_target(suite, "torchserve")) == "SERVING"
+    probe = subprocess.run([*CLI, "health", _target(suite, "torchserve"), "--torchserve"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
 def test_status_from_another_shell(suite):
