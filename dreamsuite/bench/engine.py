@@ -104,14 +104,18 @@ def measure(backbone: str, weights: str, layer: str, size: int, octaves: int, st
 
 
 def _peak_rss_child(size: int, tile: int) -> int:
-    """Peak RSS in bytes of a fresh process that dreams a ``size`` x ``size`` image."""
+    """Peak RSS in bytes of a fresh process that dreams a ``size`` x ``size`` image.
+
+    Read from ``VmHWM`` (the high-water mark of this process image): ``ru_maxrss`` would also
+    carry the parent's peak across fork and exec."""
     code = (
-        "import resource, torch\n"
+        "import re, torch\n"
         "from dreamsuite.dream import dream, DreamConfig\n"
         "from dreamsuite.images import sample_image, resize\n"
         f"img = resize(sample_image('astronaut'), ({size}, {size})).clamp(0, 1)\n"
         f"dream(img, DreamConfig(octaves=4, steps=2, tile={tile}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1])
