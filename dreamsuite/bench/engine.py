@@ -3,7 +3,8 @@
 The floor is how the popular open-source dreamers run: the torchvision network truncated at the
 dreamed layer, weights frozen, eager fp32, default NCHW layout, BatchNorm unfused. It is the sum
 over octaves of ``steps x`` the median time of one forward+backward pass at that octave's size.
-Dream runs and floor passes are interleaved so that load from other processes hits both alike.
+Floor passes are interleaved with the dream's own steps (one naive pass at the same size after
+each step, its time excluded from the dream's), so load from other processes hits both alike.
 
 ``--memory`` also runs a 2048x2048 dream with 512 px tiles and a 512x512 dream, each in a fresh
 subprocess, and reports the difference of their peak RSS.
@@ -25,7 +26,7 @@ from torch import nn
 from dreamsuite.backbones import get_backbone, get_backbone_spec
 from dreamsuite.backbones.loaded import Normalize
 from dreamsuite.dream import DreamConfig, dream
-from dreamsuite.images import sample_image
+from dreamsuite.images import resize, sample_image
 from dreamsuite.objectives import LayerTerm, Maplist
 from dreamsuite.octaves import plan_octaves
 
@@ -55,8 +56,7 @@ def register(which: argparse._SubParsersAction) -> None:
     e.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
     e.add_argument("--octaves", type=int, default=4)
     e.add_argument("--steps", type=int, default=10)
-    e.add_argument("--rounds", type=int, default=3,
-                   help="interleaved rounds of (one dream, one floor pass per size)")
+    e.add_argument("--rounds", type=int, default=3, help="dreams per backbone (median)")
     e.add_argument("--backbone", action="append", help="only these backbones")
     e.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak RSS of a 2048 px tiled dream vs a 512 px one")
@@ -78,28 +78,44 @@ def _naive_pass(net: nn.Module, size: tuple[int, int]) -> float:
     return time.perf_counter() - started
 
 
+class _FloorAfterEachStep:
+    """Progress callback: one timed naive pass at the size of the step just taken."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+        self.passes: dict[tuple[int, int], list[float]] = {}
+        self.spent = 0.0
+
+    def __call__(self, progress) -> None:
+        started = time.perf_counter()
+        size = tuple(progress.size)
+        self.passes.setdefault(size, []).append(_naive_pass(self.net, size))
+        self.spent += time.perf_counter() - started
+
+
 def measure(backbone: str, weights: str, layer: str, size: int, octaves: int, steps: int,
             rounds: int) -> EngineFigure:
+    """Median over ``rounds`` dreams of the dream time, and the floor from naive passes timed
+    right after each dream step at that step's size (so both see the same machine load)."""
     image = sample_image("astronaut", size=size)[:, :size, :size]
     config = DreamConfig(backbone=backbone, weights=weights, octaves=octaves, steps=steps,
                          maplist=Maplist((LayerTerm(layer),)), seed=0)
-    spec = get_backbone_spec(backbone)
-    sizes = plan_octaves((size, size), octaves, config.octave_scale, spec.min_size).sizes
     net = naive_network(backbone, layer)
     get_backbone(backbone, weights=weights)  # load outside the timed region
-    dream(image[:, :64, :64], DreamConfig(backbone=backbone, weights=weights, octaves=1,
-                                          steps=1, maplist=config.maplist))  # warm-up
-    for s in sizes:
-        _naive_pass(net, s)
-    dream_times, passes = [], {s: [] for s in sizes}
+    spec = get_backbone_spec(backbone)
+    for octave_size in plan_octaves((size, size), octaves, config.octave_scale,
+                                    spec.min_size).sizes:
+        _naive_pass(net, octave_size)  # warm both paths at every size
+        dream(resize(image, octave_size), DreamConfig(backbone=backbone, weights=weights,
+                                                      octaves=1, steps=1, maplist=config.maplist))
+    dream_times, floors = [], []
     for _ in range(rounds):
+        floor = _FloorAfterEachStep(net)
         started = time.perf_counter()
-        dream(image, config)
-        dream_times.append(time.perf_counter() - started)
-        for s in sizes:
-            passes[s].append(_naive_pass(net, s))
-    floor = sum(steps * statistics.median(times) for times in passes.values())
-    dream_seconds = statistics.median(dream_times)
+        dream(image, config, progress=floor)
+        dream_times.append(time.perf_counter() - started - floor.spent)
+        floors.append(sum(steps * statistics.median(t) for t in floor.passes.values()))
+    dream_seconds, floor = statistics.median(dream_times), statistics.median(floors)
     return EngineFigure(backbone, layer, dream_seconds, floor, dream_seconds / floor)
 
 
@@ -111,7 +127,7 @@ def _peak_rss_child(size: int, tile: int) -> int:
     code = (
         "import re, torch\n"
         "from dreamsuite.dream import dream, DreamConfig\n"
-        "from dreamsuite.images import sample_image, resize\n"
+        "from dreamsuite.images import resize, sample_image, resize\n"
         f"img = resize(sample_image('astronaut'), ({size}, {size})).clamp(0, 1)\n"
         f"dream(img, DreamConfig(octaves=4, steps=2, tile={tile}))\n"
         "status = open('/proc/self/status').read()\n"
