@@ -30,7 +30,6 @@ protos: install
 
 check-protos: install
 	$(BIN)/python -m dreamsuite.protogen --check
-	$(BIN)/python -m dreamsuite.activations.protogen --check
 
 bench: install
 	$(BIN)/dreamsuite bench engine

@@ -1,1 +1,1 @@
-"""Generated code for TorchServe's inference API (see ../protogen.py). Do not edit."""
+"""Generated code for TorchServe's inference API (make protos). Do not edit."""
