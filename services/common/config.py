@@ -17,7 +17,7 @@ from typing import Any
 from dreamsuite.clients import DEFAULT_MAX_MESSAGE_BYTES
 from dreamsuite.errors import InvalidArgument
 
-__all__ = ["ServerConfig", "add_server_arguments", "server_config_from_args", "env_default",
+__all__ = ["ServerConfig", "add_server_arguments", "server_config_from_args",
            "env_name"]
 
 
@@ -57,17 +57,6 @@ class ServerConfig:
 def env_name(flag: str) -> str:
     """``--queue-size`` -> ``DREAMSUITE_QUEUE_SIZE``."""
     return "DREAMSUITE_" + flag.lstrip("-").upper().replace("-", "_")
-
-
-def env_default(name: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
-    """``cast($name)`` when the variable is set and not empty, else ``default``."""
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return cast(raw)
-    except ValueError:
-        raise InvalidArgument(f"environment variable {name}={raw!r} is not valid") from None
 
 
 def add_env_argument(parser: argparse.ArgumentParser, flag: str, *, default: Any = None,
