@@ -1,7 +1,7 @@
 """The artifact store interface, content-addressed keys and bounded retries.
 
 A store keeps immutable objects under content-addressed keys (``sha256/ab/<hex>.png``) with
-string metadata, and hands out URIs (``s3://bucket/key``, ``file:///root/key``) and presigned
+string metadata, and hands out URIs (``s3://bucket/key``, ``file:///srv/dreams/key``) and presigned
 GET URLs. Failures to reach the backing store raise :class:`~dreamsuite.errors.Unavailable`, a
 missing object :class:`~dreamsuite.errors.NotFound`.
 """
