@@ -1,9 +1,13 @@
-"""Shared fixtures of the engine tests: the embedded backbone and small sample images.
+"""Shared fixtures: the embedded backbone, small sample images, and a real S3 endpoint.
 
-Everything here is session-scoped and read-only: tests that need to change an image clone it.
+The engine fixtures are session-scoped and read-only: tests that need to change an image clone
+it. ``s3`` is a moto S3 server on loopback (a real HTTP S3 endpoint, reached through the same
+``minio`` client code as MinIO), fresh for each test.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -43,3 +47,40 @@ def astronaut() -> torch.Tensor:
 def rocket() -> torch.Tensor:
     """scikit-image's rocket, shorter side 96 px."""
     return sample_image("rocket", size=96)
+
+
+class S3Endpoint:
+    """A moto S3 server on a loopback port that a test can take down and bring back."""
+
+    def __init__(self) -> None:
+        self._server = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` for ``s3://bucket?endpoint=...``."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> S3Endpoint:
+        """Start (again, on the same port once it has one)."""
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.port = int(self._server.get_host_and_port()[1])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@pytest.fixture
+def s3(monkeypatch) -> Iterator[S3Endpoint]:
+    """A fresh S3 endpoint with test credentials in the environment; stopped afterwards."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "dreamsuite-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "dreamsuite-secret")
+    endpoint = S3Endpoint().start()
+    yield endpoint
+    endpoint.stop()

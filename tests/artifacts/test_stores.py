@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from dreamsuite.artifacts import LocalStore, S3Store, open_store
 from dreamsuite.artifacts.base import METADATA_LIMIT_BYTES, RetryPolicy, content_key
@@ -24,7 +23,7 @@ DATA = b"\x89PNG pretend image bytes"
 def store(request, tmp_path):
     if request.param == "local":
         return open_store(tmp_path.as_uri())
-    endpoint = request.getfixturevalue("s3_endpoint")
+    endpoint = request.getfixturevalue("s3").endpoint
     return open_store(f"s3://dreams?endpoint={endpoint}&secure=false")
 
 
@@ -94,33 +93,23 @@ def test_unreachable_s3_is_unavailable_after_bounded_retries(monkeypatch):
     assert "do-not-print-me" not in store.url
 
 
-def test_failed_s3_upload_leaves_no_object_and_recovers(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "artifact-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "artifact-secret")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    store = open_store(f"s3://outage?endpoint={host}:{port}&secure=false&retries=2")
+def test_failed_s3_upload_leaves_no_object_and_recovers(s3):
+    store = open_store(f"s3://outage?endpoint={s3.endpoint}&secure=false&retries=2")
     store.put(b"make the bucket")
-    server.stop()
+    s3.stop()
     with pytest.raises(Unavailable, match="upload"):
         store.put(DATA)
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
-    try:
-        with pytest.raises(NotFound):
-            store.stat(content_key(DATA)[0])
-        assert store.get(store.put(DATA).uri) == DATA
-    finally:
-        server.stop()
+    s3.start()
+    with pytest.raises(NotFound):
+        store.stat(content_key(DATA)[0])
+    assert store.get(store.put(DATA).uri) == DATA
 
 
-def test_presigned_urls_are_signed_for_the_public_endpoint(s3_endpoint):
-    host, port = s3_endpoint.split(":")
-    store = open_store(f"s3://dreams?endpoint={s3_endpoint}&secure=false"
-                       f"&public_endpoint=localhost:{port}")
+def test_presigned_urls_are_signed_for_the_public_endpoint(s3):
+    store = open_store(f"s3://dreams?endpoint={s3.endpoint}&secure=false"
+                       f"&public_endpoint=localhost:{s3.port}")
     url = store.presign(store.put(DATA).uri)
-    assert url.startswith(f"http://localhost:{port}/dreams/sha256/")
+    assert url.startswith(f"http://localhost:{s3.port}/dreams/sha256/")
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read() == DATA
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from dreamsuite.activations.compute import LayerStats
@@ -49,21 +48,8 @@ def test_cache_evicts_the_least_recently_used():
     assert cache.get(StatsKey("sha0", "b", "l", 0, "other version")) is None
 
 
-@pytest.fixture
-def moto_s3(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "guide-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "guide-secret")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
-
-
-def test_selection_over_an_s3_prefix(moto_s3, guide_factory, pngs):
-    url = f"s3://guides?endpoint={moto_s3}&secure=false"
+def test_selection_over_an_s3_prefix(s3, guide_factory, pngs):
+    url = f"s3://guides?endpoint={s3.endpoint}&secure=false"
     store = open_store(url)
     for png in pngs.values():
         store.put(png)

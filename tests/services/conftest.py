@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry
 
 from dreamsuite.clients import open_channel
@@ -26,8 +25,6 @@ from dreamsuite.v1 import common_pb2, dream_pb2
 from services.common.config import ServerConfig
 from services.dream.config import DreamServiceConfig
 from services.dream.server import SERVICE_NAME, DreamServer, start_dream_server
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "dreamsuite-test", "AWS_SECRET_ACCESS_KEY": "dreamsuite-secret"}
 
 
 class ServerThread:
@@ -96,26 +93,6 @@ def dream_server(tmp_path) -> Iterator[Callable[..., ServerThread]]:
         thread.stop()
 
 
-@pytest.fixture
-def s3_env(monkeypatch) -> None:
-    for key, value in S3_ENV.items():
-        monkeypatch.setenv(key, value)
-
-
-@pytest.fixture
-def moto_s3(s3_env) -> Iterator[ThreadedMotoServer]:
-    """A real S3 HTTP endpoint on loopback (moto), stopped afterwards."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield server
-    server.stop()
-
-
-def endpoint_of(server: ThreadedMotoServer) -> str:
-    host, port = server.get_host_and_port()
-    return f"{host}:{port}"
-
-
 @pytest.fixture(scope="session")
 def cat_png() -> bytes:
     """scikit-image's cat as a 96x64 PNG."""
@@ -154,4 +131,4 @@ def s3_url(endpoint: str, bucket: str, **params: str) -> str:
 def svc() -> SimpleNamespace:
     """The helpers above, for test modules (conftest is not importable under importlib mode)."""
     return SimpleNamespace(small_request=small_request, expect_code=expect_code,
-                           endpoint_of=endpoint_of, s3_url=s3_url)
+                           s3_url=s3_url)

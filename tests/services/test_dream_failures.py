@@ -12,7 +12,6 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from moto.server import ThreadedMotoServer
 
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.v1 import common_pb2, dream_pb2
@@ -177,26 +176,20 @@ def test_metrics_endpoint_shows_every_family(dream_server, cat_png, svc):
     assert 'grpc_code="OK",grpc_method="Dream"' in text
 
 
-def test_s3_unreachable_gives_unavailable_then_recovers(dream_server, moto_s3, cat_png, svc):
-    endpoint = svc.endpoint_of(moto_s3)
-    server = dream_server(artifacts=svc.s3_url(endpoint, "recover", retries="2"))
+def test_s3_unreachable_gives_unavailable_then_recovers(dream_server, s3, cat_png, svc):
+    server = dream_server(artifacts=svc.s3_url(s3.endpoint, "recover", retries="2"))
     with server.client() as client:
         assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].result
-        moto_s3.stop()
+        s3.stop()
         error = svc.expect_code(lambda: list(client.dream(svc.small_request(cat_png, steps=3),
                                                           timeout=120)),
                                 grpc.StatusCode.UNAVAILABLE)
         assert "artifact store" in error.details() and "after 2 attempts" in error.details()
         assert server.health() == SERVING
         assert server.sample("dream_artifact_store_errors_total", {"operation": "put"}) >= 1
-        host, port = endpoint.split(":")
-        revived = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
-        revived.start()
-        try:
-            result = list(client.dream(svc.small_request(cat_png, steps=3), timeout=120))[-1]
-            assert result.result.artifact.uri.startswith("s3://recover/")
-        finally:
-            revived.stop()
+        s3.start()
+        result = list(client.dream(svc.small_request(cat_png, steps=3), timeout=120))[-1]
+        assert result.result.artifact.uri.startswith("s3://recover/")
 
 
 def test_graceful_shutdown_lets_a_dream_finish_then_refuses(dream_server, cat_png, svc):

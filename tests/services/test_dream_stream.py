@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_stream_has_one_update_per_octave_and_stores_the_result_in_s3(
-        dream_server, moto_s3, cat_png, svc):
-    url = svc.s3_url(svc.endpoint_of(moto_s3), "dreams")
+        dream_server, s3, cat_png, svc):
+    url = svc.s3_url(s3.endpoint, "dreams")
     server = dream_server(artifacts=url)
     request = svc.small_request(cat_png, octaves=3, steps=2, store_octaves=True,
                                 preview_max_side=32, preview_max_bytes=4000)
