@@ -207,6 +207,10 @@ class DreamRunner:
                 for spec in (get_backbone_spec(name) for name in list_backbones())]
 
     async def close(self) -> None:
-        """Let the running dream end (cancelled ones stop within a step), drop queued ones."""
+        """Let the running dream end (cancelled ones stop within a step), drop queued ones, then
+        close the artifact store and the guide provider's connection, if it has one."""
         await asyncio.to_thread(self.worker.shutdown)
         await asyncio.to_thread(self.store.close)
+        close_provider = getattr(self.guide_provider, "close", None)
+        if close_provider is not None:
+            await asyncio.to_thread(close_provider)

@@ -115,3 +115,28 @@ def test_status_for(error, code):
     mapped, message = status_for(error)
     assert mapped == code
     assert ("secret" not in message) if code == grpc.StatusCode.INTERNAL else message == "x"
+
+
+def test_closing_the_dream_runner_closes_its_guide_connection(tmp_path):
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from dreamsuite.artifacts import open_store
+    from dreamsuite.telemetry import DreamMetrics
+    from services.dream.runner import DreamRunner
+
+    class GuideConnection:
+        closed = False
+
+        def guide_weights(self, backbone, weights, guides, layers):
+            raise AssertionError("not called")
+
+        def close(self) -> None:
+            self.closed = True
+
+    connection = GuideConnection()
+    runner = DreamRunner(open_store(tmp_path.as_uri()), DreamMetrics(CollectorRegistry()),
+                         device="cpu", guide_provider=connection)
+    asyncio.run(runner.close())
+    assert connection.closed
