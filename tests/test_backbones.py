@@ -301,3 +301,19 @@ def test_weights_file_in_the_torch_hub_cache_is_found(isolated_weights, tmp_path
     checkpoints.mkdir(parents=True)
     (checkpoints / spec.weights_file).write_bytes(b"")
     assert weights_status(spec) == "file"
+
+
+def test_another_weights_dir_in_the_same_process_loads_its_own_weights(
+        isolated_weights, tmp_path, monkeypatch):
+    spec = get_backbone_spec("mobilenet_v2")
+    image = _tiny_input("mobilenet_v2", seed=3)
+    layer = spec.default_layer
+    outputs = []
+    for seed in (11, 12):
+        folder = tmp_path / f"weights-{seed}"
+        folder.mkdir()
+        torch.manual_seed(seed)
+        torch.save(spec.build().state_dict(), folder / spec.weights_file)
+        monkeypatch.setenv(WEIGHTS_ENV, str(folder))
+        outputs.append(get_backbone("mobilenet_v2", device="cpu").activations(image, [layer])[layer])
+    assert not torch.allclose(outputs[0], outputs[1]), "the second folder's weights were ignored"

@@ -13,6 +13,7 @@ from dreamsuite.backbones.registry import (
     BackboneSpec,
     get_backbone_spec,
     load_state_dict,
+    resolve_weights_file,
     validate_weights_choice,
 )
 from dreamsuite.device import select_device
@@ -133,7 +134,7 @@ class Backbone:
         return images.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
 
 
-_CACHE: dict[tuple[str, str, str], Backbone] = {}
+_CACHE: dict[tuple[str, str, str, str], Backbone] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -149,7 +150,9 @@ def get_backbone(
     spec = get_backbone_spec(name)
     validate_weights_choice(weights)
     dev = select_device(device)
-    key = (name, weights, str(dev))
+    # The weights file is part of the key: a different $DREAMSUITE_WEIGHTS_DIR loads anew.
+    source = str(resolve_weights_file(spec)) if weights == "pretrained" else ""
+    key = (name, weights, str(dev), source)
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = _load(spec, weights, dev)
