@@ -214,8 +214,9 @@ class _Stepper:
         """One ascent step on ``[1, 3, H, W]``: roll, gradient, unroll, normalise, clamp."""
         h, w = image.shape[-2:]
         tiled = max(h, w) > self.config.tile
-        # When tiling, a whole-image roll of up to a tile moves the seams every step.
-        reach = max(self.config.jitter, self.config.tile if tiled else 0)
+        # When tiling, a whole-image roll of up to a tile moves the seams every step. Otherwise
+        # jitter is capped at a quarter of the octave, so small octaves are not wrapped wholesale.
+        reach = self.config.tile if tiled else min(self.config.jitter, min(h, w) // 4)
         dy, dx = (rng.randint(-reach, reach), rng.randint(-reach, reach)) if reach else (0, 0)
         rolled = torch.roll(image, (dy, dx), (2, 3)) if reach else image
         grad, value = self.gradient(rolled)

@@ -261,3 +261,28 @@ def test_precomputed_guide_weights_of_the_wrong_length_are_refused():
     with pytest.raises(InvalidArgument, match="block_8.*112 finite numbers, not 5"):
         dream(sample_image("coffee", size=64), config,
               guide_weights_override={"block_8": torch.ones(5)})
+
+
+def test_jitter_never_rolls_more_than_a_quarter_of_a_small_octave():
+    import random
+
+    from dreamsuite.backbones import get_backbone
+    from dreamsuite.dream import DreamConfig, _Stepper
+    from dreamsuite.objectives import layer_l2
+
+    config = DreamConfig(jitter=32, tile=512)
+    stepper = _Stepper(get_backbone("efficientnet_lite0", device="cpu"), layer_l2("block_4"), config)
+    shifts = []
+    stepper.gradient = lambda image: (shifts.append(image) or torch.zeros_like(image), 0.0)
+    image = torch.rand(1, 3, 40, 48)
+    rng = random.Random(0)
+    for step in range(50):
+        stepper.step(image, rng, step)
+    largest = 0
+    for rolled in shifts:
+        for dy in range(-20, 21):
+            for dx in range(-24, 25):
+                if torch.equal(torch.roll(image, (dy, dx), (2, 3)), rolled):
+                    largest = max(largest, abs(dy), abs(dx))
+                    break
+    assert largest == 40 // 4
