@@ -252,14 +252,8 @@ def dream(
     objective, maplist = build_objective(backbone, config, guides, guide_weights_override)
     plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
                         backbone.spec.min_size)
-    warnings = list(plan.warnings)
-    # Tiles are more than half the tile size, so this keeps every tile >= the minimum input.
-    tile = max(config.tile, 2 * backbone.spec.min_size)
-    if tile != config.tile:
-        warnings.append(
-            f"tile {config.tile} px would cut tiles below {backbone.name}'s minimum input "
-            f"{backbone.spec.min_size} px; using tile {tile} px"
-        )
+    tile, tile_warnings = _effective_tile(config.tile, backbone)
+    warnings = plan.warnings + tile_warnings
     for message in warnings:
         log.warning(message)
     if not plan.sizes:
@@ -271,6 +265,16 @@ def dream(
                                    progress, should_cancel)
     provenance = _provenance(config, maplist, image, guides, backbone, out)
     return DreamResult(out, losses, provenance, warnings)
+
+
+def _effective_tile(tile: int, backbone: Backbone) -> tuple[int, list[str]]:
+    """The tile size to use, never cutting tiles below the backbone's minimum input: tiles are
+    more than half the tile size, so twice the minimum is enough."""
+    effective = max(tile, 2 * backbone.spec.min_size)
+    if effective == tile:
+        return tile, []
+    return effective, [f"tile {tile} px would cut tiles below {backbone.name}'s minimum input "
+                       f"{backbone.spec.min_size} px; using tile {effective} px"]
 
 
 def _run_octaves(image, sizes, work_size, stepper, config, progress, should_cancel):
