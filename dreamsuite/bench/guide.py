@@ -15,15 +15,17 @@ Each figure is the median over ``--rounds``; ``ratio`` = torchserve / inprocess 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.common.loop_thread import LoopThread
 
 __all__ = ["register", "main", "TARGET_RATIO"]
 
@@ -40,22 +42,6 @@ def register(which: argparse._SubParsersAction) -> None:
     g.set_defaults(func=main)
 
 
-class _Loop:
-    """An event loop in a daemon thread, for the guide service and the async backend."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 300.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 def _timed(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
@@ -68,7 +54,7 @@ def _guide_png(size: int) -> bytes:
     return encode_png(resize(sample_image("astronaut"), (size, size)).clamp(0, 1))
 
 
-def measure(args: argparse.Namespace, store: Path, loop: _Loop) -> dict:
+def measure(args: argparse.Namespace, store: Path, loop: LoopThread) -> dict:
     from dreamsuite.activations.backend import layer_stats
     from dreamsuite.activations.torchserve_client import TorchServeBackend
     from dreamsuite.backbones import get_backbone
@@ -127,9 +113,10 @@ def measure(args: argparse.Namespace, store: Path, loop: _Loop) -> dict:
 def main(args: argparse.Namespace) -> int:
     from dreamsuite.cli.archive import build_archive
     from dreamsuite.torchserve import require_java
+    from services.common.loop_thread import LoopThread
 
     require_java()
-    loop = _Loop()
+    loop = LoopThread()
     try:
         with tempfile.TemporaryDirectory(prefix="dreamsuite-bench-guide-") as tmp:
             store = Path(tmp) / "model-store"

@@ -17,12 +17,10 @@ difference is what the service adds, free of the noise in the dream itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,16 +63,15 @@ class _BackgroundServer:
 
     def __init__(self, store: Path, device: str | None):
         from services.common.config import ServerConfig
+        from services.common.loop_thread import LoopThread
         from services.dream.config import DreamServiceConfig
         from services.dream.server import start_dream_server
 
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.loop = LoopThread()
         config = DreamServiceConfig(
             server=ServerConfig(host="127.0.0.1", port=0, grace_seconds=0),
             artifacts=store.as_uri(), device=device, queue_size=1)
-        self.server = self._call(start_dream_server(config))
+        self.server = self.loop.run(start_dream_server(config), timeout=600)
 
     def device_seconds(self) -> float:
         """Seconds the device worker has spent on dreams so far."""
@@ -82,13 +79,9 @@ class _BackgroundServer:
             "dream_job_seconds_sum", {"backbone": "efficientnet_lite0", "outcome": "ok"})
         return value or 0.0
 
-    def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(600)
-
     def close(self) -> None:
-        self._call(self.server.stop(0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
+        self.loop.run(self.server.stop(0), timeout=600)
+        self.loop.close()
 
 
 def _in_process(source: bytes, config, out: Path, device: str | None) -> tuple[float, float]:

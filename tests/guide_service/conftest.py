@@ -4,8 +4,6 @@ loop in a background thread so that the tests can use blocking clients."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,25 +16,10 @@ from dreamsuite.cli.archive import build_archive
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.torchserve import TorchServe, require_java
 from services.common import RunningServer, ServerConfig
+from services.common.loop_thread import LoopThread
 from services.guide.server import GuideConfig, start_guide_server
 
 BACKBONE = "efficientnet_lite0"
-
-
-class LoopThread:
-    """An asyncio event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 120.0):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="session")

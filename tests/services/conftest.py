@@ -6,8 +6,6 @@ talk to it through real gRPC channels with the blocking client.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -23,6 +21,7 @@ from dreamsuite.clients.dream import DreamClient
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.v1 import common_pb2, dream_pb2
 from services.common.config import ServerConfig
+from services.common.loop_thread import LoopThread
 from services.dream.config import DreamServiceConfig
 from services.dream.server import SERVICE_NAME, DreamServer, start_dream_server
 
@@ -31,16 +30,14 @@ class ServerThread:
     """A dream server on its own event loop in a daemon thread."""
 
     def __init__(self, config: DreamServiceConfig, **kwargs):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.loop = LoopThread()
         self.registry = CollectorRegistry()
         self.server: DreamServer = self.call(
             start_dream_server(config, registry=self.registry, **kwargs))
         self.stopped = False
 
     def call(self, coro, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.loop.run(coro, timeout)
 
     @property
     def address(self) -> str:
@@ -68,8 +65,6 @@ class ServerThread:
             return
         self.stopped = True
         self.call(self.server.stop(grace))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
         self.loop.close()
 
 
