@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from dreamsuite.backbones import Backbone, get_backbone
+from dreamsuite.backbones import WEIGHTS_ENV, Backbone, get_backbone, loaded
 from dreamsuite.images import sample_image
 
 #: The embedded backbone with real ImageNet weights; every dream test uses it.
@@ -47,6 +47,17 @@ def astronaut() -> torch.Tensor:
 def rocket() -> torch.Tensor:
     """scikit-image's rocket, shorter side 96 px."""
     return sample_image("rocket", size=96)
+
+
+@pytest.fixture
+def isolated_weights(tmp_path, monkeypatch):
+    """Empty weights directory and torch hub cache, and a fresh backbone cache."""
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights_dir))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(loaded, "_CACHE", {})
+    return weights_dir
 
 
 class S3Endpoint:

@@ -18,7 +18,6 @@ from dreamsuite.backbones import (
     get_backbone,
     get_backbone_spec,
     list_backbones,
-    loaded,
     weights_status,
 )
 from dreamsuite.errors import InvalidArgument, UnknownName, WeightsMissing
@@ -59,17 +58,6 @@ def _randomise_batchnorm(model: nn.Module, seed: int) -> int:
                 module.bias.copy_(torch.randn(c, generator=gen) * 0.5)
                 count += 1
     return count
-
-
-@pytest.fixture
-def isolated_weights(tmp_path, monkeypatch):
-    """Empty weights directory and torch hub cache, and a fresh backbone cache."""
-    weights_dir = tmp_path / "weights"
-    weights_dir.mkdir()
-    monkeypatch.setenv(WEIGHTS_ENV, str(weights_dir))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(loaded, "_CACHE", {})
-    return weights_dir
 
 
 # --- the real embedded weights ---------------------------------------------------------------

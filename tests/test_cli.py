@@ -13,10 +13,8 @@ import pytest
 import torch
 
 from dreamsuite.backbones import (
-    WEIGHTS_ENV,
     get_backbone_spec,
     list_backbones,
-    loaded,
 )
 from dreamsuite.cli import main
 from dreamsuite.dream import PROVENANCE_KEY
@@ -53,22 +51,12 @@ def pictures(tmp_path_factory, chelsea, coffee, astronaut) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture
-def no_weights(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv(WEIGHTS_ENV, str(folder))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(loaded, "_CACHE", {})
-    return folder
-
-
 # --- backbones ----------------------------------------------------------------------------------
 
 
-def test_backbones_json_has_the_documented_shape(capsys, no_weights):
+def test_backbones_json_has_the_documented_shape(capsys, isolated_weights):
     spec = get_backbone_spec("vgg16")
-    (no_weights / spec.weights_file).write_bytes(b"")  # found on disk: status only
+    (isolated_weights / spec.weights_file).write_bytes(b"")  # found on disk: status only
     code, out, _ = run(capsys, "backbones", "--json")
     assert code == 0
     rows = json.loads(out)
@@ -226,7 +214,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     ],
 )
 def test_errors_exit_non_zero_with_a_message_and_no_traceback(
-    capsys, tmp_path, no_weights, argv, names
+    capsys, tmp_path, isolated_weights, argv, names
 ):
     (tmp_path / "empty_dir").mkdir()
     paths = {"tmp": tmp_path, **_bad_files(tmp_path)}
