@@ -15,6 +15,10 @@ __all__ = [
     "ResourceExhausted",
     "Unavailable",
     "Cancelled",
+    "Unauthenticated",
+    "DeadlineExceeded",
+    "RemoteError",
+    "shorten",
 ]
 
 
@@ -52,3 +56,22 @@ class Unavailable(DreamsuiteError):
 
 class Cancelled(DreamsuiteError):
     """The caller cancelled the work; raised from inside the optimisation loop."""
+
+
+class Unauthenticated(DreamsuiteError):
+    """A service refused the call's credentials (no or wrong bearer token)."""
+
+
+class DeadlineExceeded(DreamsuiteError):
+    """A call to a service ran past its deadline."""
+
+
+class RemoteError(DreamsuiteError):
+    """A service failed in a way no other class names (``INTERNAL``, ``UNKNOWN``, ...)."""
+
+
+def shorten(text: object, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters (with a marker), for echoing caller input in a
+    message: an error must never grow with what the caller sent."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text)} chars]"

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from skimage import data
 
+from dreamsuite.defaults import DEFAULT_MAX_PIXELS
 from dreamsuite.errors import InvalidArgument
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "max_pixels_limit",
+    "image_files",
     "ImageSource",
     "load_image",
     "to_pil",
@@ -31,8 +37,8 @@ __all__ = [
     "SAMPLES",
 ]
 
-#: Default cap on input pixels (width x height): 4096 x 4096. Override with DREAMSUITE_MAX_PIXELS.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+#: File name suffixes of the image formats the library reads (folders are scanned for these).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 #: Licence-clean sample photographs shipped by scikit-image (public domain / CC0).
 SAMPLES = ("chelsea", "coffee", "astronaut", "rocket")
@@ -40,7 +46,8 @@ SAMPLES = ("chelsea", "coffee", "astronaut", "rocket")
 ImageSource = str | os.PathLike | bytes
 
 
-def _max_pixels(max_pixels: int | None) -> int:
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """``max_pixels`` if given, else ``$DREAMSUITE_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`."""
     if max_pixels is not None:
         return max_pixels
     raw = os.environ.get("DREAMSUITE_MAX_PIXELS", DEFAULT_MAX_PIXELS)
@@ -68,7 +75,7 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> torch.T
         if not path.is_file():
             raise InvalidArgument(f"{name} does not exist or is not a file")
         fp = os.fspath(path)
-    limit = _max_pixels(max_pixels)
+    limit = max_pixels_limit(max_pixels)
     try:
         with Image.open(fp) as img:
             width, height = img.size
@@ -84,6 +91,20 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> torch.T
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidArgument(f"{name} is not a readable image ({exc})") from None
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders expanded to their image files (:data:`IMAGE_SUFFIXES`, sorted)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)
+    if not found:
+        raise InvalidArgument(f"no images found in {', '.join(map(str, paths))}")
+    return found
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -152,8 +173,6 @@ def sample_image(name: str, *, size: int | None = None) -> torch.Tensor:
     shorter side is ``size``."""
     if name not in SAMPLES:
         raise InvalidArgument(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
-    from skimage import data
-
     array = getattr(data, name)()
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)

@@ -54,6 +54,7 @@ TARGETS = (
 
 def generate(target: Target, out_root: Path) -> list[Path]:
     """Run grpc_tools.protoc for ``target`` below ``out_root``; returns the generated files."""
+    # optional: grpcio-tools is a [dev] dependency; only regenerating the code needs it.
     import grpc_tools
     from grpc_tools import protoc
 

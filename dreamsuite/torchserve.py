@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dreamsuite.activations.compute import DEFAULT_MAX_RESPONSE_BYTES
+from dreamsuite.defaults import DEFAULT_MAX_RESPONSE_BYTES
 from dreamsuite.errors import Unavailable
 
 __all__ = [
@@ -226,7 +226,7 @@ class TorchServe:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the Python model workers (for tests that kill one)."""
-        import psutil
+        import psutil  # optional: a [dev] dependency, needed only by the tests that call this
 
         if self.process is None:
             return []

@@ -7,16 +7,30 @@ it. ``s3`` is a moto S3 server on loopback (a real HTTP S3 endpoint, reached thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from types import SimpleNamespace
 
+import grpc
 import pytest
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from dreamsuite.backbones import WEIGHTS_ENV, Backbone, get_backbone, loaded
-from dreamsuite.images import sample_image
+from dreamsuite.clients import open_channel
+from dreamsuite.clients.dream import DreamClient
+from dreamsuite.defaults import DEFAULT_BACKBONE
+from dreamsuite.images import encode_png, sample_image
+from dreamsuite.v1 import common_pb2, dream_pb2
+from services.common.config import ServerConfig
+from services.common.loop_thread import LoopThread
+from services.dream.config import DreamServiceConfig
+from services.dream.server import SERVICE_NAME, DreamServer, start_dream_server
 
 #: The embedded backbone with real ImageNet weights; every dream test uses it.
-EMBEDDED = "efficientnet_lite0"
+EMBEDDED = DEFAULT_BACKBONE
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +109,109 @@ def s3(monkeypatch) -> Iterator[S3Endpoint]:
     endpoint = S3Endpoint().start()
     yield endpoint
     endpoint.stop()
+
+
+# --- real dream servers on loopback (dream service, common server, fuzz tests) -------------
+
+
+class ServerThread:
+    """A dream server on its own event loop in a daemon thread."""
+
+    def __init__(self, config: DreamServiceConfig, **kwargs):
+        self.loop = LoopThread()
+        self.registry = CollectorRegistry()
+        self.server: DreamServer = self.call(
+            start_dream_server(config, registry=self.registry, **kwargs))
+        self.stopped = False
+
+    def call(self, coro, timeout: float = 120):
+        return self.loop.run(coro, timeout)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def client(self, **kwargs) -> DreamClient:
+        return DreamClient(self.address, **kwargs)
+
+    def health(self, service: str = SERVICE_NAME, **kwargs) -> int:
+        with open_channel(self.address, **kwargs) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.server.running.metrics.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+    def stop(self, grace: float = 0) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.call(self.server.stop(grace))
+        self.loop.close()
+
+
+@pytest.fixture
+def dream_server(tmp_path) -> Iterator[Callable[..., ServerThread]]:
+    """``dream_server(**config_fields)`` starts a server on a free loopback port, CPU, metrics on
+    a free port and a local store under ``tmp_path`` unless told otherwise."""
+    started: list[ServerThread] = []
+
+    def start(*, server: ServerConfig | None = None, guide_provider=None, **fields) -> ServerThread:
+        base = DreamServiceConfig(
+            server=server or ServerConfig(host="127.0.0.1", port=0, metrics_host="127.0.0.1",
+                                          metrics_port=0, grace_seconds=0),
+            artifacts=(tmp_path / "artifacts").as_uri(), device="cpu", queue_size=2)
+        thread = ServerThread(replace(base, **fields), guide_provider=guide_provider)
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()
+
+
+@pytest.fixture(scope="session")
+def cat_png() -> bytes:
+    """scikit-image's cat as a 96x64 PNG."""
+    return encode_png(sample_image("chelsea", size=64))
+
+
+def small_request(image: bytes, *, octaves: int = 2, steps: int = 2,
+                  **output) -> dream_pb2.DreamRequest:
+    """A quick dream: the embedded backbone, few octaves and steps."""
+    return dream_pb2.DreamRequest(
+        image=common_pb2.ImageRef(data=image),
+        backbone="efficientnet_lite0",
+        maplist=common_pb2.Maplist(layers=[common_pb2.LayerTerm(layer="block_6")]),
+        schedule=dream_pb2.OctaveSchedule(octaves=octaves, steps=steps, octave_scale=1.3),
+        regularisers=dream_pb2.Regularisers(jitter=4),
+        seed=7,
+        output=dream_pb2.OutputOptions(**output),
+    )
+
+
+def expect_code(fn: Callable[[], object], code: grpc.StatusCode) -> grpc.RpcError:
+    """Run ``fn`` and return the RpcError it must raise with ``code``."""
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    assert info.value.code() == code, info.value.details()
+    return info.value
+
+
+def s3_url(endpoint: str, bucket: str, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"endpoint": endpoint, "secure": "false",
+                                              **params}.items())
+    return f"s3://{bucket}?{query}"
+
+
+@pytest.fixture(scope="session")
+def svc() -> SimpleNamespace:
+    """The helpers above, for test modules (conftest is not importable under importlib mode)."""
+    return SimpleNamespace(small_request=small_request, expect_code=expect_code,
+                           s3_url=s3_url)

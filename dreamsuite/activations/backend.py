@@ -1,4 +1,4 @@
-"""The activation-backend interface, the in-process implementation and the URL factory.
+"""The in-process activation backend, the URL factory and :func:`layer_stats`.
 
 A backend answers ``ActivationsRequest`` messages (see ``activations.proto``) asynchronously:
 
@@ -14,19 +14,20 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import torch
 
+from dreamsuite.activations.base import ActivationBackend, CallObserver
 from dreamsuite.activations.compute import LayerStats, compute_batch, stats_from_response
+from dreamsuite.activations.torchserve_client import TorchServeBackend
+from dreamsuite.backbones import get_backbone
+from dreamsuite.defaults import DEFAULT_BACKBONE
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.v1 import activations_pb2 as pb
 
 __all__ = [
     "ACTIVATIONS_ENV",
-    "ActivationBackend",
-    "CallObserver",
     "InProcessBackend",
     "backend_from_url",
     "layer_stats",
@@ -34,27 +35,6 @@ __all__ = [
 
 #: Environment variable with the default activation backend URL of the guide service.
 ACTIVATIONS_ENV = "DREAMSUITE_ACTIVATIONS"
-
-#: ``observe(outcome, seconds)`` after every backend call attempt; outcome is ``ok``,
-#: ``unavailable`` or ``error`` (metrics hook, passed in by the service).
-CallObserver = Callable[[str, float], None]
-
-
-@runtime_checkable
-class ActivationBackend(Protocol):
-    """Computes activations of backbones; see the module docstring."""
-
-    #: Short description for logs, e.g. ``torchserve://127.0.0.1:7070`` or ``inprocess``.
-    url: str
-
-    async def activations(self, request: pb.ActivationsRequest) -> pb.ActivationsResponse:
-        """The response to ``request``; raises :class:`Unavailable` when unreachable."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections and threads."""
-        ...
-
 
 class InProcessBackend:
     """Runs the backbones in this process, one forward pass at a time, off the event loop."""
@@ -80,9 +60,7 @@ class InProcessBackend:
                 self.observe(outcome, time.perf_counter() - started)
 
     def _run(self, request: pb.ActivationsRequest) -> pb.ActivationsResponse:
-        from dreamsuite.backbones import get_backbone
-
-        backbone = get_backbone(request.backbone or "efficientnet_lite0", device=self.device)
+        backbone = get_backbone(request.backbone or DEFAULT_BACKBONE, device=self.device)
         with self._lock:
             return compute_batch(backbone, [request], kind="inprocess")[0]
 
@@ -100,8 +78,6 @@ def backend_from_url(
     if url == "inprocess":
         return InProcessBackend(device=device, observe=observe)
     if url.startswith("torchserve://"):
-        from dreamsuite.activations.torchserve_client import TorchServeBackend
-
         target = url.removeprefix("torchserve://").rstrip("/")
         if not target or ":" not in target:
             raise InvalidArgument(f"activation backend {url!r}: expected torchserve://HOST:PORT")

@@ -20,8 +20,9 @@ from torch import nn
 
 import dreamsuite
 from dreamsuite.backbones import Backbone, fuse_batchnorm, get_backbone_spec
+from dreamsuite.defaults import DEFAULT_MAX_RESPONSE_BYTES
+from dreamsuite.engine.guide import prepare_guide
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, ResourceExhausted
-from dreamsuite.guide import prepare_guide
 from dreamsuite.images import load_image
 from dreamsuite.v1 import activations_pb2 as pb
 
@@ -35,9 +36,6 @@ __all__ = [
     "weights_digest",
 ]
 
-#: Largest response the handler returns unless configured otherwise: below the 64 MiB
-#: ``max_response_size`` of the config.properties that ``dreamsuite archive`` writes.
-DEFAULT_MAX_RESPONSE_BYTES = 60 * 1024 * 1024
 
 #: Room for everything in a response besides the full maps (statistics, names, framing).
 _OVERHEAD_BYTES = 64 * 1024

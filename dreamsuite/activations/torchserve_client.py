@@ -15,15 +15,16 @@ import time
 
 import grpc
 
-from dreamsuite.activations.backend import CallObserver
+from dreamsuite.activations.base import CallObserver
 from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
+from dreamsuite.defaults import DEFAULT_BACKBONE
 from dreamsuite.errors import NotFound, Unavailable
 from dreamsuite.v1 import activations_pb2 as pb
+from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 
 __all__ = ["TorchServeBackend", "PREDICTIONS"]
 
 PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
-_MAX_MESSAGE = 64 * 1024 * 1024
 # TorchServe answers these when no worker can take the job right now (starting, restarting).
 _NO_WORKER = ("no worker", "not ready", "worker is not", "failed to start")
 
@@ -57,8 +58,7 @@ class TorchServeBackend:
     def _predict(self) -> grpc.aio.UnaryUnaryMultiCallable:
         if self._call is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=[
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                *channel_options(DEFAULT_MAX_MESSAGE_BYTES),
                 # Reconnect quickly once TorchServe is back instead of backing off for minutes.
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
@@ -71,7 +71,7 @@ class TorchServeBackend:
         return self._call
 
     async def activations(self, request: pb.ActivationsRequest) -> pb.ActivationsResponse:
-        model = request.backbone or "efficientnet_lite0"
+        model = request.backbone or DEFAULT_BACKBONE
         message = tspb.PredictionsRequest(model_name=model,
                                           input={"data": request.SerializeToString()})
         last = ""

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from dreamsuite.artifacts.base import Artifact, ArtifactStore, RetryPolicy, content_key
+from dreamsuite.artifacts.base import Artifact, ArtifactStore, Listing, RetryPolicy, content_key
 from dreamsuite.artifacts.local import LocalStore
 from dreamsuite.artifacts.s3 import S3Store
 from dreamsuite.errors import InvalidArgument
@@ -20,6 +20,7 @@ from dreamsuite.errors import InvalidArgument
 __all__ = [
     "Artifact",
     "ArtifactStore",
+    "Listing",
     "LocalStore",
     "RetryPolicy",
     "S3Store",

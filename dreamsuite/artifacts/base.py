@@ -13,11 +13,11 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from dreamsuite.errors import Unavailable
+from dreamsuite.errors import InvalidArgument, Unavailable
 
 __all__ = [
     "Artifact",
@@ -98,6 +98,32 @@ def _brief(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+#: Longest artifact URI or key accepted.
+MAX_URI_LENGTH = 2048
+
+
+def check_uri(uri: str) -> str:
+    """``uri`` if it is a plausible artifact URI or key; :class:`InvalidArgument` for empty,
+    overlong, or control-character (NUL included) URIs."""
+    if not uri:
+        raise InvalidArgument("artifact URI is empty")
+    if len(uri) > MAX_URI_LENGTH:
+        raise InvalidArgument(f"artifact URI is {len(uri)} characters long; at most "
+                              f"{MAX_URI_LENGTH}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        raise InvalidArgument(f"artifact URI {uri[:80]!r} contains control characters")
+    return uri
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of keys under a prefix (sorted); ``next_after`` continues the listing, empty
+    when this page is the last."""
+
+    keys: list[str]
+    next_after: str = ""
+
+
 class ArtifactStore(ABC):
     """Where results and inputs are kept. Implementations are thread-safe."""
 
@@ -127,6 +153,21 @@ class ArtifactStore(ABC):
     def key_of(self, uri: str) -> str:
         """The key of ``uri`` in this store (a bare key passes through);
         :class:`InvalidArgument` if the URI belongs to another store."""
+
+    @abstractmethod
+    def list(self, prefix: str = "", *, limit: int = 1000, start_after: str = "") -> Listing:
+        """Up to ``limit`` keys that start with ``prefix`` (a key prefix or a URI of this
+        store), sorted, after ``start_after``."""
+
+    def iter_keys(self, prefix: str = "", *, page: int = 1000) -> Iterator[str]:
+        """Every key under ``prefix``, page by page."""
+        after = ""
+        while True:
+            listing = self.list(prefix, limit=page, start_after=after)
+            yield from listing.keys
+            if not listing.next_after:
+                return
+            after = listing.next_after
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""

@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlparse
 from dreamsuite.artifacts.base import (
     Artifact,
     ArtifactStore,
+    Listing,
+    check_uri,
     clean_metadata,
     content_key,
     suffix_for,
@@ -56,6 +58,7 @@ class LocalStore(ArtifactStore):
                         {k: v for k, v in meta.items() if k != "content-type"})
 
     def key_of(self, uri: str) -> str:
+        check_uri(uri)
         if "://" not in uri:
             return uri
         parsed = urlparse(uri)
@@ -68,6 +71,8 @@ class LocalStore(ArtifactStore):
 
     def get(self, uri: str) -> bytes:
         path = self._path(self.key_of(uri))
+        if path.is_dir():
+            raise NotFound(f"artifact {uri} is a folder of the store, not an artifact")
         try:
             return path.read_bytes()
         except FileNotFoundError:
@@ -86,9 +91,35 @@ class LocalStore(ArtifactStore):
         digest = Path(key).stem
         return Artifact(path.as_uri(), key, digest, path.stat().st_size, content_type, meta)
 
+    def list(self, prefix: str = "", *, limit: int = 1000, start_after: str = "") -> Listing:
+        whole = not prefix or prefix.rstrip("/") == self.url.rstrip("/")
+        key_prefix = "" if whole else self.key_of(prefix)
+        if prefix.startswith("file://") and prefix.endswith("/") and key_prefix:
+            key_prefix += "/"  # Path.resolve drops the slash that makes it a folder prefix
+        folder = self._folder_of(key_prefix)
+        if limit < 1:
+            raise InvalidArgument("limit must be at least 1")
+        keys = sorted(
+            key for key in (p.relative_to(self.root).as_posix() for p in folder.rglob("*")
+                            if p.is_file() and not _internal(p.name))
+            if key.startswith(key_prefix) and key > start_after
+        ) if folder.is_dir() else []
+        page = keys[:limit]
+        return Listing(page, page[-1] if len(keys) > limit else "")
+
+    def _folder_of(self, key_prefix: str) -> Path:
+        """The deepest folder that holds every key starting with ``key_prefix``."""
+        folder = key_prefix.rsplit("/", 1)[0] if "/" in key_prefix else ""
+        return self._path(folder) if folder else self.root
+
     def presign(self, uri: str, *, expires_seconds: int = 3600) -> str:
         # A directory has no signer: the file URL is what a client on this machine can open.
         return self._path(self.key_of(uri)).as_uri()
+
+
+def _internal(name: str) -> bool:
+    """Files the store keeps beside objects: metadata and unfinished writes."""
+    return name.endswith((".meta.json", ".part"))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

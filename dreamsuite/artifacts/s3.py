@@ -23,7 +23,9 @@ from minio.error import MinioException, S3Error
 from dreamsuite.artifacts.base import (
     Artifact,
     ArtifactStore,
+    Listing,
     RetryPolicy,
+    check_uri,
     clean_metadata,
     content_key,
     suffix_for,
@@ -158,16 +160,45 @@ class S3Store(ArtifactStore):
         return f"s3://{self.settings.bucket}/{key}"
 
     def key_of(self, uri: str) -> str:
+        check_uri(uri)
         if "://" not in uri:
             return uri
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or parsed.netloc != self.settings.bucket:
             raise InvalidArgument(
-                f"{uri!r} is not in this service's artifact store s3://{self.settings.bucket}")
+                f"{uri[:200]!r} is not in this service's artifact store "
+                f"s3://{self.settings.bucket}")
         return parsed.path.lstrip("/")
 
-    def get(self, uri: str) -> bytes:
+    def _object_key(self, uri: str) -> str:
         key = self.key_of(uri)
+        if not key or key.endswith("/"):
+            raise NotFound(f"artifact {uri[:200]} names a folder of the store, not an artifact")
+        return key
+
+    def list(self, prefix: str = "", *, limit: int = 1000, start_after: str = "") -> Listing:
+        if limit < 1:
+            raise InvalidArgument("limit must be at least 1")
+        whole = not prefix or prefix.rstrip("/") == f"s3://{self.settings.bucket}"
+        key_prefix = "" if whole else self.key_of(prefix)
+        self._ensure_bucket()
+
+        def page() -> list[str]:
+            objects = self.client.list_objects(self.settings.bucket, prefix=key_prefix,
+                                               recursive=True, start_after=start_after or None)
+            keys = []
+            for obj in objects:
+                if not obj.is_dir:
+                    keys.append(obj.object_name)
+                if len(keys) > limit:
+                    break
+            return keys
+
+        keys = self._call(f"list {key_prefix or '/'}", page)
+        return Listing(keys[:limit], keys[limit - 1] if len(keys) > limit else "")
+
+    def get(self, uri: str) -> bytes:
+        key = self._object_key(uri)
 
         def fetch() -> bytes:
             response = self.client.get_object(self.settings.bucket, key)
@@ -180,7 +211,7 @@ class S3Store(ArtifactStore):
         return self._call(f"download {key}", fetch)
 
     def stat(self, uri: str) -> Artifact:
-        key = self.key_of(uri)
+        key = self._object_key(uri)
         return self._stat(key, f"stat {key}")
 
     def _stat(self, key: str, what: str) -> Artifact:

@@ -8,6 +8,7 @@
 from dreamsuite.backbones import zoo as _zoo  # noqa: F401  (registers the backbones)
 from dreamsuite.backbones.loaded import Backbone, FeatureExtractor, fuse_batchnorm, get_backbone
 from dreamsuite.backbones.registry import (
+    DEFAULT_BACKBONE,
     WEIGHTS_ENV,
     BackboneSpec,
     LayerInfo,
@@ -18,6 +19,7 @@ from dreamsuite.backbones.registry import (
 )
 
 __all__ = [
+    "DEFAULT_BACKBONE",
     "WEIGHTS_ENV",
     "Backbone",
     "BackboneSpec",

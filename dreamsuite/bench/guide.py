@@ -3,7 +3,7 @@
 One run builds the backbone archive, starts TorchServe (free loopback ports) and a guide service
 on it with its cache off, then interleaves, for a 512x512 guide (PNG):
 
-- ``inprocess``: decode the PNG and :func:`dreamsuite.guide.guide_weights` in this process;
+- ``inprocess``: decode the PNG and :func:`dreamsuite.engine.guide.guide_weights` in this process;
 - ``torchserve``: ``ComputeGuideWeights`` on the guide service (gRPC client -> guide service ->
   TorchServe handler -> back), the path the dream service takes;
 - ``torchserve_backend``: the TorchServe activation backend alone (no guide service hop).
@@ -22,24 +22,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from services.common.loop_thread import LoopThread
+from dreamsuite.activations.backend import layer_stats
+from dreamsuite.activations.torchserve_client import TorchServeBackend
+from dreamsuite.backbones import get_backbone
+from dreamsuite.clients.guide import GuideClient
+from dreamsuite.engine.guide import GUIDE_MAX_SIDE, guide_weights
+from dreamsuite.images import encode_png, load_image, resize, sample_image
+from dreamsuite.torchserve import TorchServe, require_java
+from handlers.archive import build_archive
+from services.common import ServerConfig
+from services.common.loop_thread import LoopThread
+from services.guide.server import GuideConfig, start_guide_server
 
-__all__ = ["register", "main", "TARGET_RATIO"]
+__all__ = ["main", "TARGET_RATIO"]
 
 TARGET_RATIO = 1.5
-
-
-def register(which: argparse._SubParsersAction) -> None:
-    g = which.add_parser("guide", help="guide-weight latency: TorchServe vs in-process forward")
-    g.add_argument("--json", action="store_true", help="print the figures as JSON")
-    g.add_argument("--size", type=int, default=512, help="guide side in pixels (default 512)")
-    g.add_argument("--layer", action="append", help="layers (default block_6 and block_10)")
-    g.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
-    g.add_argument("--backbone", default="efficientnet_lite0")
-    g.set_defaults(func=main)
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -49,22 +47,10 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _guide_png(size: int) -> bytes:
-    from dreamsuite.images import encode_png, resize, sample_image
-
     return encode_png(resize(sample_image("astronaut"), (size, size)).clamp(0, 1))
 
 
 def measure(args: argparse.Namespace, store: Path, loop: LoopThread) -> dict:
-    from dreamsuite.activations.backend import layer_stats
-    from dreamsuite.activations.torchserve_client import TorchServeBackend
-    from dreamsuite.backbones import get_backbone
-    from dreamsuite.clients.guide import GuideClient
-    from dreamsuite.guide import GUIDE_MAX_SIDE, guide_weights
-    from dreamsuite.images import load_image
-    from dreamsuite.torchserve import TorchServe
-    from services.common import ServerConfig
-    from services.guide.server import GuideConfig, start_guide_server
-
     layers = args.layer or ["block_6", "block_10"]
     png = _guide_png(args.size)
     backbone = get_backbone(args.backbone)
@@ -111,10 +97,6 @@ def measure(args: argparse.Namespace, store: Path, loop: LoopThread) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from dreamsuite.cli.archive import build_archive
-    from dreamsuite.torchserve import require_java
-    from services.common.loop_thread import LoopThread
-
     require_java()
     loop = LoopThread()
     try:

@@ -25,7 +25,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["register", "main", "TARGET_RATIO"]
+from dreamsuite.clients.dream import DreamClient, request_from_config
+from dreamsuite.defaults import DEFAULT_BACKBONE
+from dreamsuite.engine import DreamConfig, dream, provenance_text
+from dreamsuite.images import encode_png, load_image, sample_image, save_png
+from dreamsuite.v1 import dream_pb2
+from services.common.config import ServerConfig
+from services.common.loop_thread import LoopThread
+from services.dream.config import DreamServiceConfig
+from services.dream.server import start_dream_server
+
+__all__ = ["main", "TARGET_RATIO"]
 
 TARGET_RATIO = 1.05
 
@@ -47,26 +57,10 @@ class ServiceFigure:
     target: float = TARGET_RATIO
 
 
-def register(which: argparse._SubParsersAction) -> None:
-    s = which.add_parser("service", help="a dream through the dream service vs in-process")
-    s.add_argument("--json", action="store_true", help="print the figure as JSON")
-    s.add_argument("--size", type=int, default=384, help="input side in pixels (default 384)")
-    s.add_argument("--octaves", type=int, default=3)
-    s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    s.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
-    s.set_defaults(func=main)
-
-
 class _BackgroundServer:
     """The dream service on its own event loop in a daemon thread."""
 
     def __init__(self, store: Path, device: str | None):
-        from services.common.config import ServerConfig
-        from services.common.loop_thread import LoopThread
-        from services.dream.config import DreamServiceConfig
-        from services.dream.server import start_dream_server
-
         self.loop = LoopThread()
         config = DreamServiceConfig(
             server=ServerConfig(host="127.0.0.1", port=0, grace_seconds=0),
@@ -76,7 +70,7 @@ class _BackgroundServer:
     def device_seconds(self) -> float:
         """Seconds the device worker has spent on dreams so far."""
         value = self.server.registry.get_sample_value(
-            "dream_job_seconds_sum", {"backbone": "efficientnet_lite0", "outcome": "ok"})
+            "dream_job_seconds_sum", {"backbone": DEFAULT_BACKBONE, "outcome": "ok"})
         return value or 0.0
 
     def close(self) -> None:
@@ -86,9 +80,6 @@ class _BackgroundServer:
 
 def _in_process(source: bytes, config, out: Path, device: str | None) -> tuple[float, float]:
     """(total, dream) seconds of one local dream from input file to output file."""
-    from dreamsuite.dream import dream, provenance_text
-    from dreamsuite.images import load_image, save_png
-
     started = time.perf_counter()
     image = load_image(source)
     dream_started = time.perf_counter()
@@ -101,9 +92,6 @@ def _in_process(source: bytes, config, out: Path, device: str | None) -> tuple[f
 def _through_service(server: _BackgroundServer, client, source: bytes, config,
                      out: Path) -> tuple[float, float]:
     """(total, dream on the device worker) seconds of one dream through the service."""
-    from dreamsuite.clients.dream import request_from_config
-    from dreamsuite.v1 import dream_pb2
-
     output = dream_pb2.OutputOptions(preview_max_side=128, inline_images=True)
     worker_before = server.device_seconds()
     started = time.perf_counter()
@@ -119,10 +107,6 @@ def _through_service(server: _BackgroundServer, client, source: bytes, config,
 
 def measure(size: int, octaves: int, steps: int, rounds: int,
             device: str | None) -> ServiceFigure:
-    from dreamsuite.clients.dream import DreamClient
-    from dreamsuite.dream import DreamConfig
-    from dreamsuite.images import encode_png, sample_image
-
     source = encode_png(sample_image("astronaut", size=size)[:, :size, :size])
     config = DreamConfig(octaves=octaves, steps=steps, seed=0)
     with tempfile.TemporaryDirectory() as tmp:

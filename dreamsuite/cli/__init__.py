@@ -1,29 +1,33 @@
 """The ``dreamsuite`` command line: one module per group of subcommands.
 
-Each module in :data:`COMMAND_MODULES` has ``register(subparsers)``, which adds its
-subcommands and sets ``func`` (``args -> exit code``) on each.
+Each module in :data:`COMMANDS` has ``register(subparsers)``, which adds its subcommands and
+sets ``func`` (``args -> exit code``) on each. Building the parser loads no torch: commands load
+the engine when they run, so quick ones (``dreamsuite health`` in a container) stay quick.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from dreamsuite import __version__
+from dreamsuite.cli import (
+    archive,
+    backbones,
+    bench,
+    demo,
+    dreaming,
+    guiding,
+    serve,
+    suite,
+)
 from dreamsuite.errors import DreamsuiteError
 
-__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+__all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMAND_MODULES = (
-    "dreamsuite.cli.engine",
-    "dreamsuite.cli.bench",
-    "dreamsuite.cli.serve",
-    "dreamsuite.cli.archive",
-    "dreamsuite.cli.suite",
-    "dreamsuite.cli.demo",
-)
+#: The command groups, in the order ``dreamsuite --help`` lists them.
+COMMANDS = (backbones, dreaming, guiding, bench, serve, archive, suite, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dreamsuite {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

@@ -1,24 +1,66 @@
 """``dreamsuite bench engine|service|guide``: benchmarks that print ratios measured in one run.
 
-Each module in :data:`BENCH_MODULES` has ``register(subparsers)`` adding one benchmark.
+The options live here; each benchmark's work lives in :mod:`dreamsuite.bench`, loaded only when
+that benchmark runs (they import torch, services and TorchServe tooling).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 
-__all__ = ["register", "BENCH_MODULES"]
+from dreamsuite.defaults import DEFAULT_BACKBONE
 
-BENCH_MODULES = (
-    "dreamsuite.bench.engine",
-    "dreamsuite.bench.service",
-    "dreamsuite.bench.guide",
-)
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (ratios measured in one run)")
     which = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for name in BENCH_MODULES:
-        importlib.import_module(name).register(which)
+
+    e = which.add_parser("engine", help="dream time vs the naive forward+backward floor")
+    e.add_argument("--json", action="store_true", help="print a JSON list of figures")
+    e.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
+    e.add_argument("--octaves", type=int, default=4)
+    e.add_argument("--steps", type=int, default=10)
+    e.add_argument("--rounds", type=int, default=3, help="dreams per backbone (median)")
+    e.add_argument("--backbone", action="append", help="only these backbones")
+    e.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure peak RSS of a 2048 px tiled dream vs a 512 px one")
+    e.set_defaults(func=_engine)
+
+    s = which.add_parser("service", help="a dream through the dream service vs in-process")
+    s.add_argument("--json", action="store_true", help="print the figure as JSON")
+    s.add_argument("--size", type=int, default=384, help="input side in pixels (default 384)")
+    s.add_argument("--octaves", type=int, default=3)
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    s.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    s.set_defaults(func=_service)
+
+    g = which.add_parser("guide", help="guide-weight latency: TorchServe vs in-process forward")
+    g.add_argument("--json", action="store_true", help="print the figures as JSON")
+    g.add_argument("--size", type=int, default=512, help="guide side in pixels (default 512)")
+    g.add_argument("--layer", action="append", help="layers (default block_6 and block_10)")
+    g.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    g.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    g.set_defaults(func=_guide)
+
+
+# heavy (torch, servers, TorchServe tooling): each benchmark loads when it runs, so building
+# the parser stays fast for `dreamsuite health` (a container health check).
+def _engine(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import engine
+
+    return engine.main(args)
+
+
+def _service(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import service
+
+    return service.main(args)
+
+
+def _guide(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import guide
+
+    return guide.main(args)

@@ -1,23 +1,23 @@
 """``dreamsuite serve SERVICE``: run one of the suite's gRPC services.
 
-Each module in :data:`SERVICE_CLI_MODULES` has ``register(subparsers)`` adding one service.
+Each service package has a ``cli`` module whose ``register(subparsers)`` adds its command.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 
-__all__ = ["register", "SERVICE_CLI_MODULES"]
+from services.dream import cli as dream_cli
+from services.guide import cli as guide_cli
 
-SERVICE_CLI_MODULES = (
-    "services.dream.cli",
-    "services.guide.cli",
-)
+__all__ = ["register", "SERVICES"]
+
+#: The service commands, in the order ``dreamsuite serve --help`` lists them.
+SERVICES = (dream_cli, guide_cli)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run a gRPC service of the suite")
     which = p.add_subparsers(dest="service", metavar="SERVICE", required=True)
-    for name in SERVICE_CLI_MODULES:
-        importlib.import_module(name).register(which)
+    for service in SERVICES:
+        service.register(which)

@@ -11,6 +11,17 @@ import sys
 import threading
 from pathlib import Path
 
+from dreamsuite.defaults import DEFAULT_BACKBONE
+from dreamsuite.launcher import (
+    Suite,
+    check_health,
+    check_torchserve,
+    default_run_dir,
+    read_state,
+    recorded_processes,
+    stop_recorded,
+)
+
 __all__ = ["register"]
 
 
@@ -19,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_dir(p)
     p.add_argument("--artifacts", metavar="URL",
                    help="artifact store (default file://RUN_DIR/artifacts; s3://... for S3)")
-    p.add_argument("--backbone", default="efficientnet_lite0",
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
                    help="backbone TorchServe serves (archive built when missing)")
     p.add_argument("--model-store", type=Path, default=None,
                    help="where backbone archives are kept (default ~/.cache/dreamsuite/...)")
@@ -58,23 +69,10 @@ def _add_run_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
-    from dreamsuite.launcher import default_run_dir
-
     return (args.run_dir or default_run_dir()).resolve()
 
 
-def print_endpoints(suite) -> None:
-    """The endpoints of a started suite, one line each."""
-    for proc in suite.processes:
-        main = proc.endpoint.rsplit(":", 1)[1]
-        extra = "".join(f"  {k}={v}" for k, v in proc.ports.items() if str(v) != main)
-        print(f"  {proc.name:<11} {proc.endpoint}{extra}")
-    print(f"  artifacts   {suite.artifacts}\n  logs        {suite.run_dir / 'logs'}")
-
-
 def cmd_up(args: argparse.Namespace) -> int:
-    from dreamsuite.launcher import Suite
-
     suite = Suite(_run_dir(args), artifacts=args.artifacts, backbone=args.backbone,
                   with_prometheus=args.with_prometheus, startup_timeout=args.timeout,
                   model_store=args.model_store)
@@ -86,7 +84,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         suite.start()
         print("dreamsuite is up:")
-        print_endpoints(suite)
+        for line in suite.describe():
+            print(line)
         if args.detach:
             suite.detach()
             print("stop it with: dreamsuite down" + _run_dir_flag(args), flush=True)
@@ -113,8 +112,6 @@ def _run_dir_flag(args: argparse.Namespace) -> str:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from dreamsuite.launcher import stop_recorded
-
     stopped = stop_recorded(_run_dir(args))
     if not stopped:
         print(f"no suite runs from {_run_dir(args)}")
@@ -124,8 +121,6 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dreamsuite.launcher import read_state, recorded_processes
-
     state = read_state(_run_dir(args))
     if state is None:
         print(json.dumps({"running": False}) if args.json else
@@ -145,8 +140,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from dreamsuite.launcher import check_health, check_torchserve
-
     if args.torchserve:
         status = check_torchserve(args.target, args.timeout)
     else:

@@ -1,7 +1,8 @@
-"""gRPC clients of the suite's services, and the channel settings every client shares.
+"""gRPC clients of the suite's services: calls only, each returning values or raising the
+library error that the status code names (:mod:`dreamsuite.wire.status`).
 
 Message limits are set explicitly on both ends: servers and clients use the same
-:data:`DEFAULT_MAX_MESSAGE_BYTES` unless configured otherwise.
+:data:`dreamsuite.wire.DEFAULT_MAX_MESSAGE_BYTES` unless configured otherwise.
 """
 
 from __future__ import annotations
@@ -12,33 +13,19 @@ from pathlib import Path
 
 import grpc
 
+from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+
 __all__ = [
-    "DEFAULT_MAX_MESSAGE_BYTES",
     "TOKEN_ENV",
     "TLS_CA_ENV",
-    "channel_options",
     "open_channel",
     "auth_metadata",
 ]
 
-#: Send and receive limit for every message, both ends (64 MiB).
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Bearer token a client sends (``authorization: Bearer <token>``) when set.
 TOKEN_ENV = "DREAMSUITE_TOKEN"
 #: PEM file of the CA (or self-signed certificate) that makes a client use TLS.
 TLS_CA_ENV = "DREAMSUITE_TLS_CA"
-
-
-def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                    server_name: str | None = None) -> list[tuple[str, int | str]]:
-    """gRPC channel options with explicit message limits (and a TLS name override)."""
-    options: list[tuple[str, int | str]] = [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-    ]
-    if server_name:
-        options.append(("grpc.ssl_target_name_override", server_name))
-    return options
 
 
 def _credentials(tls_ca: str | os.PathLike | None) -> grpc.ChannelCredentials | None:

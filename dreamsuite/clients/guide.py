@@ -1,5 +1,5 @@
-"""Client of the guide service: ``guide-weights --remote`` / ``select --remote`` and the dream
-service's remote guide-weights provider.
+"""Client of the guide service (calls only), and the dream service's remote guide-weights
+provider.
 
 >>> client = GuideClient("127.0.0.1:50052")
 >>> backbone, weights = client.guide_weights([png_bytes], "efficientnet_lite0", [("block_10", 1)])
@@ -7,46 +7,19 @@ service's remote guide-weights provider.
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import grpc
 import torch
 
 from dreamsuite import errors
 from dreamsuite.clients import auth_metadata, open_channel
-from dreamsuite.guide import Selection
+from dreamsuite.engine.guide import Selection
 from dreamsuite.images import encode_png
 from dreamsuite.v1 import common_pb2, guide_pb2, guide_pb2_grpc
+from dreamsuite.wire.status import error_from_rpc
 
-__all__ = [
-    "GuideClient",
-    "RemoteGuideWeights",
-    "error_from_rpc",
-    "run_remote_guide_weights",
-    "run_remote_select",
-]
-
-_ERRORS: dict[grpc.StatusCode, type[errors.DreamsuiteError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.CANCELLED: errors.Cancelled,
-}
-
-
-def error_from_rpc(exc: grpc.RpcError, target: str) -> errors.DreamsuiteError:
-    """The library error for a failed call to the guide service at ``target``."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    cls = _ERRORS.get(code, errors.DreamsuiteError)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return cls(f"guide service at {target} is unavailable: {details}")
-    return cls(details if cls is not errors.DreamsuiteError
-               else f"guide service at {target}: {code.name}: {details}")
+__all__ = ["GuideClient", "RemoteGuideWeights"]
 
 
 class GuideClient:
@@ -64,7 +37,7 @@ class GuideClient:
         try:
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.target) from None
+            raise error_from_rpc(exc, f"guide service at {self.target}") from None
 
     def guide_weights(
         self, guides: Sequence[bytes], backbone: str, layers: Sequence[tuple[str, float]],
@@ -131,43 +104,3 @@ class RemoteGuideWeights:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _read(path: str | os.PathLike) -> bytes:
-    """An image file's bytes; the same error as the local command when it is missing."""
-    if not Path(path).is_file():
-        raise errors.InvalidArgument(f"image {os.fspath(path)!r} does not exist or is not a file")
-    return Path(path).read_bytes()
-
-
-def _check_weights(args: argparse.Namespace) -> None:
-    if (args.weights or "pretrained") != "pretrained":
-        raise errors.InvalidArgument("--remote: the guide service uses pretrained weights only")
-
-
-def run_remote_guide_weights(args: argparse.Namespace) -> int:
-    """``dreamsuite guide-weights --remote HOST:PORT``: same output as the local command."""
-    from dreamsuite.cli.dreaming import print_guide_weights, whole_layers
-
-    _check_weights(args)
-    layers = [(name, 1.0) for name in whole_layers(args.layer)]
-    guides = [_read(p) for p in args.images]
-    with GuideClient(args.remote) as client:
-        backbone, weights = client.guide_weights(guides, args.backbone or "", layers)
-    print_guide_weights(backbone, weights, args.json)
-    return 0
-
-
-def run_remote_select(args: argparse.Namespace) -> int:
-    """``dreamsuite select --remote HOST:PORT``: same maplist and output as the local command."""
-    from dreamsuite.cli.dreaming import whole_layers, write_maplist
-    from dreamsuite.cli.engine import collect_images
-
-    _check_weights(args)
-    layers = whole_layers(args.layer)
-    images = [_read(p) for p in collect_images(args.images)]
-    with GuideClient(args.remote) as client:
-        backbone, selection = client.select(images, args.backbone or "", layers,
-                                            top_k=args.top_k, bottom_k=args.bottom_k)
-    write_maplist(args.output, backbone, selection.maplist())
-    return 0

@@ -8,9 +8,16 @@ import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
 from dreamsuite.errors import Unavailable
 
 __all__ = [
@@ -35,9 +42,6 @@ def default_run_dir() -> Path:
 def check_health(target: str, service: str = "", timeout: float = 2.0) -> str:
     """The gRPC health status name of ``service`` at ``target`` (``SERVING``, ``NOT_SERVING``,
     ...), or ``UNREACHABLE`` when nothing answers in ``timeout`` seconds."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -52,11 +56,6 @@ def check_torchserve(target: str, timeout: float = 2.0) -> str:
     """TorchServe's health through its gRPC inference API (``Ping``; it implements no
     grpc.health.v1): ``SERVING`` when it says Healthy, ``NOT_SERVING`` when it answers
     otherwise (e.g. a model without a worker), ``UNREACHABLE`` when it does not answer."""
-    import grpc
-    from google.protobuf import empty_pb2
-
-    from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
-
     with grpc.insecure_channel(target) as channel:
         ping = channel.unary_unary(
             "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping",
@@ -71,9 +70,6 @@ def check_torchserve(target: str, timeout: float = 2.0) -> str:
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=timeout) as reply:
             return 200 <= reply.status < 300

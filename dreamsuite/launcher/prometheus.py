@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import yaml
 
 import dreamsuite
 from dreamsuite.errors import DreamsuiteError
 from dreamsuite.launcher.processes import HOST
+from dreamsuite.torchserve import free_port
 
 __all__ = ["prometheus_config", "prometheus_argv"]
 
@@ -21,8 +25,6 @@ def prometheus_config(targets: dict[str, str], self_target: str,
                       scrape_interval: str = "5s") -> dict:
     """The deploy/ Prometheus config with its targets on loopback: each job keeps its name and
     labels, scrapes ``targets[job]`` instead; jobs with no local process are dropped."""
-    import yaml
-
     folder = _deploy_prometheus_dir()
     if folder is None:
         config = {"global": {}, "scrape_configs": [
@@ -46,12 +48,6 @@ def prometheus_config(targets: dict[str, str], self_target: str,
 def prometheus_argv(folder: Path, targets: dict[str, str],
                     host: str = HOST) -> tuple[list[str], dict[str, int], str]:
     """Write a local config into ``folder``; the command, its ports and its readiness URL."""
-    import shutil
-
-    import yaml
-
-    from dreamsuite.torchserve import free_port
-
     binary = shutil.which("prometheus")
     if binary is None:
         raise DreamsuiteError("--with-prometheus needs the `prometheus` binary on PATH "

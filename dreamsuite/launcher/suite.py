@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import dreamsuite
+from dreamsuite.defaults import DEFAULT_BACKBONE
 from dreamsuite.errors import DreamsuiteError
 from dreamsuite.launcher.processes import (
     HOST,
@@ -23,14 +24,14 @@ from dreamsuite.launcher.processes import (
     wait_serving,
 )
 from dreamsuite.launcher.prometheus import prometheus_argv
+from dreamsuite.torchserve import TorchServe, TorchServePorts, free_port
+from handlers import handler_file
 
-__all__ = ["Suite", "ensure_archive", "model_store_dir", "serve_flags"]
+__all__ = ["Suite", "ensure_archive", "model_store_dir"]
 
 def model_store_dir() -> Path:
     """Where built archives are kept: keyed by the dreamsuite version and the handler source, so
     an edited handler gets a fresh archive."""
-    from dreamsuite.cli.archive import handler_file
-
     digest = hashlib.sha256(handler_file().read_bytes()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "dreamsuite" / "model-store" / f"{dreamsuite.__version__}-{digest}"
@@ -49,25 +50,6 @@ def ensure_archive(backbone: str, model_store: Path) -> Path:
     return archive
 
 
-def serve_flags(service: str) -> set[str]:
-    """The option strings ``dreamsuite serve SERVICE`` accepts."""
-    import argparse
-
-    from dreamsuite.cli import build_parser
-
-    def choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-        for action in parser._actions:  # noqa: SLF001  (argparse has no public walk)
-            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-                return dict(action.choices)
-        return {}
-
-    serve = choices(build_parser()).get("serve")
-    parser = choices(serve).get(service) if serve is not None else None
-    if parser is None:
-        raise DreamsuiteError(f"`dreamsuite serve {service}` is not installed")
-    return {flag for action in parser._actions for flag in action.option_strings}  # noqa: SLF001
-
-
 def _dreamsuite_argv() -> list[str]:
     """The dreamsuite CLI of this interpreter (no reliance on PATH)."""
     return [sys.executable, "-c", "import sys; from dreamsuite.cli import main; sys.exit(main())"]
@@ -79,7 +61,7 @@ class Suite:
 
     run_dir: Path
     artifacts: str | None = None  # default: file://RUN_DIR/artifacts
-    backbone: str = "efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     with_prometheus: bool = False
     startup_timeout: float = 240.0
     model_store: Path | None = None
@@ -163,8 +145,6 @@ class Suite:
         return proc
 
     def _start_torchserve(self) -> None:
-        from dreamsuite.torchserve import TorchServe, TorchServePorts
-
         store = self.model_store or model_store_dir()
         ensure_archive(self.backbone, store)
         server = TorchServe(store, [self.backbone], host=HOST, ports=TorchServePorts.free(HOST),
@@ -182,8 +162,6 @@ class Suite:
                     health="torchserve"))
 
     def _start_service(self, name: str, args_for) -> None:
-        from dreamsuite.torchserve import free_port
-
         ports = {"grpc": free_port(HOST), "metrics": free_port(HOST)}
         argv = [*_dreamsuite_argv(), "serve", name, *args_for(ports)]
         proc = self._spawn(name, argv, ports)
@@ -199,10 +177,17 @@ class Suite:
                 "--activations", f"torchserve://{HOST}:{torchserve.ports['grpc']}"]
 
     def _dream_args(self, ports: dict[str, int]) -> list[str]:
-        args = self._common_args(ports)
-        if "--guide" in serve_flags("dream"):
-            args += ["--guide", self.get("guide").endpoint]
-        return args
+        return [*self._common_args(ports), "--guide", self.get("guide").endpoint]
+
+    def describe(self) -> list[str]:
+        """The endpoints of the started suite, one line each (for people)."""
+        lines = []
+        for proc in self.processes:
+            main = proc.endpoint.rsplit(":", 1)[1]
+            extra = "".join(f"  {k}={v}" for k, v in proc.ports.items() if str(v) != main)
+            lines.append(f"  {proc.name:<11} {proc.endpoint}{extra}")
+        lines += [f"  artifacts   {self.artifacts}", f"  logs        {self.run_dir / 'logs'}"]
+        return lines
 
     def _start_prometheus(self) -> None:
         targets = {p.name: f"{HOST}:{p.ports['metrics']}" for p in self.processes}

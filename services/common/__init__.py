@@ -1,7 +1,7 @@
 """What every service shares: server bootstrap, flags, auth and the error -> status mapping."""
 
 from services.common.config import ServerConfig, add_server_arguments, server_config_from_args
-from services.common.errors import ErrorMapping, status_for
+from services.common.errors import ErrorMapping
 from services.common.server import (
     RunningServer,
     ServiceBinding,
@@ -18,5 +18,4 @@ __all__ = [
     "serve_until_signalled",
     "server_config_from_args",
     "start_server",
-    "status_for",
 ]

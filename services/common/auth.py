@@ -12,7 +12,7 @@ import hmac
 
 import grpc
 
-from dreamsuite.telemetry import wrap_handler
+from services.common.telemetry import wrap_handler
 
 __all__ = ["BearerTokenAuth", "OPEN_PREFIXES"]
 

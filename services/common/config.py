@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dreamsuite.clients import DEFAULT_MAX_MESSAGE_BYTES
 from dreamsuite.errors import InvalidArgument
+from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["ServerConfig", "add_server_arguments", "server_config_from_args",
            "env_name"]

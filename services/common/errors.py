@@ -1,4 +1,5 @@
-"""The one place where library errors become gRPC status codes.
+"""Library errors become gRPC status codes here, by the one table
+(:data:`dreamsuite.wire.status.STATUS_CODES`) that clients read backwards.
 
 :class:`ErrorMapping` is a server interceptor: a servicer raises
 :mod:`dreamsuite.errors` exceptions (or lets the library raise them) and the client receives the
@@ -13,30 +14,12 @@ import logging
 
 import grpc
 
-from dreamsuite import errors
-from dreamsuite.telemetry import wrap_handler
+from dreamsuite.wire.status import status_for
+from services.common.telemetry import wrap_handler
 
-__all__ = ["STATUS_CODES", "status_for", "ErrorMapping"]
+__all__ = ["ErrorMapping"]
 
 log = logging.getLogger(__name__)
-
-#: Library error -> status code; the first matching class wins (subclasses first).
-STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),  # includes UnknownName
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.WeightsMissing, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.Cancelled, grpc.StatusCode.CANCELLED),
-)
-
-
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and client-facing message for ``exc``."""
-    for cls, code in STATUS_CODES:
-        if isinstance(exc, cls):
-            return code, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
 
 class ErrorMapping(grpc.aio.ServerInterceptor):

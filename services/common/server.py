@@ -20,11 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from dreamsuite.clients import channel_options
-from dreamsuite.telemetry import GrpcServerMetrics, MetricsServer, start_metrics_server
+from dreamsuite.wire.channels import channel_options
 from services.common.auth import BearerTokenAuth
 from services.common.config import ServerConfig
 from services.common.errors import ErrorMapping
+from services.common.telemetry import GrpcServerMetrics, MetricsServer, start_metrics_server
 
 __all__ = ["ServiceBinding", "RunningServer", "start_server", "serve_until_signalled"]
 

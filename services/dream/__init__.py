@@ -1,4 +1,4 @@
-"""The dream service: ``DreamService`` over gRPC on top of :mod:`dreamsuite.dream`.
+"""The dream service: ``DreamService`` over gRPC on top of :mod:`dreamsuite.engine.dream`.
 
 servicer (proto <-> library) -> runner (device worker, bounded queue) -> outputs (previews,
 artifacts); server bootstrap in :mod:`services.dream.server`, flags in

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from services.dream.config import add_arguments, config_from_args
+
 __all__ = ["register"]
 
 
 def register(which: argparse._SubParsersAction) -> None:
-    from services.dream.config import add_arguments
-
     p = which.add_parser("dream", help="the dream service (gRPC, one update per octave)",
                          description="Serve DreamService over gRPC. Every flag also reads the "
                                      "environment variable shown in its help.")
@@ -19,7 +19,7 @@ def register(which: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.dream.config import config_from_args
+    # heavy (torch): the server loads the engine; building the CLI's parser must not.
     from services.dream.server import serve
 
     asyncio.run(serve(config_from_args(args)))

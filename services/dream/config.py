@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamsuite.artifacts import DEFAULT_ARTIFACTS
+from dreamsuite.defaults import DEFAULT_BACKBONE, DEFAULT_MAX_PIXELS
 from dreamsuite.errors import InvalidArgument
-from dreamsuite.images import DEFAULT_MAX_PIXELS
 from services.common.config import (
     ServerConfig,
     add_env_argument,
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="largest input image (width x height)")
     add_env_argument(parser, "--guide", help="guide service HOST:PORT that computes guide "
                      "weights (default: computed in-process)")
-    add_env_argument(parser, "--preload", default="efficientnet_lite0",
+    add_env_argument(parser, "--preload", default=DEFAULT_BACKBONE,
                      help="comma-separated backbones to load before serving ('' for none)")
 
 

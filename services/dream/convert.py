@@ -1,7 +1,7 @@
 """proto <-> library conversions of the dream service (no logic beyond that).
 
-Unset optional fields take the engine's defaults; numbers are checked where they are used
-(:mod:`services.dream.jobs`), so messages name the request field.
+The DreamConfig and maplist conversions are the shared ones (:mod:`dreamsuite.wire.convert`);
+the engine's one validation runs in :func:`services.dream.jobs.prepare`.
 """
 
 from __future__ import annotations
@@ -9,69 +9,20 @@ from __future__ import annotations
 import math
 
 from dreamsuite.backbones import BackboneSpec
-from dreamsuite.dream import DreamConfig
 from dreamsuite.errors import InvalidArgument
-from dreamsuite.objectives import LayerTerm, Maplist
 from dreamsuite.v1 import common_pb2, dream_pb2
+from dreamsuite.wire.convert import config_from_request, enum_value
 from services.dream.jobs import DreamSpec, ImageInput, OutputSpec, SelectionSpec
 from services.dream.outputs import OctaveOutput, StoredImage
 
 __all__ = ["spec_from_request", "update_from_output", "backbones_response"]
 
-# (sub-message, proto field, DreamConfig field)
-_CONFIG_FIELDS = (
-    ("schedule", "octaves", "octaves"),
-    ("schedule", "octave_scale", "octave_scale"),
-    ("schedule", "steps", "steps"),
-    ("schedule", "step_size", "step_size"),
-    ("regularisers", "jitter", "jitter"),
-    ("regularisers", "tv", "tv"),
-    ("regularisers", "smooth", "smooth"),
-    ("regularisers", "blur_every", "blur_every"),
-    ("regularisers", "blur_sigma", "blur_sigma"),
-    (None, "tile", "tile"),
-    (None, "seed", "seed"),
-)
-_WEIGHTS = {common_pb2.WEIGHTS_PRETRAINED: "pretrained", common_pb2.WEIGHTS_RANDOM: "random"}
-_GUIDE_MODES = {dream_pb2.GUIDE_MODE_WEIGHTS: "weights", dream_pb2.GUIDE_MODE_MATCH: "match"}
 _PREVIEWS = {dream_pb2.PREVIEW_FORMAT_JPEG: "jpeg", dream_pb2.PREVIEW_FORMAT_PNG: "png",
              dream_pb2.PREVIEW_FORMAT_NONE: "none"}
 
 
 def _image(ref: common_pb2.ImageRef, field: str) -> ImageInput:
     return ImageInput(field=field, data=ref.data, uri=ref.uri)
-
-
-def _maplist(message: common_pb2.Maplist) -> Maplist | None:
-    terms = []
-    for i, term in enumerate(message.layers):
-        if not term.layer:
-            raise InvalidArgument(f"maplist.layers[{i}].layer is empty")
-        channels = {c.channel: c.weight for c in term.channels} or None
-        weight = term.weight if term.HasField("weight") else 1.0
-        terms.append(LayerTerm(term.layer, weight, channels))
-    return Maplist(tuple(terms)) if terms else None
-
-
-def _enum(value: int, known: dict[int, str], default: str, field: str) -> str:
-    if value == 0 or value in known:
-        return known.get(value, default)
-    raise InvalidArgument(f"{field}: unknown value {value}")
-
-
-def _config(request: dream_pb2.DreamRequest) -> DreamConfig:
-    values: dict = {}
-    for parent, name, target in _CONFIG_FIELDS:
-        message = getattr(request, parent) if parent else request
-        if message.HasField(name):
-            values[target] = getattr(message, name)
-    if request.backbone:
-        values["backbone"] = request.backbone
-    values["weights"] = _enum(request.weights, _WEIGHTS, "pretrained", "weights")
-    values["guide_mode"] = _enum(request.guidance.mode, _GUIDE_MODES, "weights",
-                                 "guidance.mode")
-    values["maplist"] = _maplist(request.maplist)
-    return DreamConfig(**values)
 
 
 def _guide_weights(guidance: dream_pb2.Guidance) -> dict[str, list[float]] | None:
@@ -96,8 +47,8 @@ def _selection(request: dream_pb2.DreamRequest) -> SelectionSpec | None:
 def _output(options: dream_pb2.OutputOptions) -> OutputSpec:
     defaults = OutputSpec()
     return OutputSpec(
-        preview_format=_enum(options.preview_format, _PREVIEWS, "jpeg",
-                             "output.preview_format"),
+        preview_format=enum_value(options.preview_format, _PREVIEWS, "jpeg",
+                                  "output.preview_format"),
         preview_max_side=options.preview_max_side or defaults.preview_max_side,
         preview_max_bytes=options.preview_max_bytes or defaults.preview_max_bytes,
         store_octaves=options.store_octaves,
@@ -111,7 +62,7 @@ def spec_from_request(request: dream_pb2.DreamRequest) -> DreamSpec:
                    for i, ref in enumerate(request.guidance.guides))
     return DreamSpec(
         image=_image(request.image, "image") if request.HasField("image") else None,
-        config=_config(request),
+        config=config_from_request(request),
         guides=guides,
         guide_weights=_guide_weights(request.guidance),
         selection=_selection(request),

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dreamsuite.artifacts import Artifact, ArtifactStore
-from dreamsuite.dream import DreamProgress, DreamResult, provenance_text
+from dreamsuite.artifacts import Artifact, ArtifactStore, Listing
+from dreamsuite.engine import DreamProgress, DreamResult, provenance_text
 from dreamsuite.images import encode_png, encode_preview, to_pil
-from dreamsuite.telemetry import DreamMetrics
 from services.dream.jobs import OutputSpec, PreparedJob
+from services.dream.metrics import DreamMetrics
 
 __all__ = ["StoredImage", "FinalOutput", "OctaveOutput", "Publisher", "InstrumentedStore",
            "artifact_metadata"]
@@ -122,6 +122,10 @@ class InstrumentedStore(ArtifactStore):
 
     def key_of(self, uri: str) -> str:
         return self.inner.key_of(uri)
+
+    def list(self, prefix: str = "", *, limit: int = 1000, start_after: str = "") -> Listing:
+        with self.metrics.store_call("list"):
+            return self.inner.list(prefix, limit=limit, start_after=start_after)
 
     def close(self) -> None:
         self.inner.close()

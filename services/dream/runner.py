@@ -22,15 +22,21 @@ from typing import Any, Protocol
 import torch
 
 from dreamsuite.artifacts import ArtifactStore
-from dreamsuite.backbones import BackboneSpec, get_backbone, get_backbone_spec, list_backbones
+from dreamsuite.backbones import (
+    BackboneSpec,
+    get_backbone,
+    get_backbone_spec,
+    list_backbones,
+    weights_status,
+)
 from dreamsuite.device import select_device
-from dreamsuite.dream import DreamConfig, DreamProgress, DreamResult, dream
+from dreamsuite.engine import DreamConfig, DreamProgress, DreamResult, dream
+from dreamsuite.engine.guide import select_neurons
+from dreamsuite.engine.objectives import Maplist
 from dreamsuite.errors import Cancelled, DreamsuiteError, WeightsMissing
-from dreamsuite.guide import select_neurons
 from dreamsuite.images import DEFAULT_MAX_PIXELS
-from dreamsuite.objectives import Maplist
-from dreamsuite.telemetry import DreamMetrics
 from services.dream.jobs import DreamSpec, PreparedJob, prepare
+from services.dream.metrics import DreamMetrics
 from services.dream.outputs import InstrumentedStore, OctaveOutput, Publisher
 from services.dream.worker import DeviceWorker
 
@@ -43,7 +49,7 @@ class GuideWeightsProvider(Protocol):
     """Computes guide weights somewhere else (e.g. the guide service).
 
     Called on the device worker thread; returns normalised per-map weights ``{layer: [C]}``
-    exactly as :func:`dreamsuite.guide.guide_weights` would, or raises a library error."""
+    exactly as :func:`dreamsuite.engine.guide.guide_weights` would, or raises a library error."""
 
     def guide_weights(self, backbone: str, weights: str, guides: Sequence[torch.Tensor],
                       layers: Sequence[str]) -> dict[str, torch.Tensor]: ...
@@ -172,7 +178,8 @@ class DreamRunner:
             weights = self.guide_provider.guide_weights(config.backbone, config.weights,
                                                         job.guides, layers)
         return dream(job.image, config, guides=job.guides, guide_weights_override=weights,
-                     progress=progress, should_cancel=cancel.is_set, device=self.device)
+                     progress=progress, should_cancel=cancel.is_set, device=self.device,
+                     max_pixels=self.max_pixels)
 
     def _select(self, job: PreparedJob, config: DreamConfig) -> Maplist:
         selection = job.spec.selection
@@ -201,8 +208,6 @@ class DreamRunner:
 
     def backbones(self) -> list[tuple[BackboneSpec, str]]:
         """Every registered backbone with its weight status (blocking: probes layers once)."""
-        from dreamsuite.backbones import weights_status
-
         return [(spec, weights_status(spec))
                 for spec in (get_backbone_spec(name) for name in list_backbones())]
 

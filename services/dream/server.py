@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from dreamsuite.artifacts import open_store
-from dreamsuite.telemetry import DreamMetrics
+from dreamsuite.clients.guide import RemoteGuideWeights
 from dreamsuite.v1 import dream_pb2_grpc
 from services.common.server import (
     RunningServer,
@@ -17,6 +17,7 @@ from services.common.server import (
     start_server,
 )
 from services.dream.config import DreamServiceConfig
+from services.dream.metrics import DreamMetrics
 from services.dream.runner import DreamRunner, GuideWeightsProvider
 from services.dream.servicer import SERVICE_NAME, DreamServicer
 
@@ -54,8 +55,6 @@ async def start_dream_server(
     config.validate()
     registry = registry if registry is not None else CollectorRegistry()
     if guide_provider is None and config.guide:
-        from dreamsuite.clients.guide import RemoteGuideWeights
-
         guide_provider = RemoteGuideWeights(config.guide)
     # Inline images leave room for the rest of the message under the send limit.
     inline_limit = max(0, config.server.max_message_bytes - (1 << 20))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dreamsuite.errors import ResourceExhausted
-from dreamsuite.telemetry import DreamMetrics
+from services.dream.metrics import DreamMetrics
 
 __all__ = ["DeviceWorker"]
 

@@ -9,7 +9,8 @@ import argparse
 import asyncio
 import logging
 
-from services.common.config import add_env_argument, add_server_arguments
+from services.common.config import add_env_argument, add_server_arguments, server_config_from_args
+from services.common.server import serve_until_signalled
 
 __all__ = ["register"]
 
@@ -34,7 +35,7 @@ def register(serve_sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.common import serve_until_signalled, server_config_from_args
+    # heavy (torch): the server loads the engine; building the CLI's parser must not.
     from services.guide.server import GuideConfig, start_guide_server
 
     config = server_config_from_args(args)

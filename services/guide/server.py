@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from dreamsuite.activations.backend import backend_from_url
+from dreamsuite.artifacts import open_store
 from dreamsuite.v1 import guide_pb2_grpc
 from services.common import RunningServer, ServerConfig, ServiceBinding, start_server
 from services.guide.cache import StatsCache
@@ -45,8 +46,6 @@ async def start_guide_server(
                                observe=metrics.observe_call, device=guide.device)
     store = None
     if guide.artifacts:
-        from dreamsuite.artifacts import open_store
-
         store = open_store(guide.artifacts)
     core = GuideCore(backend, metrics, cache=StatsCache(guide.cache_entries))
     servicer = GuideServicer(core, ImageSources(store))

@@ -1,37 +1,21 @@
-"""``GuideService``: converts requests to :class:`GuideCore` calls and results to responses."""
+"""``GuideService``: converts requests to :class:`GuideCore` calls and results to responses,
+nothing else."""
 
 from __future__ import annotations
 
-import math
-
 import grpc
 
-from dreamsuite.errors import InvalidArgument
-from dreamsuite.guide import guided_maplist
-from dreamsuite.objectives import Maplist
-from dreamsuite.v1 import activations_pb2, common_pb2, guide_pb2, guide_pb2_grpc
+from dreamsuite.v1 import activations_pb2, guide_pb2, guide_pb2_grpc
+from dreamsuite.wire.convert import maplist_to_proto
 from services.guide.core import GuideCore
 from services.guide.sources import ImageSources
 
-__all__ = ["GuideServicer", "maplist_to_proto"]
+__all__ = ["GuideServicer"]
 
 
-def maplist_to_proto(maplist: Maplist) -> common_pb2.Maplist:
-    """A library maplist as the wire message."""
-    out = common_pb2.Maplist()
-    for term in maplist.terms:
-        entry = out.layers.add(layer=term.layer, weight=term.weight)
-        for channel, weight in (term.channels or {}).items():
-            entry.channels.add(channel=channel, weight=weight)
-    return out
-
-
-def _layer_weight(index: int, layer: guide_pb2.GuideLayer) -> float:
-    if not layer.HasField("weight"):
-        return 1.0
-    if not math.isfinite(layer.weight):
-        raise InvalidArgument(f"layers[{index}].weight must be a finite number")
-    return layer.weight
+def _layer_weights(layers) -> dict[str, float]:
+    """``{name: weight}`` of the request's layers (unset weight: 1)."""
+    return {layer.name: layer.weight if layer.HasField("weight") else 1.0 for layer in layers}
 
 
 class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
@@ -43,16 +27,12 @@ class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
         self, request: guide_pb2.GuideWeightsRequest, context: grpc.aio.ServicerContext
     ) -> guide_pb2.GuideWeightsResponse:
         guides = await self.sources.read_all("guides", [(g.data, g.uri) for g in request.guides])
-        names = [layer.name for layer in request.layers]
-        layer_weights = {layer.name: _layer_weight(i, layer)
-                         for i, layer in enumerate(request.layers)}
-        weights = await self.core.guide_weights(guides, request.backbone, names)
-        backbone, _ = self.core.check(request.backbone, names)
+        result = await self.core.guide_weights(guides, request.backbone,
+                                               _layer_weights(request.layers))
         response = guide_pb2.GuideWeightsResponse(
-            backbone=backbone, backend_version=self.core.version(backbone),
-            maplist=maplist_to_proto(guided_maplist(weights, layer_weights)),
-        )
-        for name, values in weights.items():
+            backbone=result.backbone, backend_version=result.backend_version,
+            maplist=maplist_to_proto(result.maplist))
+        for name, values in result.weights.items():
             response.layers.add(layer=name, weights=values.tolist())
         return response
 
@@ -63,13 +43,12 @@ class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
         if request.prefix:
             images += await self.sources.under_prefix(request.prefix,
                                                       self.core.max_images - len(images))
-        selection = await self.core.select(images, request.backbone, list(request.layers),
-                                           top_k=request.top_k, bottom_k=request.bottom_k)
-        backbone, _ = self.core.check(request.backbone, list(request.layers))
+        result = await self.core.select(images, request.backbone, list(request.layers),
+                                        top_k=request.top_k, bottom_k=request.bottom_k)
+        selection = result.selection
         response = guide_pb2.SelectNeuronsResponse(
-            backbone=backbone, images=len(images), backend_version=self.core.version(backbone),
-            maplist=maplist_to_proto(selection.maplist()),
-        )
+            backbone=result.backbone, images=result.images,
+            backend_version=result.backend_version, maplist=maplist_to_proto(selection.maplist()))
         for layer, means in selection.means.items():
             response.layers.add(layer=layer, top=selection.top[layer],
                                 bottom=selection.bottom[layer], means=means.tolist())
@@ -79,11 +58,11 @@ class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
         self, request: guide_pb2.GuideActivationsRequest, context: grpc.aio.ServicerContext
     ) -> guide_pb2.GuideActivationsResponse:
         image = await self.sources.read("image", request.image.data, request.image.uri)
-        backbone, layers = self.core.check(request.backbone, list(request.layers))
-        stats = await self.core.stats(image, backbone, layers, max_side=request.max_side)
+        result = await self.core.image_stats(image, request.backbone, list(request.layers),
+                                             max_side=request.max_side)
         response = guide_pb2.GuideActivationsResponse(
-            backbone=backbone, backend_version=self.core.version(backbone))
-        for layer, s in stats.items():
+            backbone=result.backbone, backend_version=result.backend_version)
+        for layer, s in result.layers.items():
             response.layers.append(activations_pb2.LayerActivations(
                 layer=layer, channels=s.mean.numel(), height=s.height, width=s.width,
                 sum=s.sum.tolist(), mean=s.mean.tolist(), max=s.max.tolist()))

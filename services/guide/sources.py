@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from dreamsuite.artifacts import ArtifactStore, LocalStore, S3Store
+from dreamsuite.artifacts import ArtifactStore
 from dreamsuite.errors import InvalidArgument
+from dreamsuite.images import IMAGE_SUFFIXES
 
-__all__ = ["ImageSources", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+__all__ = ["ImageSources"]
 
 
 class ImageSources:
@@ -43,27 +40,11 @@ class ImageSources:
     async def under_prefix(self, prefix: str, limit: int) -> list[bytes]:
         """Every image object under ``prefix`` (sorted by key), at most ``limit`` of them."""
         store = self._need_store("prefix")
-        keys = await asyncio.to_thread(_list_keys, store, prefix)
-        keys = [k for k in keys if k.lower().endswith(IMAGE_SUFFIXES)]
+        keys = await asyncio.to_thread(
+            lambda: [k for k in store.iter_keys(prefix) if k.lower().endswith(IMAGE_SUFFIXES)])
         if not keys:
             raise InvalidArgument(f"prefix: no images under {prefix!r}")
         if len(keys) > limit:
             raise InvalidArgument(f"prefix: {len(keys)} images under {prefix!r}, more than "
                                   f"the {limit} one selection may use")
         return list(await asyncio.gather(*(asyncio.to_thread(store.get, k) for k in keys)))
-
-
-def _list_keys(store: ArtifactStore, prefix: str) -> list[str]:
-    if isinstance(store, S3Store):
-        key = "" if prefix.rstrip("/") == f"s3://{store.settings.bucket}" else store.key_of(prefix)
-        objects = store.client.list_objects(store.settings.bucket, prefix=key, recursive=True)
-        return sorted(o.object_name for o in objects if not o.is_dir)
-    if isinstance(store, LocalStore):
-        parsed = urlparse(prefix)
-        folder = (Path(unquote(parsed.path)) if parsed.scheme == "file"
-                  else store.root / prefix).resolve()
-        if not folder.is_dir() or store.root not in [folder, *folder.parents]:
-            raise InvalidArgument(f"prefix: {prefix!r} is not a folder of {store.url}")
-        return sorted(p.relative_to(store.root).as_posix() for p in folder.rglob("*")
-                      if p.is_file())
-    raise InvalidArgument(f"prefix: the artifact store {store.url} cannot list objects")

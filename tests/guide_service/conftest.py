@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dreamsuite.cli.archive import build_archive
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.torchserve import TorchServe, require_java
+from handlers.archive import build_archive
 from services.common import RunningServer, ServerConfig
 from services.common.loop_thread import LoopThread
 from services.guide.server import GuideConfig, start_guide_server

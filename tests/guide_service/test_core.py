@@ -8,7 +8,7 @@ from dreamsuite.activations.compute import LayerStats
 from dreamsuite.artifacts import open_store
 from dreamsuite.backbones import get_backbone
 from dreamsuite.clients.guide import GuideClient
-from dreamsuite.guide import (
+from dreamsuite.engine.guide import (
     combine_guide_means,
     guide_weights,
     map_means,

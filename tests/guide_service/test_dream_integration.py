@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dreamsuite.clients.dream import DreamClient
-from dreamsuite.dream import DreamConfig, dream
+from dreamsuite.engine import DreamConfig, dream
+from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.images import encode_png, load_image
-from dreamsuite.objectives import LayerTerm, Maplist
 from dreamsuite.v1 import common_pb2, dream_pb2
 from services.common import ServerConfig
 from services.dream.config import DreamServiceConfig

@@ -8,8 +8,8 @@ import torch
 
 from dreamsuite.backbones import get_backbone
 from dreamsuite.clients.guide import GuideClient
+from dreamsuite.engine.guide import guide_weights
 from dreamsuite.errors import InvalidArgument
-from dreamsuite.guide import guide_weights
 from dreamsuite.images import load_image
 from dreamsuite.v1 import common_pb2, guide_pb2, guide_pb2_grpc
 

@@ -10,8 +10,8 @@ import torch
 import yaml
 from PIL import Image
 
-from dreamsuite.cli.demo import DemoResult, contact_sheet, octave_animation, write_demo
 from dreamsuite.launcher import prometheus_config
+from dreamsuite.launcher.demo import DemoResult, contact_sheet, octave_animation, write_demo
 
 
 def _image(h: int, w: int, value: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dreamsuite.clients.dream import DreamClient, request_from_config
-from dreamsuite.dream import DreamConfig
+from dreamsuite.engine import DreamConfig
 from dreamsuite.images import encode_png, load_image, sample_image
 from dreamsuite.launcher import check_health, check_torchserve
 

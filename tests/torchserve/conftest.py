@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dreamsuite.cli.archive import build_archive
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.torchserve import TorchServe, require_java
+from handlers.archive import build_archive
 
 BACKBONE = "efficientnet_lite0"
 

@@ -1,4 +1,4 @@
-"""dreamsuite.objectives: composable objectives, maplists and layer spec strings."""
+"""dreamsuite.engine.objectives: composable objectives, maplists and layer spec strings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from dreamsuite.errors import InvalidArgument
-from dreamsuite.objectives import (
+from dreamsuite.engine.objectives import (
     LayerTerm,
     Maplist,
     channel,
@@ -19,6 +18,7 @@ from dreamsuite.objectives import (
     parse_layer_spec,
     weighted_channels,
 )
+from dreamsuite.errors import InvalidArgument
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
+from dreamsuite.errors import InvalidArgument
+
 __all__ = ["OctavePlan", "plan_octaves", "tile_slices", "total_variation", "smooth"]
 
 
@@ -25,12 +27,14 @@ class OctavePlan:
 
 
 def plan_octaves(
-    size: tuple[int, int], octaves: int, scale: float, min_size: int
+    size: tuple[int, int], octaves: int, scale: float, min_size: int, *,
+    max_pixels: int | None = None,
 ) -> OctavePlan:
     """Octave sizes for an image of ``size = (H, W)``, never below ``min_size`` on either side.
 
     Octaves that would be too small are dropped; an image itself smaller than ``min_size`` is
-    dreamed upscaled to ``min_size`` (the caller scales the result back).
+    dreamed upscaled to ``min_size`` (the caller scales the result back). The pixel limit
+    ``max_pixels`` holds after that upscaling too (a 20000x1 strip would become ~20 MP).
     """
     warnings = []
     h, w = size
@@ -40,6 +44,12 @@ def plan_octaves(
         warnings.append(
             f"image {size[0]}x{size[1]} is below the backbone's minimum input {min_size} px; "
             f"dreaming at {h}x{w} and scaling back"
+        )
+    if max_pixels is not None and h * w > max_pixels:
+        raise InvalidArgument(
+            f"image {size[0]}x{size[1]} would be dreamed at {h}x{w} = {h * w} pixels (its "
+            f"shorter side scaled up to the backbone's minimum {min_size} px), over the limit "
+            f"of {max_pixels} pixels; crop it to a less extreme aspect ratio"
         )
     sizes = []
     for i in range(octaves - 1, -1, -1):

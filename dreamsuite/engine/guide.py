@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from dreamsuite.backbones import Backbone
+from dreamsuite.backbones import Backbone, BackboneSpec
+from dreamsuite.engine.config import field_errors
+from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.images import resize
-from dreamsuite.objectives import LayerTerm, Maplist
 
 __all__ = [
     "GUIDE_MAX_SIDE",
@@ -30,6 +31,7 @@ __all__ = [
     "guide_features",
     "guided_maplist",
     "Selection",
+    "check_selection",
     "select_neurons",
     "selection_from_means",
 ]
@@ -129,6 +131,21 @@ class Selection:
         return Maplist(tuple(terms))
 
 
+def check_selection(spec: BackboneSpec, layers: Sequence[str], *, top_k: int,
+                    bottom_k: int) -> None:
+    """The one check of a neuron selection: at least one layer of ``spec``, counts that fit."""
+    if not layers:
+        raise InvalidArgument("layers: give at least one layer")
+    if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
+        raise InvalidArgument("top_k and bottom_k must be >= 0 and not both zero")
+    for i, layer in enumerate(layers):
+        with field_errors(f"layers[{i}]"):
+            channels = spec.layer(layer).channels
+        if top_k + bottom_k > channels:
+            raise InvalidArgument(f"layer {layer!r} has {channels} maps, fewer than "
+                                  f"top_k + bottom_k = {top_k + bottom_k}")
+
+
 def select_neurons(
     backbone: Backbone,
     images: Sequence[torch.Tensor],
@@ -140,10 +157,7 @@ def select_neurons(
     """Rank each layer's maps by mean activation over ``images`` and pick top/bottom k."""
     if not images:
         raise InvalidArgument("neuron selection needs at least one image")
-    if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
-        raise InvalidArgument("top_k and bottom_k must be >= 0 and not both zero")
-    for layer in layers:
-        backbone.spec.layer(layer)
+    check_selection(backbone.spec, layers, top_k=top_k, bottom_k=bottom_k)
     per_image = [map_means(backbone, image, layers) for image in images]
     return selection_from_means(per_image, layers, top_k=top_k, bottom_k=bottom_k)
 

@@ -17,10 +17,10 @@ from dreamsuite.backbones import (
     list_backbones,
 )
 from dreamsuite.cli import main
-from dreamsuite.dream import PROVENANCE_KEY
-from dreamsuite.guide import guide_weights, select_neurons
+from dreamsuite.engine import PROVENANCE_KEY
+from dreamsuite.engine.guide import guide_weights, select_neurons
+from dreamsuite.engine.objectives import Maplist
 from dreamsuite.images import load_image, read_png_text, save_png
-from dreamsuite.objectives import Maplist
 
 #: Flags that keep a CLI dream small and quick (and on the CPU, where seeds reproduce exactly).
 QUICK = ["--octaves", "2", "--steps", "3", "--jitter", "4", "--device", "cpu", "--quiet"]

@@ -29,6 +29,8 @@ __all__ = [
     "weighted_channels",
     "guide_match",
     "from_maplist",
+    "guided",
+    "Sum",
     "parse_layer_spec",
     "load_maplist",
 ]
@@ -37,7 +39,10 @@ Activations = Mapping[str, torch.Tensor]
 
 
 class Objective:
-    """A scalar function of activations, to be maximised, that needs ``layers``."""
+    """A scalar function of activations, to be maximised, that needs ``layers``.
+
+    Sums stay flat (a list of parts evaluated in a loop), so an objective of thousands of terms
+    never nests thousands of calls."""
 
     def __init__(self, fn: Callable[[Activations], torch.Tensor], layers: Iterable[str], name: str):
         self.fn = fn
@@ -47,9 +52,13 @@ class Objective:
     def __call__(self, acts: Activations) -> torch.Tensor:
         return self.fn(acts)
 
+    @property
+    def parts(self) -> tuple[Objective, ...]:
+        """The summands of this objective (itself, unless it is a sum)."""
+        return (self,)
+
     def __add__(self, other: Objective) -> Objective:
-        return Objective(lambda a: self(a) + other(a), self.layers | other.layers,
-                         f"{self.name} + {other.name}")
+        return Sum((*self.parts, *other.parts))
 
     def __neg__(self) -> Objective:
         return -1.0 * self
@@ -65,6 +74,30 @@ class Objective:
 
     def __repr__(self) -> str:
         return f"Objective({self.name})"
+
+
+class Sum(Objective):
+    """The sum of ``parts``, evaluated in a loop."""
+
+    def __init__(self, parts: Iterable[Objective]):
+        self._parts = tuple(parts)
+        if not self._parts:
+            raise InvalidArgument("the objective is empty: give at least one layer")
+        layers = frozenset().union(*(p.layers for p in self._parts))
+        name = " + ".join(p.name for p in self._parts[:8])
+        if len(self._parts) > 8:
+            name += f" + ... ({len(self._parts)} terms)"
+        super().__init__(self._total, layers, name)
+
+    @property
+    def parts(self) -> tuple[Objective, ...]:
+        return self._parts
+
+    def _total(self, acts: Activations) -> torch.Tensor:
+        total = self._parts[0](acts)
+        for part in self._parts[1:]:
+            total = total + part(acts)
+        return total
 
 
 def channel(layer: str, index: int) -> Objective:
@@ -205,10 +238,8 @@ def load_maplist(path: str | Path) -> Maplist:
 
 def from_maplist(maplist: Maplist) -> Objective:
     """The objective a maplist describes: per term, L2 of the whole layer or the weighted
-    channel means, times the term's weight."""
-    if not maplist.terms:
-        raise InvalidArgument("the objective is empty: give at least one layer")
-    total: Objective | None = None
+    channel means, times the term's weight (a flat sum, however many terms)."""
+    parts = []
     for term in maplist.terms:
         if term.channels is None:
             part = layer_l2(term.layer)
@@ -216,10 +247,15 @@ def from_maplist(maplist: Maplist) -> Objective:
             idx = list(term.channels)
             w = torch.tensor([term.channels[c] for c in idx])
             part = _indexed_channels(term.layer, idx, w)
-        part = term.weight * part
-        total = part if total is None else total + part
-    assert total is not None
-    return total
+        parts.append(term.weight * part)
+    return Sum(parts)
+
+
+def guided(weights: Mapping[str, torch.Tensor], layer_weights: Mapping[str, float]) -> Objective:
+    """The paper's guided objective straight from guide weights ``{layer: [C]}``: per layer,
+    ``layer_weight * sum_c w[c] * mean(acts[layer][:, c])``."""
+    return Sum(float(layer_weights.get(layer, 1.0)) * weighted_channels(layer, w)
+               for layer, w in weights.items())
 
 
 def _indexed_channels(layer: str, index: list[int], weights: torch.Tensor) -> Objective:

@@ -1,4 +1,4 @@
-"""dreamsuite.guide: guide weights, Guided Dreams (both modes) and neuron selection."""
+"""dreamsuite.engine.guide: guide weights, Guided Dreams (both modes) and neuron selection."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreamsuite.dream import DreamConfig, build_objective, dream
-from dreamsuite.errors import InvalidArgument, UnknownName
-from dreamsuite.guide import (
+from dreamsuite.engine import DreamConfig, build_objective, check_config, dream
+from dreamsuite.engine.guide import (
     guide_features,
     guide_weights,
     map_means,
@@ -18,7 +17,8 @@ from dreamsuite.guide import (
     prepare_guide,
     select_neurons,
 )
-from dreamsuite.objectives import LayerTerm, Maplist
+from dreamsuite.engine.objectives import LayerTerm, Maplist
+from dreamsuite.errors import InvalidArgument, UnknownName
 
 LAYER = "block_10"
 #: The same small, seeded dream for the guided and the unguided runs.
@@ -83,7 +83,7 @@ def test_guide_features_hold_every_guide_position(lite0, chelsea, astronaut):
 
 def test_weights_mode_objective_uses_the_guide_weights(lite0, chelsea):
     config = dataclasses.replace(BASE, maplist=Maplist((LayerTerm(LAYER, 0.5),)))
-    _, maplist = build_objective(lite0, config, [chelsea])
+    _, maplist = build_objective(lite0, check_config(config), [chelsea])
     (term,) = maplist.terms
     assert term.weight == 0.5
     expected = guide_weights(lite0, [chelsea], [LAYER])[LAYER]

@@ -150,7 +150,7 @@ def test_bearer_token(dream_server, svc):
                                               token="s3cret", grace_seconds=0))
     for token in (None, "wrong"):
         with server.client(token=token or "") as client:
-            error = svc.expect_code(client.list_backbones, grpc.StatusCode.UNAUTHENTICATED)
+            error = svc.expect_code(lambda: _raw_list(client), grpc.StatusCode.UNAUTHENTICATED)
             assert "bearer token" in error.details()
     with server.client(token="s3cret") as client:
         assert client.list_backbones().backbones
@@ -203,7 +203,7 @@ def test_graceful_shutdown_lets_a_dream_finish_then_refuses(dream_server, cat_pn
         stopper.join(timeout=90)
     assert first.octave == 0 and rest[-1].HasField("result")
     with server.client() as client:
-        svc.expect_code(client.list_backbones, grpc.StatusCode.UNAVAILABLE)
+        svc.expect_code(lambda: _raw_list(client), grpc.StatusCode.UNAVAILABLE)
     health = server.server.running.health
     status = asyncio.run(health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), None))
     assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -235,3 +235,11 @@ def test_image_by_artifact_uri_and_missing_artifact(dream_server, cat_png, svc):
         error = svc.expect_code(lambda: list(client.dream(request, timeout=60)),
                                 grpc.StatusCode.NOT_FOUND)
         assert "image" in error.details()
+
+
+def _raw_list(client, timeout=30):
+    """``ListBackbones`` on the client's stub: the raw status code, not the library error."""
+    from dreamsuite.v1 import dream_pb2
+
+    return client.stub.ListBackbones(dream_pb2.ListBackbonesRequest(), timeout=timeout,
+                                     metadata=client.metadata)

@@ -1,4 +1,4 @@
-"""Prometheus metrics for the services: gRPC server metrics and the ``dream_*`` families.
+"""Prometheus metrics every service shares: gRPC server metrics and the ``/metrics`` endpoint.
 
 Nothing is registered at import time: each server builds its metrics on a
 :class:`~prometheus_client.CollectorRegistry` it owns (so several servers can live in one
@@ -15,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import resource
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 __all__ = [
     "HANDLING_BUCKETS",
     "GrpcServerMetrics",
-    "DreamMetrics",
     "MetricsServer",
     "start_metrics_server",
     "wrap_handler",
@@ -176,64 +173,6 @@ def _cancel_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
-
-
-# --- dream metrics ----------------------------------------------------------------------------
-
-
-class DreamMetrics:
-    """The ``dream_*`` families of the dream service."""
-
-    def __init__(self, registry: CollectorRegistry):
-        self.octave_seconds = Histogram(
-            "dream_octave_seconds", "Time to dream one octave (all its steps).",
-            ["backbone"], buckets=HANDLING_BUCKETS, registry=registry)
-        self.job_seconds = Histogram(
-            "dream_job_seconds", "Time a dream spent on the device worker, by outcome.",
-            ["backbone", "outcome"], buckets=HANDLING_BUCKETS, registry=registry)
-        self.queue_depth = Gauge("dream_queue_depth", "Dreams waiting for the device worker.",
-                                 registry=registry)
-        self.in_flight = Gauge("dream_in_flight", "Dreams running on the device worker.",
-                               registry=registry)
-        self.rejected = Counter("dream_rejected_total",
-                                "Dreams refused because the queue was full.", registry=registry)
-        self.device_memory = Gauge(
-            "dream_device_memory_bytes",
-            "Device memory: CUDA allocated/peak bytes, or the process's peak RSS on the CPU.",
-            ["device", "kind"], registry=registry)
-        self.store_seconds = Histogram(
-            "dream_artifact_store_seconds", "Artifact-store call latency.", ["operation"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=registry)
-        self.store_errors = Counter("dream_artifact_store_errors_total",
-                                    "Artifact-store calls that failed (after retries).",
-                                    ["operation"], registry=registry)
-
-    @contextlib.contextmanager
-    def store_call(self, operation: str) -> Iterator[None]:
-        """Time one artifact-store call; count it as an error if it raises."""
-        start = time.perf_counter()
-        try:
-            yield
-        except BaseException:
-            self.store_errors.labels(operation).inc()
-            raise
-        finally:
-            self.store_seconds.labels(operation).observe(time.perf_counter() - start)
-
-    def sample_device_memory(self, device: Any) -> None:
-        """Record the memory of ``device`` (a :class:`torch.device`)."""
-        import torch
-
-        if device.type == "cuda":
-            self.device_memory.labels(str(device), "allocated").set(
-                torch.cuda.memory_allocated(device))
-            self.device_memory.labels(str(device), "peak").set(
-                torch.cuda.max_memory_allocated(device))
-            return
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        self.device_memory.labels(str(device), "peak").set(
-            peak if sys.platform == "darwin" else peak * 1024)
 
 
 # --- the /metrics endpoint --------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""dreamsuite.octaves: the octave planner, tiles and regularisers."""
+"""dreamsuite.engine.octaves: the octave planner, tiles and regularisers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dreamsuite.octaves import plan_octaves, smooth, tile_slices, total_variation
+from dreamsuite.engine.octaves import plan_octaves, smooth, tile_slices, total_variation
 
 
 def test_octaves_grow_by_the_scale_up_to_the_full_size():

@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from dreamsuite import errors
 from dreamsuite.cli import build_parser
 from dreamsuite.clients import open_channel
+from dreamsuite.wire.status import status_for
 from services.common.config import ServerConfig
-from services.common.errors import status_for
 from services.dream.config import config_from_args
 from services.dream.server import SERVICE_NAME
 
@@ -54,7 +54,7 @@ def test_tls_with_token(dream_server, tmp_path, svc):
         assert client.list_backbones().backbones
     assert server.health(tls_ca=str(cert)) == 1
     with server.client(token="t0ken") as plaintext:  # a plaintext client cannot talk to it
-        svc.expect_code(lambda: plaintext.list_backbones(timeout=5), grpc.StatusCode.UNAVAILABLE)
+        svc.expect_code(lambda: _raw_list(plaintext, timeout=5), grpc.StatusCode.UNAVAILABLE)
 
 
 @pytest.mark.slow
@@ -123,7 +123,7 @@ def test_closing_the_dream_runner_closes_its_guide_connection(tmp_path):
     from prometheus_client import CollectorRegistry
 
     from dreamsuite.artifacts import open_store
-    from dreamsuite.telemetry import DreamMetrics
+    from services.dream.metrics import DreamMetrics
     from services.dream.runner import DreamRunner
 
     class GuideConnection:
@@ -140,3 +140,11 @@ def test_closing_the_dream_runner_closes_its_guide_connection(tmp_path):
                          device="cpu", guide_provider=connection)
     asyncio.run(runner.close())
     assert connection.closed
+
+
+def _raw_list(client, timeout=30):
+    """``ListBackbones`` on the client's stub: the raw status code, not the library error."""
+    from dreamsuite.v1 import dream_pb2
+
+    return client.stub.ListBackbones(dream_pb2.ListBackbonesRequest(), timeout=timeout,
+                                     metadata=client.metadata)

@@ -1,4 +1,4 @@
-"""dreamsuite.dream: dreams raise their objective, seeds, tiling without seams, bad input.
+"""dreamsuite.engine.dream: dreams raise their objective, seeds, tiling without seams, bad input.
 
 Dreams run the embedded backbone (real weights) on 64-160 px images with few steps.
 """
@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from dreamsuite.backbones import loaded
-from dreamsuite.dream import DreamConfig, build_objective, dream
+from dreamsuite.engine import DreamConfig, build_objective, check_config, dream
+from dreamsuite.engine.guide import map_means
+from dreamsuite.engine.objectives import LayerTerm, Maplist, from_maplist
+from dreamsuite.engine.octaves import tile_slices
 from dreamsuite.errors import Cancelled, InvalidArgument, UnknownName
-from dreamsuite.guide import map_means
 from dreamsuite.images import sample_image
-from dreamsuite.objectives import LayerTerm, Maplist, from_maplist
-from dreamsuite.octaves import tile_slices
 
 #: Small and quick: two octaves of five steps, jitter sized for a ~100 px image.
 QUICK = DreamConfig(octaves=2, steps=5, jitter=4, seed=0)
@@ -247,18 +247,18 @@ def test_provenance_records_the_config_and_reproduces_the_dream(lite0, coffee):
 
 
 def test_default_maplist_is_recorded_as_the_backbone_default_layer(lite0, coffee):
-    _, maplist = build_objective(lite0, QUICK)
+    _, maplist = build_objective(lite0, check_config(QUICK))
     assert maplist == Maplist((LayerTerm(lite0.spec.default_layer),))
 
 
 def test_precomputed_guide_weights_of_the_wrong_length_are_refused():
-    from dreamsuite.dream import DreamConfig, dream
+    from dreamsuite.engine import DreamConfig, dream
+    from dreamsuite.engine.objectives import LayerTerm, Maplist
     from dreamsuite.errors import InvalidArgument
     from dreamsuite.images import sample_image
-    from dreamsuite.objectives import LayerTerm, Maplist
 
     config = DreamConfig(maplist=Maplist((LayerTerm("block_8"),)), octaves=1, steps=1)
-    with pytest.raises(InvalidArgument, match="block_8.*112 finite numbers, not 5"):
+    with pytest.raises(InvalidArgument, match="block_8.*has 112 maps, got 5 weights"):
         dream(sample_image("coffee", size=64), config,
               guide_weights_override={"block_8": torch.ones(5)})
 
@@ -267,8 +267,9 @@ def test_jitter_never_rolls_more_than_a_quarter_of_a_small_octave():
     import random
 
     from dreamsuite.backbones import get_backbone
-    from dreamsuite.dream import DreamConfig, _Stepper
-    from dreamsuite.objectives import layer_l2
+    from dreamsuite.engine import DreamConfig
+    from dreamsuite.engine.dream import _Stepper
+    from dreamsuite.engine.objectives import layer_l2
 
     config = DreamConfig(jitter=32, tile=512)
     stepper = _Stepper(get_backbone("efficientnet_lite0", device="cpu"), layer_l2("block_4"), config)

@@ -13,9 +13,9 @@ from PIL import Image
 
 from dreamsuite.artifacts import open_store
 from dreamsuite.cli import main as cli_main
-from dreamsuite.dream import PROVENANCE_KEY, DreamConfig, dream
+from dreamsuite.engine import PROVENANCE_KEY, DreamConfig, dream
+from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.images import encode_png, load_image, read_png_text, sample_image
-from dreamsuite.objectives import LayerTerm, Maplist
 from dreamsuite.v1 import common_pb2, dream_pb2
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,213 @@
+"""What determines a dream besides its images, the documented range of every number, and the
+one validation that both the engine and the services run.
+
+:func:`check_config` is where a dream request enters the library: it checks every number
+against :data:`RANGES`, every name against the backbone registry and every maplist entry, and
+returns a :class:`CheckedConfig` the engine trusts. Messages start with the field they are
+about (``octaves: ...``, ``maplist.layers[2].channels[7]: ...``), so the services pass them on
+unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dreamsuite.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
+from dreamsuite.engine.objectives import LayerTerm, Maplist
+from dreamsuite.errors import InvalidArgument, NotFound, shorten
+
+__all__ = [
+    "DreamConfig",
+    "CheckedConfig",
+    "check_config",
+    "check_guide_weights",
+    "check_maplist",
+    "check_weight",
+    "field_errors",
+    "GUIDE_MODES",
+    "WEIGHT_CHOICES",
+    "RANGES",
+    "MAX_MAPLIST_TERMS",
+    "MAX_MAPLIST_CHANNELS",
+    "MAX_WEIGHT",
+    "MAX_NAME_LENGTH",
+]
+
+GUIDE_MODES = ("weights", "match")
+WEIGHT_CHOICES = ("pretrained", "random")
+
+#: Inclusive range of every number of a :class:`DreamConfig`. Wide enough for any sensible
+#: dream, narrow enough that no arithmetic on them overflows or runs for days.
+RANGES: dict[str, tuple[float, float]] = {
+    "octaves": (1, 16),
+    "octave_scale": (1.01, 4.0),
+    "steps": (1, 10_000),
+    "step_size": (1e-6, 10.0),
+    "jitter": (0, 4096),
+    "tile": (32, 8192),
+    "seed": (-(2**63), 2**63 - 1),
+    "tv": (0.0, 1e4),
+    "smooth": (0.0, 64.0),
+    "blur_every": (0, 10_000),
+    "blur_sigma": (0.0, 64.0),
+}
+#: At most this many maplist entries, and channel weights over all entries.
+MAX_MAPLIST_TERMS = 256
+MAX_MAPLIST_CHANNELS = 65_536
+#: Layer and channel weights lie in ``[-MAX_WEIGHT, MAX_WEIGHT]``.
+MAX_WEIGHT = 1e6
+#: Longest backbone or layer name a request may send.
+MAX_NAME_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """Everything that determines a dream besides the input image (and guides, if any)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = "pretrained"
+    maplist: Maplist | None = None  # None: the backbone's default layer, whole
+    octaves: int = 4
+    octave_scale: float = 1.4
+    steps: int = 10
+    step_size: float = 0.02
+    jitter: int = 32
+    tile: int = 512
+    seed: int = 0
+    tv: float = 0.0
+    smooth: float = 0.0  # gradient smoothing, sigma in pixels
+    blur_every: int = 0  # blur the image every N steps (0: never)
+    blur_sigma: float = 0.5
+    guide_mode: str = "weights"
+
+    def validate(self) -> DreamConfig:
+        """Check every number and choice (not the names: :func:`check_config` does both)."""
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidArgument(f"{name} must be a finite number, not {value}")
+            if not low <= value <= high:
+                raise InvalidArgument(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+        if self.guide_mode not in GUIDE_MODES:
+            raise InvalidArgument(f"guide_mode must be one of {GUIDE_MODES}, "
+                                  f"not {shorten(self.guide_mode)!r}")
+        if self.weights not in WEIGHT_CHOICES:
+            raise InvalidArgument(f"weights must be one of {WEIGHT_CHOICES}, "
+                                  f"not {shorten(self.weights)!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["maplist"] = self.maplist.to_dict() if self.maplist else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> DreamConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("maplist") is not None:
+            kwargs["maplist"] = Maplist.from_dict(kwargs["maplist"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A config that passed :func:`check_config`: its backbone's spec and the maplist to dream
+    (the backbone's default layer filled in when the config names none)."""
+
+    config: DreamConfig
+    spec: BackboneSpec
+    maplist: Maplist
+
+
+@contextlib.contextmanager
+def field_errors(name: str) -> Iterator[None]:
+    """Prefix :class:`InvalidArgument` and :class:`NotFound` messages with the field ``name``."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+    except NotFound as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def _check_name(value: str, field: str) -> None:
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"{field} is {len(value)} characters long; names have at most "
+                              f"{MAX_NAME_LENGTH}")
+
+
+def check_weight(value: float, field: str) -> None:
+    if not math.isfinite(value) or abs(value) > MAX_WEIGHT:
+        raise InvalidArgument(f"{field} must be a finite number in [-{MAX_WEIGHT:g}, "
+                              f"{MAX_WEIGHT:g}], not {value:g}")
+
+
+def check_maplist(spec: BackboneSpec, maplist: Maplist | None) -> Maplist:
+    """``maplist`` checked against ``spec`` (or the backbone's default layer when None)."""
+    if maplist is None:
+        return Maplist((LayerTerm(spec.default_layer),))
+    if not maplist.terms:
+        raise InvalidArgument("maplist is empty: give at least one layer")
+    if len(maplist.terms) > MAX_MAPLIST_TERMS:
+        raise InvalidArgument(f"maplist has {len(maplist.terms)} entries; at most "
+                              f"{MAX_MAPLIST_TERMS} (put channels of one layer in one entry)")
+    total = sum(len(t.channels or ()) for t in maplist.terms)
+    if total > MAX_MAPLIST_CHANNELS:
+        raise InvalidArgument(f"maplist has {total} channel weights; at most "
+                              f"{MAX_MAPLIST_CHANNELS}")
+    for i, term in enumerate(maplist.terms):
+        where = f"maplist.layers[{i}]"
+        _check_name(term.layer, f"{where}.layer")
+        check_weight(term.weight, f"{where}.weight")
+        with field_errors(where):
+            spec.layer(term.layer)
+            if term.channels is not None:
+                if not term.channels:
+                    raise InvalidArgument(f"layer {term.layer!r} lists no channels")
+                spec.check_channels(term.layer, list(term.channels))
+        for channel, weight in (term.channels or {}).items():
+            check_weight(weight, f"{where}.channels[{channel}].weight")
+    return maplist
+
+
+def check_config(config: DreamConfig) -> CheckedConfig:
+    """The one validation of a dream config: numbers, choices, backbone, maplist."""
+    config.validate()
+    _check_name(config.backbone, "backbone")
+    with field_errors("backbone"):
+        spec = get_backbone_spec(config.backbone)
+    return CheckedConfig(config, spec, check_maplist(spec, config.maplist))
+
+
+def check_guide_weights(
+    spec: BackboneSpec, weights: Mapping[str, Sequence[float] | torch.Tensor],
+    layers: Sequence[str], *, field: str = "guidance.guide_weights",
+) -> dict[str, torch.Tensor]:
+    """Precomputed guide weights as ``{layer: [C]}`` tensors: one finite weight per map of
+    each of ``layers`` (the maplist's), for layers of ``spec`` only."""
+    out: dict[str, torch.Tensor] = {}
+    for i, (layer, values) in enumerate(weights.items()):
+        where = f"{field}[{i}]"
+        _check_name(layer, f"{where}.layer")
+        with field_errors(where):
+            channels = spec.layer(layer).channels
+        tensor = torch.as_tensor(values, dtype=torch.float32).flatten()
+        if tensor.numel() != channels:
+            raise InvalidArgument(f"{where}: layer {layer!r} has {channels} maps, "
+                                  f"got {tensor.numel()} weights")
+        if not torch.isfinite(tensor).all() or tensor.abs().max() > MAX_WEIGHT:
+            raise InvalidArgument(f"{where}.weights must be finite numbers in "
+                                  f"[-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}]")
+        out[layer] = tensor
+    missing = [layer for layer in layers if layer not in out]
+    if missing:
+        raise InvalidArgument(f"{field}: no weights for layer(s) {', '.join(missing)} of the "
+                              "maplist")
+    return out

@@ -1,0 +1,220 @@
+"""The dream engine: octave pyramid, jitter/roll, tiling, normalised gradient ascent.
+
+``dream(image, config)`` takes a ``[3, H, W]`` image in ``[0, 1]`` and returns a
+:class:`DreamResult` with the dreamed ``[3, H, W]`` image. A progress callback sees every step
+(and the image at the end of each octave); a cancellation check stops the work within one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from dreamsuite.backbones import Backbone, get_backbone
+from dreamsuite.engine.config import CheckedConfig, DreamConfig, check_config, check_guide_weights
+from dreamsuite.engine.guide import guide_features, guide_weights, guided_maplist
+from dreamsuite.engine.objectives import Maplist, Objective, Sum, from_maplist, guide_match, guided
+from dreamsuite.engine.octaves import plan_octaves, smooth, tile_slices, total_variation, upsample
+from dreamsuite.engine.provenance import make_provenance
+from dreamsuite.errors import Cancelled, InvalidArgument
+from dreamsuite.images import max_pixels_limit
+
+__all__ = ["DreamProgress", "DreamResult", "dream", "build_objective"]
+
+log = logging.getLogger(__name__)
+
+#: ``should_cancel()``: true once the caller no longer wants the result.
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class DreamProgress:
+    """One step of the optimisation. ``image`` (``[3, h, w]``) is set on an octave's last step."""
+
+    octave: int
+    octaves: int
+    step: int
+    steps: int
+    loss: float
+    size: tuple[int, int]
+    elapsed: float
+    image: torch.Tensor | None = None
+
+
+@dataclass
+class DreamResult:
+    image: torch.Tensor  # [3, H, W] in [0, 1]
+    losses: list[float]  # final loss of each octave
+    provenance: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_objective(
+    backbone: Backbone, checked: CheckedConfig, guides: Sequence[torch.Tensor] = (),
+    guide_weights_override: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[Objective, Maplist]:
+    """The objective to maximise and the maplist that records it.
+
+    With guides in ``weights`` mode, each layer's maps are weighted by the guide weights
+    (computed here, or ``guide_weights_override`` checked by :func:`check_guide_weights`, e.g.
+    from the guide service); the recorded maplist carries those weights for provenance."""
+    config, maplist = checked.config, checked.maplist
+    if not guides and guide_weights_override is None:
+        return from_maplist(maplist), maplist
+    layer_weights = {t.layer: t.weight for t in maplist.terms}
+    if config.guide_mode == "match":
+        parts = [weight * guide_match(layer, guide_features(backbone, guides, layer))
+                 for layer, weight in layer_weights.items()]
+        return Sum(parts), maplist
+    weights = (dict(guide_weights_override) if guide_weights_override is not None
+               else guide_weights(backbone, guides, list(layer_weights)))
+    weights = {layer: weights[layer] for layer in layer_weights}
+    return guided(weights, layer_weights), guided_maplist(weights, layer_weights)
+
+
+class _Stepper:
+    """Gradient of the objective w.r.t. the pixels, tile by tile; memory bounded by the tile."""
+
+    def __init__(self, backbone: Backbone, objective: Objective, config: DreamConfig,
+                 should_cancel: CancelCheck | None = None):
+        self.backbone = backbone
+        self.should_cancel = should_cancel
+        self.extractor = backbone.extractor(objective.layers)
+        self.objective = objective
+        self.config = config
+        self.autocast = backbone.device.type == "cuda"
+
+    def loss(self, tile: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
+            value = self.objective(self.extractor(tile))
+        if self.config.tv:
+            value = value - self.config.tv * total_variation(tile)
+        return value
+
+    def gradient(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
+        tiles = tile_slices(tuple(image.shape[-2:]), self.config.tile)
+        if len(tiles) == 1:
+            x = image.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+            value = self.loss(x)
+            (grad,) = torch.autograd.grad(value, x)
+            return grad, float(value.detach())
+        grad = torch.empty_like(image)
+        total = 0.0
+        for ys, xs in tiles:
+            # Big images take many tiles per step: a cancelled or expired call stops here too.
+            if self.should_cancel is not None and self.should_cancel():
+                raise Cancelled("cancelled between tiles")
+            x = image[..., ys, xs].contiguous(memory_format=torch.channels_last).requires_grad_()
+            value = self.loss(x)
+            (grad[..., ys, xs],) = torch.autograd.grad(value, x)
+            total += float(value.detach()) / len(tiles)
+        return grad, total
+
+    def step(self, image: torch.Tensor, rng: random.Random, step: int) -> tuple[torch.Tensor, float]:
+        """One ascent step on ``[1, 3, H, W]``: roll, gradient, unroll, normalise, clamp."""
+        h, w = image.shape[-2:]
+        tiled = max(h, w) > self.config.tile
+        # When tiling, a whole-image roll of up to a tile moves the seams every step. Otherwise
+        # jitter is capped at a quarter of the octave, so small octaves are not wrapped wholesale.
+        reach = self.config.tile if tiled else min(self.config.jitter, min(h, w) // 4)
+        dy, dx = (rng.randint(-reach, reach), rng.randint(-reach, reach)) if reach else (0, 0)
+        rolled = torch.roll(image, (dy, dx), (2, 3)) if reach else image
+        grad, value = self.gradient(rolled)
+        if reach:
+            grad = torch.roll(grad, (-dy, -dx), (2, 3))
+        grad = smooth(grad, self.config.smooth)
+        grad = grad / (grad.abs().mean() + 1e-8)
+        image = (image + self.config.step_size * grad).clamp_(0, 1)
+        if self.config.blur_every and (step + 1) % self.config.blur_every == 0:
+            image = smooth(image, self.config.blur_sigma)
+        return image, value
+
+
+def dream(
+    image: torch.Tensor,
+    config: DreamConfig = DreamConfig(),
+    *,
+    guides: Sequence[torch.Tensor] = (),
+    guide_weights_override: Mapping[str, torch.Tensor] | None = None,
+    progress: Callable[[DreamProgress], None] | None = None,
+    should_cancel: CancelCheck | None = None,
+    device: str | torch.device | None = None,
+    max_pixels: int | None = None,
+) -> DreamResult:
+    """Dream ``image`` (``[3, H, W]`` in ``[0, 1]``) and return the dreamed ``[3, H, W]`` image.
+
+    Raises :class:`InvalidArgument` / :class:`UnknownName` for a bad config, or when the image
+    would exceed ``max_pixels`` (default ``$DREAMSUITE_MAX_PIXELS``) once scaled up to the
+    backbone's minimum input, and :class:`Cancelled` when ``should_cancel()`` turns true
+    (checked before every step and between tiles).
+    """
+    checked = check_config(config)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise InvalidArgument(f"image must be [3, H, W], not {list(image.shape)}")
+    spec = checked.spec
+    plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
+                        spec.min_size, max_pixels=max_pixels_limit(max_pixels))
+    if guide_weights_override is not None:
+        guide_weights_override = check_guide_weights(spec, guide_weights_override,
+                                                     checked.maplist.layers)
+    backbone = get_backbone(config.backbone, weights=config.weights, device=device)
+    objective, maplist = build_objective(backbone, checked, guides, guide_weights_override)
+    tile, tile_warnings = _effective_tile(config.tile, backbone)
+    warnings = plan.warnings + tile_warnings
+    for message in warnings:
+        log.warning(message)
+    if not plan.sizes:
+        raise InvalidArgument("no octave is large enough for the backbone; use fewer octaves")
+    stepper = _Stepper(backbone, objective, dataclasses.replace(config, tile=tile), should_cancel)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        out, losses = _run_octaves(image, plan.sizes, plan.work_size, stepper, config,
+                                   progress, should_cancel)
+    provenance = make_provenance(config, maplist, image, guides, backbone.device, out)
+    return DreamResult(out, losses, provenance, warnings)
+
+
+def _effective_tile(tile: int, backbone: Backbone) -> tuple[int, list[str]]:
+    """The tile size to use, never cutting tiles below the backbone's minimum input: tiles are
+    more than half the tile size, so twice the minimum is enough."""
+    effective = max(tile, 2 * backbone.spec.min_size)
+    if effective == tile:
+        return tile, []
+    return effective, [f"tile {tile} px would cut tiles below {backbone.name}'s minimum input "
+                       f"{backbone.spec.min_size} px; using tile {effective} px"]
+
+
+def _run_octaves(image, sizes, work_size, stepper, config, progress, should_cancel):
+    device = stepper.backbone.device
+    original = tuple(image.shape[-2:])
+    base = upsample(image.unsqueeze(0).float().to(device), work_size)
+    rng = random.Random(config.seed)
+    started = time.perf_counter()
+    detail = None
+    losses = []
+    for octave, size in enumerate(sizes):
+        octave_base = upsample(base, size)
+        current = octave_base if detail is None else (octave_base + upsample(detail, size))
+        current = current.clamp(0, 1)
+        value = 0.0
+        for step in range(config.steps):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled(f"cancelled at octave {octave + 1}, step {step + 1}")
+            current, value = stepper.step(current, rng, step)
+            if progress is not None:
+                last = step == config.steps - 1
+                progress(DreamProgress(
+                    octave, len(sizes), step, config.steps, value, size,
+                    time.perf_counter() - started, current[0].detach().cpu() if last else None,
+                ))
+        losses.append(value)
+        detail = current - octave_base
+        del octave_base
+    out = upsample(current, original) if tuple(current.shape[-2:]) != original else current
+    return out[0].detach().clamp(0, 1).cpu(), losses

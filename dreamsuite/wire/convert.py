@@ -1,0 +1,142 @@
+"""proto <-> library conversions that clients and services share, one function per direction.
+
+The dream client builds a ``DreamRequest`` from a :class:`DreamConfig` with
+:func:`request_from_config`; the dream service reads it back with :func:`config_from_request`.
+Unset optional fields take the engine's defaults; every error names the request field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from dreamsuite.engine.config import DreamConfig
+from dreamsuite.engine.objectives import LayerTerm, Maplist
+from dreamsuite.errors import InvalidArgument, shorten
+from dreamsuite.v1 import common_pb2, dream_pb2
+
+__all__ = [
+    "ARTIFACT_SCHEMES",
+    "WEIGHTS",
+    "GUIDE_MODES",
+    "enum_value",
+    "image_ref",
+    "maplist_to_proto",
+    "maplist_from_proto",
+    "request_from_config",
+    "config_from_request",
+]
+
+#: URI schemes an ``ImageRef.uri`` may use (the service's artifact store).
+ARTIFACT_SCHEMES = ("s3://", "file://")
+WEIGHTS = {common_pb2.WEIGHTS_PRETRAINED: "pretrained", common_pb2.WEIGHTS_RANDOM: "random"}
+GUIDE_MODES = {dream_pb2.GUIDE_MODE_WEIGHTS: "weights", dream_pb2.GUIDE_MODE_MATCH: "match"}
+
+# (sub-message, proto field, DreamConfig field)
+_CONFIG_FIELDS = (
+    ("schedule", "octaves", "octaves"),
+    ("schedule", "octave_scale", "octave_scale"),
+    ("schedule", "steps", "steps"),
+    ("schedule", "step_size", "step_size"),
+    ("regularisers", "jitter", "jitter"),
+    ("regularisers", "tv", "tv"),
+    ("regularisers", "smooth", "smooth"),
+    ("regularisers", "blur_every", "blur_every"),
+    ("regularisers", "blur_sigma", "blur_sigma"),
+    (None, "tile", "tile"),
+    (None, "seed", "seed"),
+)
+
+
+def enum_value(value: int, known: dict[int, str], default: str, field: str) -> str:
+    """The library name of a proto enum value (``0``, unspecified: ``default``)."""
+    if value == 0 or value in known:
+        return known.get(value, default)
+    raise InvalidArgument(f"{field}: unknown value {value}")
+
+
+def image_ref(source: str | bytes | os.PathLike) -> common_pb2.ImageRef:
+    """Inline bytes, an artifact URI (``s3://``, ``file://``), or a local file read inline."""
+    if isinstance(source, bytes):
+        return common_pb2.ImageRef(data=source)
+    text = os.fspath(source)
+    if text.startswith(ARTIFACT_SCHEMES):
+        return common_pb2.ImageRef(uri=text)
+    path = Path(text)
+    if not path.is_file():
+        raise InvalidArgument(f"image {shorten(text)!r} does not exist or is not a file")
+    return common_pb2.ImageRef(data=path.read_bytes())
+
+
+def maplist_to_proto(maplist: Maplist) -> common_pb2.Maplist:
+    """A library maplist as the wire message."""
+    out = common_pb2.Maplist()
+    for term in maplist.terms:
+        entry = out.layers.add(layer=term.layer, weight=term.weight)
+        for channel, weight in (term.channels or {}).items():
+            entry.channels.add(channel=channel, weight=weight)
+    return out
+
+
+def maplist_from_proto(message: common_pb2.Maplist, field: str = "maplist") -> Maplist | None:
+    """The library maplist of a wire message (None when it has no layers)."""
+    terms = []
+    for i, term in enumerate(message.layers):
+        if not term.layer:
+            raise InvalidArgument(f"{field}.layers[{i}].layer is empty")
+        channels: dict[int, float] = {}
+        for c in term.channels:
+            if c.channel in channels:
+                raise InvalidArgument(f"{field}.layers[{i}].channels: channel {c.channel} "
+                                      "repeats")
+            channels[c.channel] = c.weight
+        weight = term.weight if term.HasField("weight") else 1.0
+        terms.append(LayerTerm(term.layer, weight, channels or None))
+    return Maplist(tuple(terms)) if terms else None
+
+
+def request_from_config(
+    config: DreamConfig,
+    image: str | bytes | os.PathLike,
+    *,
+    guides: Sequence[str | bytes | os.PathLike] = (),
+    output: dream_pb2.OutputOptions | None = None,
+) -> dream_pb2.DreamRequest:
+    """The ``DreamRequest`` for ``config`` (every field set explicitly) and the images."""
+    weights = {name: number for number, name in WEIGHTS.items()}
+    modes = {name: number for number, name in GUIDE_MODES.items()}
+    return dream_pb2.DreamRequest(
+        image=image_ref(image),
+        backbone=config.backbone,
+        weights=weights.get(config.weights, common_pb2.WEIGHTS_PRETRAINED),
+        maplist=maplist_to_proto(config.maplist) if config.maplist else None,
+        schedule=dream_pb2.OctaveSchedule(octaves=config.octaves,
+                                          octave_scale=config.octave_scale,
+                                          steps=config.steps, step_size=config.step_size),
+        regularisers=dream_pb2.Regularisers(jitter=config.jitter, tv=config.tv,
+                                            smooth=config.smooth, blur_every=config.blur_every,
+                                            blur_sigma=config.blur_sigma),
+        guidance=dream_pb2.Guidance(guides=[image_ref(g) for g in guides],
+                                    mode=modes.get(config.guide_mode, 0)),
+        tile=config.tile,
+        seed=config.seed,
+        output=output,
+    )
+
+
+def config_from_request(request: dream_pb2.DreamRequest) -> DreamConfig:
+    """The :class:`DreamConfig` a ``DreamRequest`` asks for (defaults for unset fields; not yet
+    validated: :func:`dreamsuite.engine.check_config` does that)."""
+    values: dict = {}
+    for parent, name, target in _CONFIG_FIELDS:
+        message = getattr(request, parent) if parent else request
+        if message.HasField(name):
+            values[target] = getattr(message, name)
+    if request.backbone:
+        values["backbone"] = request.backbone
+    values["weights"] = enum_value(request.weights, WEIGHTS, "pretrained", "weights")
+    values["guide_mode"] = enum_value(request.guidance.mode, GUIDE_MODES, "weights",
+                                      "guidance.mode")
+    values["maplist"] = maplist_from_proto(request.maplist)
+    return DreamConfig(**values)
