@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ def store(request, tmp_path):
     if request.param == "local":
         return open_store(tmp_path.as_uri())
     endpoint = request.getfixturevalue("s3").endpoint
-    return open_store(f"s3://dreams?endpoint={endpoint}&secure=false")
+    # A bucket of its own: the S3 endpoint lives for the session, listings must not see others.
+    return open_store(f"s3://dreams-{uuid.uuid4().hex[:12]}?endpoint={endpoint}&secure=false")
 
 
 def test_content_addressed_put_get_stat(store):
@@ -123,3 +125,40 @@ def test_open_store_urls(tmp_path):
     for bad in ("ftp://x", "s3://b?secure=maybe", "file://host/path"):
         with pytest.raises(InvalidArgument):
             open_store(bad)
+
+
+def test_listing_pages_through_every_key_under_a_prefix(store):
+    keys = sorted(store.put(f"object {i}".encode()).key for i in range(5))
+    first = store.list("sha256/", limit=2)
+    assert first.keys == keys[:2] and first.next_after == keys[1]
+    second = store.list("sha256/", limit=2, start_after=first.next_after)
+    assert second.keys == keys[2:4]
+    last = store.list("sha256/", limit=2, start_after=second.next_after)
+    assert last.keys == keys[4:] and last.next_after == ""
+    assert list(store.iter_keys("sha256/", page=2)) == keys  # no metadata or temporary files
+    assert list(store.iter_keys()) == keys
+    narrow = keys[0][: len("sha256/ab/") + 3]
+    assert list(store.iter_keys(narrow)) == [k for k in keys if k.startswith(narrow)]
+    assert store.list("sha256/zz/").keys == []
+
+
+def test_listing_takes_a_uri_of_the_store(store):
+    artifact = store.put(DATA)
+    folder_uri = artifact.uri.rsplit("/", 2)[0] + "/"  # .../sha256/ab/
+    assert list(store.iter_keys(folder_uri)) == [artifact.key]
+    with pytest.raises(InvalidArgument, match="not in this service's artifact store"):
+        store.list("s3://elsewhere/sha256/" if isinstance(store, LocalStore)
+                   else "file:///elsewhere/sha256/")
+
+
+@pytest.mark.parametrize("uri", ["sha256/\x00/x.png", "sha256/a\nb.png", "x" * 5000, ""])
+def test_malformed_uris_are_invalid_arguments(store, uri):
+    with pytest.raises(InvalidArgument):
+        store.get(uri)
+
+
+def test_a_folder_of_the_store_is_not_found_never_unavailable(store):
+    artifact = store.put(DATA)
+    folder = artifact.key.rsplit("/", 1)[0] + "/"
+    with pytest.raises(NotFound):
+        store.get(folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import torch
 
 from dreamsuite.activations.compute import LayerStats
@@ -59,3 +61,50 @@ def test_selection_over_an_s3_prefix(s3, guide_factory, pngs):
                                      prefix="s3://guides/sha256/")
         _, inline = client.select(list(pngs.values()), "", LAYERS, top_k=2, bottom_k=1)
     assert (by_prefix.top, by_prefix.bottom) == (inline.top, inline.bottom)
+
+
+class _GatedBackend:
+    """An activation backend that counts its calls and answers only once the gate opens."""
+
+    url = "gated"
+
+    def __init__(self):
+        from dreamsuite.activations.backend import InProcessBackend
+
+        self.inner = InProcessBackend(device="cpu")
+        self.calls = 0
+        self.gate = asyncio.Event()
+
+    async def activations(self, request):
+        self.calls += 1
+        await self.gate.wait()
+        return await self.inner.activations(request)
+
+    async def close(self):
+        await self.inner.close()
+
+
+def test_identical_concurrent_requests_share_one_backend_call(pngs):
+    from prometheus_client import CollectorRegistry
+
+    from services.guide.core import GuideCore
+    from services.guide.metrics import GuideMetrics
+
+    async def scenario():
+        backend = _GatedBackend()
+        core = GuideCore(backend, GuideMetrics(CollectorRegistry(), "gated"))
+        png = next(iter(pngs.values()))
+        first = asyncio.ensure_future(core.guide_weights([png], "", {"block_9": 1.0}))
+        second = asyncio.ensure_future(core.guide_weights([png], "", {"block_9": 1.0}))
+        await asyncio.sleep(0.05)  # both are now waiting: one on the backend, one on it
+        backend.gate.set()
+        a, b = await asyncio.gather(first, second)
+        third = await core.guide_weights([png], "", {"block_9": 1.0})  # from the cache
+        return backend.calls, a, b, third, core.metrics
+
+    calls, a, b, third, metrics = asyncio.run(scenario())
+    assert calls == 1
+    assert torch.equal(a.weights["block_9"], b.weights["block_9"])
+    assert torch.equal(a.weights["block_9"], third.weights["block_9"])
+    assert metrics.cache_misses.labels("efficientnet_lite0")._value.get() == 1
+    assert metrics.cache_hits.labels("efficientnet_lite0")._value.get() == 2
