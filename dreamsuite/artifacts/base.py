@@ -138,6 +138,13 @@ class ArtifactStore(ABC):
         The object appears whole or not at all."""
 
     @abstractmethod
+    def put_at(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+               metadata: Mapping[str, str] | None = None) -> Artifact:
+        """Store ``data`` under ``key`` (replacing what is there) and return it: for named
+        objects such as data sets, checkpoints and ``latest`` pointers. The object appears
+        whole or not at all, so a reader never sees half of it."""
+
+    @abstractmethod
     def get(self, uri: str) -> bytes:
         """The bytes of the artifact ``uri`` (or key); :class:`NotFound` if absent."""
 
@@ -171,6 +178,16 @@ class ArtifactStore(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""
+
+
+def check_key(key: str) -> str:
+    """A key for :meth:`ArtifactStore.put_at`: relative, no ``..``, no empty parts."""
+    check_uri(key)
+    parts = key.split("/")
+    if "://" in key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidArgument(f"artifact key {key[:200]!r} must be a relative path without "
+                              "empty, '.' or '..' parts")
+    return key
 
 
 def clean_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:

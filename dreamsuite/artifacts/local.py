@@ -6,6 +6,7 @@ object; metadata lives next to each object in ``<key>.meta.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ from dreamsuite.artifacts.base import (
     Artifact,
     ArtifactStore,
     Listing,
+    check_key,
     check_uri,
     clean_metadata,
     content_key,
@@ -56,6 +58,20 @@ class LocalStore(ArtifactStore):
             raise Unavailable(f"artifact store {self.url} cannot write {key}: {exc}") from None
         return Artifact(path.as_uri(), key, digest, len(data), content_type,
                         {k: v for k, v in meta.items() if k != "content-type"})
+
+    def put_at(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+               metadata: Mapping[str, str] | None = None) -> Artifact:
+        path = self._path(check_key(key))
+        meta = {"content-type": content_type, **clean_metadata(metadata)}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path.with_name(path.name + ".meta.json"),
+                          json.dumps(meta, sort_keys=True).encode())
+            _atomic_write(path, data)
+        except OSError as exc:
+            raise Unavailable(f"artifact store {self.url} cannot write {key}: {exc}") from None
+        return Artifact(path.as_uri(), key, hashlib.sha256(data).hexdigest(), len(data),
+                        content_type, {k: v for k, v in meta.items() if k != "content-type"})
 
     def key_of(self, uri: str) -> str:
         check_uri(uri)

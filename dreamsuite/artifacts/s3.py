@@ -9,6 +9,7 @@ signed for ``public_endpoint`` (the address clients reach), which defaults to ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import threading
@@ -25,6 +26,7 @@ from dreamsuite.artifacts.base import (
     ArtifactStore,
     Listing,
     RetryPolicy,
+    check_key,
     check_uri,
     clean_metadata,
     content_key,
@@ -155,6 +157,18 @@ class S3Store(ArtifactStore):
             self.settings.bucket, key, io.BytesIO(data), len(data),
             content_type=content_type, metadata=meta, part_size=max(5 << 20, len(data) + 1)))
         return Artifact(self._uri(key), key, digest, len(data), content_type, meta)
+
+    def put_at(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+               metadata: Mapping[str, str] | None = None) -> Artifact:
+        check_key(key)
+        meta = clean_metadata(metadata)
+        self._ensure_bucket()
+        # One PUT: S3 makes the object visible whole or not at all.
+        self._call(f"upload {key}", lambda: self.client.put_object(
+            self.settings.bucket, key, io.BytesIO(data), len(data),
+            content_type=content_type, metadata=meta, part_size=max(5 << 20, len(data) + 1)))
+        return Artifact(self._uri(key), key, hashlib.sha256(data).hexdigest(), len(data),
+                        content_type, meta)
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.settings.bucket}/{key}"

@@ -108,6 +108,11 @@ class InstrumentedStore(ArtifactStore):
         with self.metrics.store_call("put"):
             return self.inner.put(data, content_type=content_type, metadata=metadata)
 
+    def put_at(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
+               metadata: Mapping[str, str] | None = None) -> Artifact:
+        with self.metrics.store_call("put"):
+            return self.inner.put_at(key, data, content_type=content_type, metadata=metadata)
+
     def get(self, uri: str) -> bytes:
         with self.metrics.store_call("get"):
             return self.inner.get(uri)

@@ -162,3 +162,15 @@ def test_a_folder_of_the_store_is_not_found_never_unavailable(store):
     folder = artifact.key.rsplit("/", 1)[0] + "/"
     with pytest.raises(NotFound):
         store.get(folder)
+
+
+def test_named_objects_are_replaced_whole(store):
+    first = store.put_at("jobs/j1/checkpoints/latest", b'{"step": 1}',
+                         content_type="application/json", metadata={"step": "1"})
+    assert store.get(first.uri) == b'{"step": 1}' and first.key == "jobs/j1/checkpoints/latest"
+    store.put_at("jobs/j1/checkpoints/latest", b'{"step": 2}', content_type="application/json")
+    assert store.get("jobs/j1/checkpoints/latest") == b'{"step": 2}'
+    assert list(store.iter_keys("jobs/j1/")) == ["jobs/j1/checkpoints/latest"]
+    for bad in ("../escape", "/absolute", "a//b", "s3://x/y"):
+        with pytest.raises(InvalidArgument):
+            store.put_at(bad, b"x")
