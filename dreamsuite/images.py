@@ -18,10 +18,11 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from skimage import data
 
 from dreamsuite.defaults import DEFAULT_MAX_PIXELS
-from dreamsuite.errors import InvalidArgument
+from dreamsuite.errors import InvalidArgument, shorten
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "max_pixels_limit",
     "image_files",
@@ -36,6 +37,11 @@ __all__ = [
     "sample_image",
     "SAMPLES",
 ]
+
+#: The image formats the library decodes (Pillow's names), and no others: every decoder is
+#: attack surface, and these are what cameras, browsers and this suite write.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
+_FORMAT_NAMES = ("PNG", "JPEG", "WebP", "TIFF", "BMP", "GIF")
 
 #: File name suffixes of the image formats the library reads (folders are scanned for these).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -59,37 +65,71 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
         ) from None
 
 
-def load_image(source: ImageSource, *, max_pixels: int | None = None) -> torch.Tensor:
-    """Decode an image file or bytes into a ``[3, H, W]`` float tensor in ``[0, 1]``.
+def _check_declared_size(size: tuple[int, int], name: str, limit: int) -> None:
+    """Refuse an image by the size its header declares, before a byte of it is decoded."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidArgument(f"{name} is {width}x{height}: an image needs at least one pixel "
+                              "on each side")
+    if width * height > limit:
+        raise InvalidArgument(
+            f"{name} is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limit} pixels; downscale it or raise DREAMSUITE_MAX_PIXELS"
+        )
 
-    Raises :class:`InvalidArgument` when the data is not a readable image or has more pixels
-    than ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`).
-    """
-    name = "image bytes" if isinstance(source, bytes) else f"image {os.fspath(source)!r}"
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` uint8 pixels of the first frame (16-bit grey scaled, not clipped)."""
+    if img.mode.startswith("I;16"):
+        grey = (np.asarray(img).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _unreadable(name: str, exc: Exception, limit: int) -> InvalidArgument:
+    """The one message for a file no accepted decoder can read."""
+    if isinstance(exc, UnidentifiedImageError):  # its text names a BytesIO object: useless
+        reason = (f"no decoder of {', '.join(_FORMAT_NAMES)} recognises it: another format, "
+                  "or a damaged file")
+    elif isinstance(exc, Image.DecompressionBombError):
+        reason = f"its header declares a size far over the limit of {limit} pixels"
+    else:
+        reason = f"{type(exc).__name__}: {shorten(exc, 200)}"
+    return InvalidArgument(f"{name} is not a readable image ({reason})")
+
+
+def _open(source: ImageSource, name: str, formats: Sequence[str]) -> Image.Image:
     if isinstance(source, bytes):
         if not source:
             raise InvalidArgument("image is empty: no bytes were given")
-        fp: io.BytesIO | str = io.BytesIO(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidArgument(f"{name} does not exist or is not a file")
-        fp = os.fspath(path)
+        return Image.open(io.BytesIO(source), formats=formats)
+    if not Path(source).is_file():
+        raise InvalidArgument(f"{name} does not exist or is not a file")
+    return Image.open(os.fspath(source), formats=formats)
+
+
+def _name(source: ImageSource) -> str:
+    return "image bytes" if isinstance(source, bytes) else f"image {shorten(os.fspath(source))!r}"
+
+
+def load_image(source: ImageSource, *, max_pixels: int | None = None) -> torch.Tensor:
+    """Decode an image file or bytes into a ``[3, H, W]`` float tensor in ``[0, 1]``.
+
+    Only :data:`IMAGE_FORMATS` are decoded (the first frame of animations and multi-page
+    files). Raises :class:`InvalidArgument` when the data is not a readable image in one of
+    them, whatever the decoder raised, or when its header declares more pixels than
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`; checked before decoding).
+    """
+    name = _name(source)
     limit = max_pixels_limit(max_pixels)
     try:
-        with Image.open(fp) as img:
-            width, height = img.size
-            if width * height > limit:
-                raise InvalidArgument(
-                    f"{name} is {width}x{height} = {width * height} pixels, over the limit of "
-                    f"{limit} pixels; downscale it or raise DREAMSUITE_MAX_PIXELS"
-                )
-            img = img.convert("RGB")
-            array = np.asarray(img, dtype=np.uint8).copy()
+        with _open(source, name, IMAGE_FORMATS) as img:
+            _check_declared_size(img.size, name, limit)
+            array = _rgb_array(img)
     except InvalidArgument:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidArgument(f"{name} is not a readable image ({exc})") from None
+    except Exception as exc:  # Pillow's decoders raise anything: SyntaxError, EOFError, ...
+        raise _unreadable(name, exc, limit) from None
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -150,14 +190,19 @@ def save_png(image: torch.Tensor, path: str | os.PathLike, text: dict[str, str] 
     return path
 
 
-def read_png_text(source: ImageSource) -> dict[str, str]:
-    """The PNG text chunks of a file or bytes (empty when there are none)."""
-    fp = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+def read_png_text(source: ImageSource, *, max_pixels: int | None = None) -> dict[str, str]:
+    """The PNG text chunks of a file or bytes (empty when there are none); the same refusals
+    as :func:`load_image`, for PNG only."""
+    name = _name(source)
     try:
-        with Image.open(fp) as img:
+        with _open(source, name, ("PNG",)) as img:
+            _check_declared_size(img.size, name, max_pixels_limit(max_pixels))
             return {str(k): str(v) for k, v in getattr(img, "text", {}).items()}
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidArgument(f"not a readable PNG ({exc})") from None
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # as in load_image: any decoder failure is the file's fault
+        raise InvalidArgument(f"{name} is not a readable PNG ({type(exc).__name__}: "
+                              f"{shorten(exc, 200)})") from None
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -6,6 +6,7 @@ object; metadata lives next to each object in ``<key>.meta.json``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,9 +25,13 @@ from dreamsuite.artifacts.base import (
     content_key,
     suffix_for,
 )
-from dreamsuite.errors import InvalidArgument, NotFound, Unavailable
+from dreamsuite.errors import InvalidArgument, NotFound, Unavailable, shorten
 
 __all__ = ["LocalStore"]
+
+#: What the OS says about a path a caller made up (too long, through a file, a symlink loop):
+#: no such artifact, not a failing disk.
+_NO_SUCH_PATH = {errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL}
 
 
 class LocalStore(ArtifactStore):
@@ -37,9 +42,9 @@ class LocalStore(ArtifactStore):
         self.url = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = _resolve(self.root / key, key)
         if self.root not in path.parents:
-            raise InvalidArgument(f"artifact key {key!r} is outside the store")
+            raise InvalidArgument(f"artifact key {shorten(key)!r} is outside the store")
         return path
 
     def put(self, data: bytes, *, content_type: str = "image/png",
@@ -77,30 +82,40 @@ class LocalStore(ArtifactStore):
         check_uri(uri)
         if "://" not in uri:
             return uri
-        parsed = urlparse(uri)
+        try:
+            parsed = urlparse(uri)
+        except ValueError as exc:  # e.g. an unclosed "[" in the host, a port out of range
+            raise InvalidArgument(f"artifact URI {shorten(uri)!r} is malformed ({exc})") from None
         if parsed.scheme != "file":
-            raise InvalidArgument(f"{uri!r} is not in this service's artifact store {self.url}")
-        path = Path(unquote(parsed.path)).resolve()
+            raise InvalidArgument(f"{shorten(uri)!r} is not in this service's artifact store "
+                                  f"{self.url}")
+        text = unquote(parsed.path)
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise InvalidArgument(f"artifact URI {shorten(uri)!r} encodes control characters")
+        path = _resolve(Path(text), uri)
         if self.root not in path.parents:
-            raise InvalidArgument(f"{uri!r} is not in this service's artifact store {self.url}")
+            raise InvalidArgument(f"{shorten(uri)!r} is not in this service's artifact store "
+                                  f"{self.url}")
         return path.relative_to(self.root).as_posix()
 
     def get(self, uri: str) -> bytes:
         path = self._path(self.key_of(uri))
-        if path.is_dir():
-            raise NotFound(f"artifact {uri} is a folder of the store, not an artifact")
         try:
+            if path.is_dir():
+                raise NotFound(f"artifact {shorten(uri)} is a folder of the store, not an "
+                               "artifact")
             return path.read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"artifact {uri} does not exist") from None
         except OSError as exc:
-            raise Unavailable(f"artifact store {self.url} cannot read {uri}: {exc}") from None
+            if exc.errno in _NO_SUCH_PATH:
+                raise NotFound(f"artifact {shorten(uri)} does not exist") from None
+            raise Unavailable(f"artifact store {self.url} cannot read {shorten(uri)}: "
+                              f"{exc.strerror}") from None
 
     def stat(self, uri: str) -> Artifact:
         key = self.key_of(uri)
         path = self._path(key)
-        if not path.is_file():
-            raise NotFound(f"artifact {uri} does not exist")
+        if not _is_file(path):
+            raise NotFound(f"artifact {shorten(uri)} does not exist")
         meta_path = path.with_name(path.name + ".meta.json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         content_type = meta.pop("content-type", "application/octet-stream")
@@ -119,7 +134,7 @@ class LocalStore(ArtifactStore):
             key for key in (p.relative_to(self.root).as_posix() for p in folder.rglob("*")
                             if p.is_file() and not _internal(p.name))
             if key.startswith(key_prefix) and key > start_after
-        ) if folder.is_dir() else []
+        ) if _is_dir(folder) else []
         page = keys[:limit]
         return Listing(page, page[-1] if len(keys) > limit else "")
 
@@ -131,6 +146,32 @@ class LocalStore(ArtifactStore):
     def presign(self, uri: str, *, expires_seconds: int = 3600) -> str:
         # A directory has no signer: the file URL is what a client on this machine can open.
         return self._path(self.key_of(uri)).as_uri()
+
+
+def _resolve(path: Path, what: str) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise InvalidArgument(f"artifact {shorten(what)!r} is not a usable path ({exc})") from None
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, false for paths the OS refuses to look up (too long, ...)."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        if exc.errno in _NO_SUCH_PATH:
+            return False
+        raise
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError as exc:
+        if exc.errno in _NO_SUCH_PATH:
+            return False
+        raise
 
 
 def _internal(name: str) -> bool:

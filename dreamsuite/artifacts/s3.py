@@ -37,6 +37,8 @@ from dreamsuite.errors import InvalidArgument, NotFound, Unavailable
 __all__ = ["S3Store", "S3Settings", "parse_s3_url"]
 
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
+#: The key itself is unusable (too long, not a valid name): the caller's mistake.
+_BAD_KEY = {"KeyTooLongError", "InvalidObjectName", "InvalidURI", "InvalidArgument"}
 _TRANSIENT = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
               "RequestTimeTooSkewed"}
 _META_PREFIX = "x-amz-meta-"
@@ -132,6 +134,9 @@ class S3Store(ArtifactStore):
         except S3Error as exc:
             if exc.code in _MISSING:
                 raise NotFound(f"artifact store {self.url}: {what}: no such object") from None
+            if exc.code in _BAD_KEY:
+                raise InvalidArgument(f"artifact store {self.url}: {what}: not a valid object "
+                                      f"name ({exc.code})") from None
             raise Unavailable(f"artifact store {self.url}: {what} failed: {exc.code}") from None
 
     def _ensure_bucket(self) -> None:
@@ -177,7 +182,10 @@ class S3Store(ArtifactStore):
         check_uri(uri)
         if "://" not in uri:
             return uri
-        parsed = urlparse(uri)
+        try:
+            parsed = urlparse(uri)
+        except ValueError as exc:  # e.g. an unclosed "[" in the bucket
+            raise InvalidArgument(f"artifact URI {uri[:200]!r} is malformed ({exc})") from None
         if parsed.scheme != "s3" or parsed.netloc != self.settings.bucket:
             raise InvalidArgument(
                 f"{uri[:200]!r} is not in this service's artifact store "

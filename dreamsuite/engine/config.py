@@ -13,28 +13,39 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from dreamsuite.backbones import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
 from dreamsuite.engine.objectives import LayerTerm, Maplist
+from dreamsuite.engine.octaves import plan_octaves
 from dreamsuite.errors import InvalidArgument, NotFound, shorten
 
 __all__ = [
     "DreamConfig",
     "CheckedConfig",
     "check_config",
+    "check_count",
+    "check_dream_size",
     "check_guide_weights",
+    "check_layer_names",
     "check_maplist",
+    "check_maplist_size",
+    "check_name",
+    "check_range",
     "check_weight",
     "field_errors",
     "GUIDE_MODES",
     "WEIGHT_CHOICES",
     "RANGES",
+    "OUTPUT_RANGES",
     "MAX_MAPLIST_TERMS",
     "MAX_MAPLIST_CHANNELS",
+    "MAX_LAYERS",
+    "MAX_GUIDES",
+    "MAX_SELECTION_IMAGES",
     "MAX_WEIGHT",
     "MAX_NAME_LENGTH",
 ]
@@ -57,13 +68,40 @@ RANGES: dict[str, tuple[float, float]] = {
     "blur_every": (0, 10_000),
     "blur_sigma": (0.0, 64.0),
 }
-#: At most this many maplist entries, and channel weights over all entries.
+#: Inclusive range of the preview numbers of a dream request's output options (the wire's 0
+#: means "the default" and is replaced before the check).
+OUTPUT_RANGES: dict[str, tuple[int, int]] = {
+    "preview_max_side": (8, 4096),
+    "preview_max_bytes": (1024, 16 * 1024 * 1024),
+}
+#: At most this many maplist entries, and channel weights over all entries (also the most
+#: per-map weights one guide-weights entry may carry).
 MAX_MAPLIST_TERMS = 256
 MAX_MAPLIST_CHANNELS = 65_536
+#: At most this many layer names in one neuron selection or guide-service request.
+MAX_LAYERS = MAX_MAPLIST_TERMS
+#: At most this many guide images in one request, and images in one dream's neuron selection:
+#: each is decoded and run through the backbone while the request holds the device.
+MAX_GUIDES = 16
+MAX_SELECTION_IMAGES = 64
 #: Layer and channel weights lie in ``[-MAX_WEIGHT, MAX_WEIGHT]``.
 MAX_WEIGHT = 1e6
 #: Longest backbone or layer name a request may send.
 MAX_NAME_LENGTH = 128
+
+
+def check_range(value: float, field: str, low: float, high: float) -> None:
+    """:class:`InvalidArgument` unless ``value`` is a finite number in ``[low, high]``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(f"{field} must be a finite number, not {value}")
+    if not low <= value <= high:
+        raise InvalidArgument(f"{field} must be between {low:g} and {high:g}, not {value:g}")
+
+
+def check_count(count: int, field: str, limit: int, what: str) -> None:
+    """:class:`InvalidArgument` when a request lists more than ``limit`` ``what``."""
+    if count > limit:
+        raise InvalidArgument(f"{field}: {count} {what}; at most {limit}")
 
 
 @dataclass(frozen=True)
@@ -89,11 +127,7 @@ class DreamConfig:
     def validate(self) -> DreamConfig:
         """Check every number and choice (not the names: :func:`check_config` does both)."""
         for name, (low, high) in RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise InvalidArgument(f"{name} must be a finite number, not {value}")
-            if not low <= value <= high:
-                raise InvalidArgument(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+            check_range(getattr(self, name), name, low, high)
         if self.guide_mode not in GUIDE_MODES:
             raise InvalidArgument(f"guide_mode must be one of {GUIDE_MODES}, "
                                   f"not {shorten(self.guide_mode)!r}")
@@ -137,10 +171,25 @@ def field_errors(name: str) -> Iterator[None]:
         raise type(exc)(f"{name}: {exc}") from None
 
 
-def _check_name(value: str, field: str) -> None:
+def check_name(value: str, field: str) -> None:
+    """:class:`InvalidArgument` for a backbone or layer name over :data:`MAX_NAME_LENGTH`."""
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidArgument(f"{field} is {len(value)} characters long; names have at most "
                               f"{MAX_NAME_LENGTH}")
+
+
+def check_layer_names(spec: BackboneSpec, layers: Sequence[str],
+                      field: str = "layers") -> list[str]:
+    """``layers`` (at least one, at most :data:`MAX_LAYERS`, each a layer of ``spec``) without
+    repeats, in order."""
+    if not layers:
+        raise InvalidArgument(f"{field}: give at least one layer")
+    check_count(len(layers), field, MAX_LAYERS, "layers")
+    for i, layer in enumerate(layers):
+        check_name(layer, f"{field}[{i}]")
+        with field_errors(f"{field}[{i}]"):
+            spec.layer(layer)
+    return list(dict.fromkeys(layers))
 
 
 def check_weight(value: float, field: str) -> None:
@@ -149,22 +198,30 @@ def check_weight(value: float, field: str) -> None:
                               f"{MAX_WEIGHT:g}], not {value:g}")
 
 
+def check_maplist_size(terms: int, channels: Callable[[], int]) -> None:
+    """Refuse a maplist of more than :data:`MAX_MAPLIST_TERMS` entries or
+    :data:`MAX_MAPLIST_CHANNELS` channel weights (``channels()`` counts them once the number
+    of entries is known to be small), before anything else looks at it."""
+    if terms > MAX_MAPLIST_TERMS:
+        raise InvalidArgument(f"maplist has {terms} entries; at most "
+                              f"{MAX_MAPLIST_TERMS} (put channels of one layer in one entry)")
+    total = channels()
+    if total > MAX_MAPLIST_CHANNELS:
+        raise InvalidArgument(f"maplist has {total} channel weights; at most "
+                              f"{MAX_MAPLIST_CHANNELS}")
+
+
 def check_maplist(spec: BackboneSpec, maplist: Maplist | None) -> Maplist:
     """``maplist`` checked against ``spec`` (or the backbone's default layer when None)."""
     if maplist is None:
         return Maplist((LayerTerm(spec.default_layer),))
     if not maplist.terms:
         raise InvalidArgument("maplist is empty: give at least one layer")
-    if len(maplist.terms) > MAX_MAPLIST_TERMS:
-        raise InvalidArgument(f"maplist has {len(maplist.terms)} entries; at most "
-                              f"{MAX_MAPLIST_TERMS} (put channels of one layer in one entry)")
-    total = sum(len(t.channels or ()) for t in maplist.terms)
-    if total > MAX_MAPLIST_CHANNELS:
-        raise InvalidArgument(f"maplist has {total} channel weights; at most "
-                              f"{MAX_MAPLIST_CHANNELS}")
+    check_maplist_size(len(maplist.terms),
+                       lambda: sum(len(t.channels or ()) for t in maplist.terms))
     for i, term in enumerate(maplist.terms):
         where = f"maplist.layers[{i}]"
-        _check_name(term.layer, f"{where}.layer")
+        check_name(term.layer, f"{where}.layer")
         check_weight(term.weight, f"{where}.weight")
         with field_errors(where):
             spec.layer(term.layer)
@@ -180,10 +237,18 @@ def check_maplist(spec: BackboneSpec, maplist: Maplist | None) -> Maplist:
 def check_config(config: DreamConfig) -> CheckedConfig:
     """The one validation of a dream config: numbers, choices, backbone, maplist."""
     config.validate()
-    _check_name(config.backbone, "backbone")
+    check_name(config.backbone, "backbone")
     with field_errors("backbone"):
         spec = get_backbone_spec(config.backbone)
     return CheckedConfig(config, spec, check_maplist(spec, config.maplist))
+
+
+def check_dream_size(checked: CheckedConfig, size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an image of ``size = (H, W)`` that :func:`dream` would refuse for its size (over
+    ``max_pixels`` once its shorter side is scaled up to the backbone's minimum input), so a
+    service can refuse it before it queues for the device."""
+    plan_octaves(size, checked.config.octaves, checked.config.octave_scale,
+                 checked.spec.min_size, max_pixels=max_pixels)
 
 
 def check_guide_weights(
@@ -195,7 +260,7 @@ def check_guide_weights(
     out: dict[str, torch.Tensor] = {}
     for i, (layer, values) in enumerate(weights.items()):
         where = f"{field}[{i}]"
-        _check_name(layer, f"{where}.layer")
+        check_name(layer, f"{where}.layer")
         with field_errors(where):
             channels = spec.layer(layer).channels
         tensor = torch.as_tensor(values, dtype=torch.float32).flatten()

@@ -16,9 +16,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dreamsuite.backbones import Backbone, get_backbone
-from dreamsuite.engine.config import CheckedConfig, DreamConfig, check_config, check_guide_weights
-from dreamsuite.engine.guide import guide_features, guide_weights, guided_maplist
+from dreamsuite.backbones import Backbone, BackboneSpec, get_backbone
+from dreamsuite.engine.config import (
+    CheckedConfig,
+    DreamConfig,
+    check_config,
+    check_guide_weights,
+    field_errors,
+)
+from dreamsuite.engine.guide import (
+    GUIDE_MAX_SIDE,
+    check_image_side,
+    guide_features,
+    guide_weights,
+    guided_maplist,
+)
 from dreamsuite.engine.objectives import Maplist, Objective, Sum, from_maplist, guide_match, guided
 from dreamsuite.engine.octaves import plan_octaves, smooth, tile_slices, total_variation, upsample
 from dreamsuite.engine.provenance import make_provenance
@@ -152,7 +164,8 @@ def dream(
     Raises :class:`InvalidArgument` / :class:`UnknownName` for a bad config, or when the image
     would exceed ``max_pixels`` (default ``$DREAMSUITE_MAX_PIXELS``) once scaled up to the
     backbone's minimum input, and :class:`Cancelled` when ``should_cancel()`` turns true
-    (checked before every step and between tiles).
+    (checked before every step and between tiles). Guides must be at least the backbone's
+    minimum input on each side once downscaled to ``GUIDE_MAX_SIDE``.
     """
     checked = check_config(config)
     if image.dim() != 3 or image.shape[0] != 3:
@@ -160,6 +173,7 @@ def dream(
     spec = checked.spec
     plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
                         spec.min_size, max_pixels=max_pixels_limit(max_pixels))
+    _check_guides(spec, guides)
     if guide_weights_override is not None:
         guide_weights_override = check_guide_weights(spec, guide_weights_override,
                                                      checked.maplist.layers)
@@ -178,6 +192,14 @@ def dream(
                                    progress, should_cancel)
     provenance = make_provenance(config, maplist, image, guides, backbone.device, out)
     return DreamResult(out, losses, provenance, warnings)
+
+
+def _check_guides(spec: BackboneSpec, guides: Sequence[torch.Tensor]) -> None:
+    """Guides are measured at most ``GUIDE_MAX_SIDE`` px, never scaled up: each must keep the
+    backbone's minimum input (a smaller one breaks backbones with unpadded convolutions)."""
+    for i, guide in enumerate(guides):
+        with field_errors(f"guides[{i}]"):
+            check_image_side(spec, guide, max_side=GUIDE_MAX_SIDE)
 
 
 def _effective_tile(tile: int, backbone: Backbone) -> tuple[int, list[str]]:

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import torch
 
 from dreamsuite.backbones import Backbone, BackboneSpec
-from dreamsuite.engine.config import field_errors
+from dreamsuite.engine.config import (
+    MAX_SELECTION_IMAGES,
+    check_count,
+    check_layer_names,
+    check_range,
+    field_errors,
+)
 from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.images import resize
@@ -24,6 +30,7 @@ from dreamsuite.images import resize
 __all__ = [
     "GUIDE_MAX_SIDE",
     "prepare_guide",
+    "check_image_side",
     "map_means",
     "normalise",
     "combine_guide_means",
@@ -43,11 +50,31 @@ GUIDE_MAX_SIDE = 512
 
 def prepare_guide(image: torch.Tensor, max_side: int = GUIDE_MAX_SIDE) -> torch.Tensor:
     """Downscale a ``[3, H, W]`` guide so its longest side is at most ``max_side``."""
-    h, w = image.shape[-2:]
+    size = _downscaled(tuple(image.shape[-2:]), max_side)
+    if size == tuple(image.shape[-2:]):
+        return image
+    return resize(image, size).clamp(0, 1)
+
+
+def _downscaled(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size = (H, W)`` scaled down so that its longer side is at most ``max_side``."""
+    h, w = size
     scale = max_side / max(h, w)
     if scale >= 1:
-        return image
-    return resize(image, (max(1, round(h * scale)), max(1, round(w * scale)))).clamp(0, 1)
+        return h, w
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def check_image_side(spec: BackboneSpec, image: torch.Tensor, *, max_side: int = 0) -> None:
+    """Refuse a ``[3, H, W]`` image whose shorter side is below the backbone's minimum input
+    once downscaled to ``max_side`` (0: as it is): guides and selection images are measured,
+    not dreamed, so they are not scaled up."""
+    size = tuple(image.shape[-2:])
+    h, w = _downscaled(size, max_side) if max_side else size
+    if min(h, w) < spec.min_size:
+        downscaled = f", {w}x{h} once downscaled to {max_side} px" if (h, w) != size else ""
+        raise InvalidArgument(f"image is {size[1]}x{size[0]}{downscaled}; {spec.name} needs "
+                              f"at least {spec.min_size} pixels on each side")
 
 
 def map_means(backbone: Backbone, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -133,17 +160,19 @@ class Selection:
 
 def check_selection(spec: BackboneSpec, layers: Sequence[str], *, top_k: int,
                     bottom_k: int) -> None:
-    """The one check of a neuron selection: at least one layer of ``spec``, counts that fit."""
-    if not layers:
-        raise InvalidArgument("layers: give at least one layer")
-    if top_k < 0 or bottom_k < 0 or top_k + bottom_k == 0:
-        raise InvalidArgument("top_k and bottom_k must be >= 0 and not both zero")
-    for i, layer in enumerate(layers):
-        with field_errors(f"layers[{i}]"):
-            channels = spec.layer(layer).channels
+    """The one check of a neuron selection: layers of ``spec`` (see
+    :func:`~dreamsuite.engine.config.check_layer_names`), counts that fit every layer."""
+    layers = check_layer_names(spec, layers)
+    fewest = min(spec.layer(layer).channels for layer in layers)
+    check_range(top_k, "top_k", 0, fewest)
+    check_range(bottom_k, "bottom_k", 0, fewest)
+    if top_k + bottom_k == 0:
+        raise InvalidArgument("top_k and bottom_k are both zero: select at least one map")
+    for layer in layers:
+        channels = spec.layer(layer).channels
         if top_k + bottom_k > channels:
-            raise InvalidArgument(f"layer {layer!r} has {channels} maps, fewer than "
-                                  f"top_k + bottom_k = {top_k + bottom_k}")
+            raise InvalidArgument(f"top_k + bottom_k = {top_k + bottom_k} is more than layer "
+                                  f"{layer!r} has: it has {channels} maps")
 
 
 def select_neurons(
@@ -156,8 +185,12 @@ def select_neurons(
 ) -> Selection:
     """Rank each layer's maps by mean activation over ``images`` and pick top/bottom k."""
     if not images:
-        raise InvalidArgument("neuron selection needs at least one image")
+        raise InvalidArgument("images: neuron selection needs at least one image")
+    check_count(len(images), "images", MAX_SELECTION_IMAGES, "images")
     check_selection(backbone.spec, layers, top_k=top_k, bottom_k=bottom_k)
+    for i, image in enumerate(images):
+        with field_errors(f"images[{i}]"):
+            check_image_side(backbone.spec, image)
     per_image = [map_means(backbone, image, layers) for image in images]
     return selection_from_means(per_image, layers, top_k=top_k, bottom_k=bottom_k)
 

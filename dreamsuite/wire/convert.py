@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dreamsuite.engine.config import DreamConfig
+from dreamsuite.engine.config import DreamConfig, check_maplist_size
 from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.v1 import common_pb2, dream_pb2
@@ -80,7 +80,10 @@ def maplist_to_proto(maplist: Maplist) -> common_pb2.Maplist:
 
 
 def maplist_from_proto(message: common_pb2.Maplist, field: str = "maplist") -> Maplist | None:
-    """The library maplist of a wire message (None when it has no layers)."""
+    """The library maplist of a wire message (None when it has no layers); one too large to
+    dream is refused before its entries are converted."""
+    check_maplist_size(len(message.layers),
+                       lambda: sum(len(term.channels) for term in message.layers))
     terms = []
     for i, term in enumerate(message.layers):
         if not term.layer:

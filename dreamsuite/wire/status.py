@@ -11,7 +11,8 @@ import grpc
 
 from dreamsuite import errors
 
-__all__ = ["STATUS_CODES", "MAX_DETAILS", "status_for", "error_from_status", "error_from_rpc"]
+__all__ = ["STATUS_CODES", "MAX_DETAILS", "MAX_DETAILS_BYTES", "status_for", "error_from_status",
+           "error_from_rpc"]
 
 #: Library error <-> status code; the first matching class wins (subclasses first).
 STATUS_CODES: tuple[tuple[type[errors.DreamsuiteError], grpc.StatusCode], ...] = (
@@ -26,15 +27,39 @@ STATUS_CODES: tuple[tuple[type[errors.DreamsuiteError], grpc.StatusCode], ...] =
 )
 _BY_CODE = {code: cls for cls, code in STATUS_CODES}
 
-#: Longest status message sent: details travel in trailing metadata, whose size is limited.
+#: Longest status message sent, in characters and in bytes on the wire: details travel in
+#: trailing metadata (8 KiB by default, all of it), percent-encoded, so a character outside
+#: printable ASCII costs three bytes per UTF-8 byte.
 MAX_DETAILS = 2000
+MAX_DETAILS_BYTES = 4000
+
+
+def _wire_bytes(char: str) -> int:
+    if " " <= char <= "~" and char != "%":
+        return 1
+    return 3 * len(char.encode("utf-8"))
+
+
+def _fit(text: str) -> str:
+    """``text`` cut so that it is at most :data:`MAX_DETAILS` characters and
+    :data:`MAX_DETAILS_BYTES` bytes percent-encoded, marker included."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates
+    marker = f"...[{len(text)} chars]"
+    budget = MAX_DETAILS_BYTES - len(marker)
+    used = 0
+    for i, char in enumerate(text):
+        used += _wire_bytes(char)
+        if used > budget or i >= MAX_DETAILS:
+            return text[:i] + marker
+    return text
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and client-facing message for ``exc`` (``INTERNAL`` hides details)."""
+    """The status code and client-facing message for ``exc`` (``INTERNAL`` hides details);
+    the message always fits in the trailing metadata."""
     for cls, code in STATUS_CODES:
         if isinstance(exc, cls):
-            return code, errors.shorten(exc, MAX_DETAILS)
+            return code, _fit(str(exc))
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from dreamsuite.backbones import BackboneSpec
-from dreamsuite.errors import InvalidArgument
+from dreamsuite.engine.config import MAX_MAPLIST_CHANNELS, MAX_MAPLIST_TERMS, check_count
+from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.v1 import common_pb2, dream_pb2
 from dreamsuite.wire.convert import config_from_request, enum_value
 from services.dream.jobs import DreamSpec, ImageInput, OutputSpec, SelectionSpec
@@ -28,10 +29,15 @@ def _image(ref: common_pb2.ImageRef, field: str) -> ImageInput:
 def _guide_weights(guidance: dream_pb2.Guidance) -> dict[str, list[float]] | None:
     if not guidance.guide_weights:
         return None
+    check_count(len(guidance.guide_weights), "guidance.guide_weights", MAX_MAPLIST_TERMS,
+                "entries")
     out = {}
     for i, entry in enumerate(guidance.guide_weights):
+        where = f"guidance.guide_weights[{i}]"
         if entry.layer in out:
-            raise InvalidArgument(f"guidance.guide_weights[{i}]: layer {entry.layer!r} repeats")
+            raise InvalidArgument(f"{where}: layer {shorten(entry.layer)!r} repeats")
+        # Counted before they are copied: a message may carry millions of them.
+        check_count(len(entry.weights), f"{where}.weights", MAX_MAPLIST_CHANNELS, "weights")
         out[entry.layer] = list(entry.weights)
     return out
 

@@ -14,13 +14,19 @@ import torch
 
 from dreamsuite.artifacts import ArtifactStore
 from dreamsuite.engine.config import (
+    MAX_GUIDES,
+    MAX_SELECTION_IMAGES,
+    OUTPUT_RANGES,
     CheckedConfig,
     DreamConfig,
     check_config,
+    check_count,
+    check_dream_size,
     check_guide_weights,
+    check_range,
     field_errors,
 )
-from dreamsuite.engine.guide import check_selection
+from dreamsuite.engine.guide import GUIDE_MAX_SIDE, check_image_side, check_selection
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.images import load_image
 
@@ -90,7 +96,15 @@ class PreparedJob:
         return self.spec.config
 
 
+def _check_output(output: OutputSpec) -> None:
+    if output.preview_format not in PREVIEW_FORMATS:
+        raise InvalidArgument(f"output.preview_format must be one of {PREVIEW_FORMATS}")
+    for name, (low, high) in OUTPUT_RANGES.items():
+        check_range(getattr(output, name), f"output.{name}", low, high)
+
+
 def _check_guidance(spec: DreamSpec, checked: CheckedConfig) -> dict[str, torch.Tensor] | None:
+    check_count(len(spec.guides), "guidance.guides", MAX_GUIDES, "guide images")
     if spec.guide_weights is None:
         return None
     if spec.guides:
@@ -98,6 +112,15 @@ def _check_guidance(spec: DreamSpec, checked: CheckedConfig) -> dict[str, torch.
     if spec.config.guide_mode != "weights":
         raise InvalidArgument("guidance.guide_weights needs GUIDE_MODE_WEIGHTS")
     return check_guide_weights(checked.spec, spec.guide_weights, checked.maplist.layers)
+
+
+def _check_selection(spec: DreamSpec, checked: CheckedConfig) -> None:
+    if spec.selection is None:
+        return
+    check_count(len(spec.selection.images), "selection.images", MAX_SELECTION_IMAGES, "images")
+    with field_errors("selection"):
+        check_selection(checked.spec, spec.selection.layers, top_k=spec.selection.top_k,
+                        bottom_k=spec.selection.bottom_k)
 
 
 def _read(source: ImageInput, store: ArtifactStore) -> bytes:
@@ -109,10 +132,14 @@ def _read(source: ImageInput, store: ArtifactStore) -> bytes:
         raise InvalidArgument("is empty: give data (encoded image bytes) or uri (an artifact)")
 
 
-def _decode(source: ImageInput, store: ArtifactStore, max_pixels: int) -> torch.Tensor:
+def _decode(source: ImageInput, store: ArtifactStore, max_pixels: int,
+            checked: CheckedConfig, max_side: int = 0) -> torch.Tensor:
+    """A guide or selection image, decoded and big enough to measure."""
     data = _read(source, store)
     with field_errors(source.field):
-        return load_image(data, max_pixels=max_pixels)
+        image = load_image(data, max_pixels=max_pixels)
+        check_image_side(checked.spec, image, max_side=max_side)
+    return image
 
 
 def _guide_sources(spec: DreamSpec) -> list[tuple[bytes, str]]:
@@ -120,26 +147,25 @@ def _guide_sources(spec: DreamSpec) -> list[tuple[bytes, str]]:
 
 
 def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> PreparedJob:
-    """Check ``spec`` and decode its images (blocking: run it off the event loop)."""
+    """Check ``spec`` and decode its images (blocking: run it off the event loop). Everything
+    the dream would refuse is refused here, before the job takes a place in the queue."""
     if spec.image is None:
         raise InvalidArgument("image: required; give image.data (encoded bytes) or image.uri")
-    if spec.output.preview_format not in PREVIEW_FORMATS:
-        raise InvalidArgument(f"output.preview_format must be one of {PREVIEW_FORMATS}")
-    if spec.output.preview_max_side < 8 or spec.output.preview_max_bytes < 1024:
-        raise InvalidArgument("output: preview_max_side must be >= 8, preview_max_bytes >= 1024")
+    _check_output(spec.output)
     checked = check_config(spec.config)
     weights = _check_guidance(spec, checked)
-    if spec.selection is not None:
-        with field_errors("selection"):
-            check_selection(checked.spec, spec.selection.layers, top_k=spec.selection.top_k,
-                            bottom_k=spec.selection.bottom_k)
+    _check_selection(spec, checked)
     data = _read(spec.image, store)
     with field_errors(spec.image.field):
         image = load_image(data, max_pixels=max_pixels)
+        check_dream_size(checked, tuple(image.shape[-2:]), max_pixels)
+    if spec.selection is not None and not spec.selection.images:
+        with field_errors("selection.images is empty, so the image is ranked"):
+            check_image_side(checked.spec, image)
     return PreparedJob(
         spec=spec, image=image, input_data=data, input_uri=spec.image.uri,
-        guides=[_decode(g, store, max_pixels) for g in spec.guides],
+        guides=[_decode(g, store, max_pixels, checked, GUIDE_MAX_SIDE) for g in spec.guides],
         guide_sources=_guide_sources(spec), guide_weights=weights,
-        selection_images=[_decode(s, store, max_pixels)
+        selection_images=[_decode(s, store, max_pixels, checked)
                           for s in (spec.selection.images if spec.selection else ())],
     )

@@ -20,7 +20,14 @@ from dreamsuite.activations.base import ActivationBackend
 from dreamsuite.activations.compute import LayerStats
 from dreamsuite.backbones import get_backbone_spec
 from dreamsuite.defaults import DEFAULT_BACKBONE
-from dreamsuite.engine.config import MAX_NAME_LENGTH, check_weight, field_errors
+from dreamsuite.engine.config import (
+    MAX_GUIDES,
+    check_count,
+    check_layer_names,
+    check_name,
+    check_weight,
+    field_errors,
+)
 from dreamsuite.engine.guide import (
     GUIDE_MAX_SIDE,
     Selection,
@@ -88,18 +95,12 @@ class GuideCore:
 
     @staticmethod
     def check(backbone: str, layers: Sequence[str]) -> tuple[str, list[str]]:
-        """The backbone name (default filled in) and layers, checked against the registry."""
-        if len(backbone) > MAX_NAME_LENGTH:
-            raise InvalidArgument(f"backbone is {len(backbone)} characters long; names have "
-                                  f"at most {MAX_NAME_LENGTH}")
+        """The backbone name (default filled in) and layers without repeats, checked against
+        the registry (:func:`~dreamsuite.engine.config.check_layer_names`)."""
+        check_name(backbone, "backbone")
         with field_errors("backbone"):
             spec = get_backbone_spec(backbone or DEFAULT_BACKBONE)
-        if not layers:
-            raise InvalidArgument("layers: give at least one layer")
-        for i, layer in enumerate(layers):
-            with field_errors(f"layers[{i}]"):
-                spec.layer(layer)
-        return spec.name, list(dict.fromkeys(layers))
+        return spec.name, check_layer_names(spec, layers)
 
     async def _compute(self, image: bytes, backbone: str, layers: list[str],
                        max_side: int) -> dict[str, LayerStats]:
@@ -143,12 +144,18 @@ class GuideCore:
         return computed
 
     async def stats(self, image: bytes, backbone: str, layers: Sequence[str], *,
-                    max_side: int = 0) -> dict[str, LayerStats]:
-        """``{layer: LayerStats}`` of one encoded image (cached per layer)."""
+                    max_side: int = 0, field: str = "image") -> dict[str, LayerStats]:
+        """``{layer: LayerStats}`` of one encoded image (cached per layer); errors about the
+        image name ``field``."""
         if not image:
-            raise InvalidArgument("image: no bytes were given")
+            raise InvalidArgument(f"{field}: no bytes were given")
         if max_side < 0:
             raise InvalidArgument("max_side must be >= 0 (0: the image as it is)")
+        with field_errors(field):
+            return await self._stats(image, backbone, layers, max_side)
+
+    async def _stats(self, image: bytes, backbone: str, layers: Sequence[str],
+                     max_side: int) -> dict[str, LayerStats]:
         digest = hashlib.sha256(image).hexdigest()
         found: dict[str, LayerStats] = {}
         for layer in dict.fromkeys(layers):
@@ -175,11 +182,13 @@ class GuideCore:
         guided maplist that weights each layer by ``layer_weights``."""
         if not guides:
             raise InvalidArgument("guides: at least one guide image is needed")
+        check_count(len(guides), "guides", MAX_GUIDES, "guide images")
         for i, weight in enumerate(layer_weights.values()):
             check_weight(weight, f"layers[{i}].weight")
         backbone, layers = self.check(backbone, list(layer_weights))
         per_guide = await asyncio.gather(*(
-            self.stats(g, backbone, layers, max_side=GUIDE_MAX_SIDE) for g in guides))
+            self.stats(g, backbone, layers, max_side=GUIDE_MAX_SIDE, field=f"guides[{i}]")
+            for i, g in enumerate(guides)))
         weights = combine_guide_means([{k: v.mean for k, v in s.items()} for s in per_guide],
                                       layers)
         return GuideWeights(backbone, weights, guided_maplist(weights, layer_weights),
@@ -190,12 +199,12 @@ class GuideCore:
         """Lucid-style selection over ``images`` (encoded), as ``select_neurons`` does it."""
         if not images:
             raise InvalidArgument("images: neuron selection needs at least one image")
-        if len(images) > self.max_images:
-            raise InvalidArgument(f"images: {len(images)} images, more than the "
-                                  f"{self.max_images} one selection may use")
+        check_count(len(images), "images", self.max_images, "images")
         backbone, layers = self.check(backbone, layers)
         check_selection(get_backbone_spec(backbone), layers, top_k=top_k, bottom_k=bottom_k)
-        per_image = await asyncio.gather(*(self.stats(i, backbone, layers) for i in images))
+        per_image = await asyncio.gather(*(self.stats(image, backbone, layers,
+                                                      field=f"images[{i}]")
+                                           for i, image in enumerate(images)))
         means = [{k: v.mean for k, v in s.items()} for s in per_image]
         selection = selection_from_means(means, layers, top_k=top_k, bottom_k=bottom_k)
         return Selected(backbone, selection, len(images), self.version(backbone))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import grpc
 
+from dreamsuite.engine.config import MAX_GUIDES, MAX_LAYERS, check_count
+from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.v1 import activations_pb2, guide_pb2, guide_pb2_grpc
 from dreamsuite.wire.convert import maplist_to_proto
 from services.guide.core import GuideCore
@@ -14,8 +16,14 @@ __all__ = ["GuideServicer"]
 
 
 def _layer_weights(layers) -> dict[str, float]:
-    """``{name: weight}`` of the request's layers (unset weight: 1)."""
-    return {layer.name: layer.weight if layer.HasField("weight") else 1.0 for layer in layers}
+    """``{name: weight}`` of the request's layers (unset weight: 1); a name may not repeat."""
+    check_count(len(layers), "layers", MAX_LAYERS, "layers")
+    out: dict[str, float] = {}
+    for i, layer in enumerate(layers):
+        if layer.name in out:
+            raise InvalidArgument(f"layers[{i}].name: {shorten(layer.name)!r} repeats")
+        out[layer.name] = layer.weight if layer.HasField("weight") else 1.0
+    return out
 
 
 class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
@@ -26,7 +34,8 @@ class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
     async def ComputeGuideWeights(
         self, request: guide_pb2.GuideWeightsRequest, context: grpc.aio.ServicerContext
     ) -> guide_pb2.GuideWeightsResponse:
-        guides = await self.sources.read_all("guides", [(g.data, g.uri) for g in request.guides])
+        guides = await self.sources.read_all("guides", [(g.data, g.uri) for g in request.guides],
+                                             limit=MAX_GUIDES)
         result = await self.core.guide_weights(guides, request.backbone,
                                                _layer_weights(request.layers))
         response = guide_pb2.GuideWeightsResponse(
@@ -39,7 +48,8 @@ class GuideServicer(guide_pb2_grpc.GuideServiceServicer):
     async def SelectNeurons(
         self, request: guide_pb2.SelectNeuronsRequest, context: grpc.aio.ServicerContext
     ) -> guide_pb2.SelectNeuronsResponse:
-        images = await self.sources.read_all("images", [(i.data, i.uri) for i in request.images])
+        images = await self.sources.read_all("images", [(i.data, i.uri) for i in request.images],
+                                             limit=self.core.max_images)
         if request.prefix:
             images += await self.sources.under_prefix(request.prefix,
                                                       self.core.max_images - len(images))

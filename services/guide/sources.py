@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Sequence
 
 from dreamsuite.artifacts import ArtifactStore
-from dreamsuite.errors import InvalidArgument
+from dreamsuite.engine.config import check_count, field_errors
+from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.images import IMAGE_SUFFIXES
 
 __all__ = ["ImageSources"]
@@ -31,20 +32,26 @@ class ImageSources:
         if not uri:
             raise InvalidArgument(f"{field}: give the image bytes or an artifact URI")
         store = self._need_store(field)
-        return await asyncio.to_thread(store.get, uri)
+        with field_errors(field):
+            return await asyncio.to_thread(store.get, uri)
 
-    async def read_all(self, field: str, refs: Sequence[tuple[bytes, str]]) -> list[bytes]:
+    async def read_all(self, field: str, refs: Sequence[tuple[bytes, str]], *,
+                       limit: int) -> list[bytes]:
+        """The images of ``refs`` (at most ``limit`` of them)."""
+        check_count(len(refs), field, limit, "images")
         return list(await asyncio.gather(*(
             self.read(f"{field}[{i}]", data, uri) for i, (data, uri) in enumerate(refs))))
 
     async def under_prefix(self, prefix: str, limit: int) -> list[bytes]:
         """Every image object under ``prefix`` (sorted by key), at most ``limit`` of them."""
         store = self._need_store("prefix")
-        keys = await asyncio.to_thread(
-            lambda: [k for k in store.iter_keys(prefix) if k.lower().endswith(IMAGE_SUFFIXES)])
-        if not keys:
-            raise InvalidArgument(f"prefix: no images under {prefix!r}")
-        if len(keys) > limit:
-            raise InvalidArgument(f"prefix: {len(keys)} images under {prefix!r}, more than "
-                                  f"the {limit} one selection may use")
-        return list(await asyncio.gather(*(asyncio.to_thread(store.get, k) for k in keys)))
+        with field_errors("prefix"):
+            keys = await asyncio.to_thread(
+                lambda: [k for k in store.iter_keys(prefix)
+                         if k.lower().endswith(IMAGE_SUFFIXES)])
+            if not keys:
+                raise InvalidArgument(f"no images under {shorten(prefix)!r}")
+            if len(keys) > limit:
+                raise InvalidArgument(f"{len(keys)} images under {shorten(prefix)!r}, more "
+                                      f"than the {limit} one selection may use")
+            return list(await asyncio.gather(*(asyncio.to_thread(store.get, k) for k in keys)))
