@@ -34,7 +34,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     DREAMSUITE_HEALTH_TARGET=127.0.0.1:50051
 USER 10001:10001
 WORKDIR /home/dreamsuite
-EXPOSE 50051 50052 9101 9102
+EXPOSE 50051 50052 50053 9101 9102 9103
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
     CMD ["dreamsuite", "health", "--timeout", "4"]
 ENTRYPOINT ["dreamsuite", "serve"]

@@ -67,7 +67,9 @@ class LocalStore(ArtifactStore):
     def put_at(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
                metadata: Mapping[str, str] | None = None) -> Artifact:
         path = self._path(check_key(key))
-        meta = {"content-type": content_type, **clean_metadata(metadata)}
+        digest = hashlib.sha256(data).hexdigest()
+        meta = {"content-type": content_type, "content-sha256": digest,
+                **clean_metadata(metadata)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path.with_name(path.name + ".meta.json"),
@@ -75,8 +77,8 @@ class LocalStore(ArtifactStore):
             _atomic_write(path, data)
         except OSError as exc:
             raise Unavailable(f"artifact store {self.url} cannot write {key}: {exc}") from None
-        return Artifact(path.as_uri(), key, hashlib.sha256(data).hexdigest(), len(data),
-                        content_type, {k: v for k, v in meta.items() if k != "content-type"})
+        return Artifact(path.as_uri(), key, digest, len(data), content_type,
+                        {k: v for k, v in meta.items() if k not in _RESERVED})
 
     def key_of(self, uri: str) -> str:
         check_uri(uri)
@@ -119,7 +121,8 @@ class LocalStore(ArtifactStore):
         meta_path = path.with_name(path.name + ".meta.json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         content_type = meta.pop("content-type", "application/octet-stream")
-        digest = Path(key).stem
+        # Named objects record their digest; content-addressed keys are their digest.
+        digest = meta.pop("content-sha256", None) or Path(key).name.split(".", 1)[0]
         return Artifact(path.as_uri(), key, digest, path.stat().st_size, content_type, meta)
 
     def list(self, prefix: str = "", *, limit: int = 1000, start_after: str = "") -> Listing:
@@ -172,6 +175,10 @@ def _is_dir(path: Path) -> bool:
         if exc.errno in _NO_SUCH_PATH:
             return False
         raise
+
+
+#: Meta-file entries that are the store's own, not the caller's metadata.
+_RESERVED = ("content-type", "content-sha256")
 
 
 def _internal(name: str) -> bool:

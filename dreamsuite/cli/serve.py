@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 
 from services.dream import cli as dream_cli
+from services.gan import cli as gan_cli
 from services.guide import cli as guide_cli
 
 __all__ = ["register", "SERVICES"]
 
 #: The service commands, in the order ``dreamsuite serve --help`` lists them.
-SERVICES = (dream_cli, guide_cli)
+SERVICES = (dream_cli, guide_cli, gan_cli)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -85,6 +85,7 @@ class Suite:
             self._start_torchserve()
             self._start_service("guide", self._guide_args)
             self._start_service("dream", self._dream_args)
+            self._start_service("gan", self._gan_args)
             if self.with_prometheus:
                 self._start_prometheus()
         except BaseException:
@@ -188,6 +189,9 @@ class Suite:
             lines.append(f"  {proc.name:<11} {proc.endpoint}{extra}")
         lines += [f"  artifacts   {self.artifacts}", f"  logs        {self.run_dir / 'logs'}"]
         return lines
+
+    def _gan_args(self, ports: dict[str, int]) -> list[str]:
+        return [*self._common_args(ports), "--dream", self.get("dream").endpoint]
 
     def _start_prometheus(self) -> None:
         targets = {p.name: f"{HOST}:{p.ports['metrics']}" for p in self.processes}

@@ -168,6 +168,9 @@ def test_named_objects_are_replaced_whole(store):
     first = store.put_at("jobs/j1/checkpoints/latest", b'{"step": 1}',
                          content_type="application/json", metadata={"step": "1"})
     assert store.get(first.uri) == b'{"step": 1}' and first.key == "jobs/j1/checkpoints/latest"
+    info = store.stat(first.key)
+    assert info.sha256 == hashlib.sha256(b'{"step": 1}').hexdigest() == first.sha256
+    assert info.metadata == {"step": "1"} and info.content_type == "application/json"
     store.put_at("jobs/j1/checkpoints/latest", b'{"step": 2}', content_type="application/json")
     assert store.get("jobs/j1/checkpoints/latest") == b'{"step": 2}'
     assert list(store.iter_keys("jobs/j1/")) == ["jobs/j1/checkpoints/latest"]

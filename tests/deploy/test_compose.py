@@ -44,7 +44,7 @@ def test_images_are_pinned(compose):
 def test_bucket_is_created_before_the_services_start(compose):
     services = compose["services"]
     assert "mc mb" in " ".join(services["minio-init"]["command"])
-    for name in ("guide", "dream", "dream-cpu"):
+    for name in ("guide", "dream", "dream-cpu", "gan", "gan-cpu"):
         assert services[name]["depends_on"]["minio-init"]["condition"] == (
             "service_completed_successfully")
 
@@ -65,7 +65,30 @@ def test_torchserve_is_health_checked_through_its_grpc_ping(compose):
         "service_healthy")
 
 
-@pytest.mark.parametrize("name", ["guide", "dream", "dream-cpu"])
+def test_gan_service_follows_the_dream_service_in_each_profile(compose):
+    services = compose["services"]
+    gan, cpu = services["gan"], services["gan-cpu"]
+    assert gan["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    assert gan["depends_on"]["dream"]["condition"] == "service_healthy"
+    assert cpu["depends_on"]["dream-cpu"]["condition"] == "service_healthy"
+    assert gan["deploy"] == services["dream"]["deploy"] and "deploy" not in cpu
+    assert gan["image"] == services["dream"]["image"] and gan["build"] == services["dream"]["build"]
+    assert cpu["networks"]["default"]["aliases"] == ["gan"]
+    for service in (gan, cpu):
+        assert service["command"] == ["gan"]
+        assert service["ports"] == ["127.0.0.1:50053:50053"]
+        env = service["environment"]
+        assert env["DREAMSUITE_DREAM"] == "dream:50051"
+        assert env["DREAMSUITE_GAN_LAUNCHER"] == "local"
+        assert int(env["DREAMSUITE_GAN_MAX_JOBS"]) >= 1
+        # Trainers are children of the service: they get time to checkpoint on shutdown.
+        assert service["stop_grace_period"] == "90s"
+        roots = env["DREAMSUITE_GAN_FOLDER_ROOTS"].split(":")
+        mounted = {v.rsplit(":", 2)[1] for v in service["volumes"] if v.endswith(":ro")}
+        assert set(roots) <= mounted
+
+
+@pytest.mark.parametrize("name", ["guide", "dream", "dream-cpu", "gan", "gan-cpu"])
 def test_services_are_health_checked_through_grpc_health(compose, name):
     service = compose["services"][name]
     test = service["healthcheck"]["test"]
@@ -80,7 +103,8 @@ def test_prometheus_scrapes_every_metrics_port(compose):
     targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]}
     services = compose["services"]
-    for name, host in (("guide", "guide"), ("dream", "dream"), ("dream-cpu", "dream")):
+    for name, host in (("guide", "guide"), ("dream", "dream"), ("dream-cpu", "dream"),
+                       ("gan", "gan"), ("gan-cpu", "gan")):
         env = services[name]["environment"]
         port = next(v for k, v in env.items() if k.endswith("_METRICS_PORT"))
         assert f"{host}:{port}" in targets

@@ -20,7 +20,7 @@ from dreamsuite.engine import DreamConfig
 from dreamsuite.images import encode_png, load_image, sample_image
 from dreamsuite.launcher import check_health, check_torchserve
 
-SERVICES = {"torchserve", "guide", "dream", "prometheus"}
+SERVICES = {"torchserve", "guide", "dream", "gan", "prometheus"}
 GRPC_NAMES = {"dream": "dreamsuite.v1.DreamService", "guide": "dreamsuite.v1.GuideService"}
 CLI = [sys.executable, "-c", "import sys; from dreamsuite.cli import main; sys.exit(main())"]
 TINY = DreamConfig(octaves=2, steps=2, octave_scale=1.4, seed=3)
@@ -105,8 +105,9 @@ def _dream(suite, guides=()) -> torch.Tensor:
     with DreamClient(_target(suite, "dream")) as client:
         updates = list(client.dream(request, timeout=300))
     assert [u.octave for u in updates] == list(range(len(updates))) and updates
+    assert updates[-1].HasField("result")
     result = updates[-1].result
-    assert result.artifact.uri
+    assert result.artifact.uri.startswith("file://")
     return load_image(result.image)
 
 
@@ -169,7 +170,7 @@ def test_ctrl_c_stops_a_foreground_suite(tmp_path, model_store):
             pytest.fail(f"dreamsuite up ended early (rc {up.wait()})")
         state = json.loads((run_dir / "state.json").read_text())
         processes = _suite_pids(state)
-        assert {p["name"] for p in state["services"]} == {"torchserve", "guide", "dream"}
+        assert {p["name"] for p in state["services"]} == {"torchserve", "guide", "dream", "gan"}
         up.send_signal(signal.SIGINT)
         assert up.wait(120) == 0
         assert _left(processes) == []

@@ -1,0 +1,109 @@
+"""Configuration of the GAN service: flags, each with a ``DREAMSUITE_*`` environment default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreamsuite.artifacts import DEFAULT_ARTIFACTS
+from dreamsuite.defaults import DEFAULT_MAX_PIXELS
+from dreamsuite.errors import InvalidArgument
+from services.common.config import (
+    ServerConfig,
+    add_env_argument,
+    add_server_arguments,
+    server_config_from_args,
+)
+
+__all__ = ["GanServiceConfig", "add_arguments", "config_from_args", "DEFAULT_PORT",
+           "DEFAULT_METRICS_PORT", "LAUNCHERS"]
+
+DEFAULT_PORT = 50053
+DEFAULT_METRICS_PORT = 9103
+LAUNCHERS = ("local", "kubernetes")
+
+
+@dataclass(frozen=True)
+class GanServiceConfig:
+    """Everything ``dreamsuite serve gan`` can be told."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    artifacts: str = DEFAULT_ARTIFACTS
+    #: The dream service (HOST:PORT) that dreams the data sets.
+    dream: str | None = None
+    launcher: str = "local"
+    #: Trainings running at once; more are RESOURCE_EXHAUSTED.
+    max_jobs: int = 1
+    #: Restarts of a trainer that died (from its latest checkpoint) before the job fails.
+    max_restarts: int = 3
+    #: Folders a BuildDataset request may read photos from (none: folders are refused).
+    folder_roots: tuple[Path, ...] = ()
+    #: Device of sampling in the service (training chooses its own).
+    device: str | None = None
+    #: Device the trainer processes use (None: CUDA when present).
+    train_device: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Trainers use deterministic algorithms and fixed threads (CPU): a killed and resumed run
+    #: ends with exactly the weights of an uninterrupted one, at some cost in speed.
+    deterministic: bool = False
+    #: Seconds a cancelled or stopped trainer gets to checkpoint before it is killed.
+    stop_grace: float = 60.0
+    #: Kubernetes launcher: the image of the trainer Job and the namespace.
+    image: str = "dreamsuite:latest"
+    namespace: str = "dreamsuite"
+
+    def validate(self) -> GanServiceConfig:
+        self.server.validate()
+        if self.launcher not in LAUNCHERS:
+            raise InvalidArgument(f"--launcher must be one of {LAUNCHERS}")
+        if self.max_jobs < 1 or self.max_restarts < 0 or self.stop_grace < 0:
+            raise InvalidArgument("--max-jobs must be >= 1, --max-restarts and --stop-grace >= 0")
+        for root in self.folder_roots:
+            if not Path(root).is_dir():
+                raise InvalidArgument(f"--folder-roots: {str(root)!r} is not a folder")
+        return self
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``dreamsuite serve gan``."""
+    add_server_arguments(parser, "gan", port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
+    add_env_argument(parser, "--artifacts", default=DEFAULT_ARTIFACTS,
+                     help="artifact store: s3://BUCKET?endpoint=HOST:PORT&secure=false, "
+                          "file:///PATH or a folder (data sets, checkpoints, samples)")
+    add_env_argument(parser, "--dream", help="dream service HOST:PORT that dreams the data sets")
+    add_env_argument(parser, "--launcher", default="local", env="DREAMSUITE_GAN_LAUNCHER",
+                     help="where trainings run: local (child processes) or kubernetes (Jobs)")
+    add_env_argument(parser, "--max-jobs", default=1, cast=int, env="DREAMSUITE_GAN_MAX_JOBS",
+                     help="trainings at once; more are RESOURCE_EXHAUSTED")
+    add_env_argument(parser, "--max-restarts", default=3, cast=int,
+                     help="restarts of a dead trainer from its latest checkpoint")
+    add_env_argument(parser, "--folder-roots", default="", env="DREAMSUITE_GAN_FOLDER_ROOTS",
+                     help="colon-separated folders BuildDataset may read photos from")
+    add_env_argument(parser, "--device", help="sampling device (cpu, cuda; default CUDA if present)")
+    add_env_argument(parser, "--train-device", help="trainer device (default CUDA if present)")
+    add_env_argument(parser, "--stop-grace", default=60.0, cast=float,
+                     help="seconds a stopping trainer may take to checkpoint")
+    parser.add_argument("--deterministic", action="store_true",
+                        default=os.environ.get("DREAMSUITE_GAN_DETERMINISTIC") == "1",
+                        help="trainers use deterministic algorithms (exact resumes on CPU) "
+                             "[env DREAMSUITE_GAN_DETERMINISTIC=1]")
+    add_env_argument(parser, "--image", default="dreamsuite:latest", env="DREAMSUITE_GAN_IMAGE",
+                     help="kubernetes launcher: image of the trainer Job")
+    add_env_argument(parser, "--namespace", default="dreamsuite",
+                     env="DREAMSUITE_GAN_NAMESPACE", help="kubernetes launcher: namespace")
+
+
+def config_from_args(args: argparse.Namespace) -> GanServiceConfig:
+    artifacts = args.artifacts
+    if "://" not in artifacts:  # a folder: make it absolute, as the store reports it
+        artifacts = Path(artifacts).resolve().as_uri()
+    roots = tuple(Path(r).resolve() for r in args.folder_roots.split(":") if r.strip())
+    return GanServiceConfig(
+        server=server_config_from_args(args), artifacts=artifacts, dream=args.dream or None,
+        launcher=args.launcher, max_jobs=args.max_jobs, max_restarts=args.max_restarts,
+        folder_roots=roots, device=args.device, train_device=args.train_device,
+        stop_grace=args.stop_grace, image=args.image, namespace=args.namespace,
+        deterministic=args.deterministic,
+    ).validate()

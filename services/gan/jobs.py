@@ -1,0 +1,336 @@
+"""Training jobs: started on a launcher, followed through the trainer's events, restarted from
+their latest checkpoint when the trainer dies, cancelled by SIGTERM (checkpoint, then stop).
+
+Knows nothing of gRPC. A job's record (config, state, restarts) is kept in the store as
+``jobs/<id>/job.json``, so a restarted service lists old jobs and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from dreamsuite.artifacts import ArtifactStore
+from dreamsuite.errors import InvalidArgument, NotFound, ResourceExhausted, shorten
+from dreamsuite.gan.data import read_manifest
+from dreamsuite.gan.train import TrainConfig
+from services.gan.launchers import Launcher
+from services.gan.metrics import GanMetrics
+
+__all__ = ["JobSnapshot", "JobManager", "TERMINAL", "ACTIVE", "check_training"]
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+ACTIVE = frozenset({"QUEUED", "RUNNING", "EVALUATING"})
+_STATUS_POLL_SECONDS = 2.0
+
+
+def check_training(store: ArtifactStore, config: dict) -> dict:
+    """``config`` checked by the trainer's own rules (every field named in errors), for a data
+    set that exists; returns it with the trainer's defaults filled in."""
+    read_manifest(store, config["dataset"])  # NotFound names the data set
+    checked = TrainConfig(job_id="pending", artifacts=store.url, **config).validate()
+    return {k: v for k, v in checked.to_dict().items() if k not in ("job_id", "artifacts")}
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    """An object the job wrote: key, its URI, a presigned URL, digest and step."""
+
+    key: str
+    uri: str = ""
+    url: str = ""
+    sha256: str = ""
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's state at one moment (what ``WatchJob`` streams)."""
+
+    job_id: str
+    dataset: str
+    model: str
+    state: str = "QUEUED"
+    step: int = 0
+    total: int = 0
+    images_seen: int = 0
+    d_loss: float = 0.0
+    g_loss: float = 0.0
+    d_real_sign: float = 0.0
+    steps_per_second: float = 0.0
+    eta_seconds: float = 0.0
+    checkpoint: StoredRef | None = None
+    evaluation: dict = field(default_factory=dict)  # {"step": int, "metrics": {name: value}}
+    preview: StoredRef | None = None
+    message: str = ""
+    restarts: int = 0
+    version: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+class _Job:
+    def __init__(self, snapshot: JobSnapshot, config: dict):
+        self.snapshot = snapshot
+        self.config = config
+        self.changed = asyncio.Condition()
+        self.cancel_requested = False
+        self.ended_with: str | None = None  # the trainer's last word: "done" | "stopped"
+        self.task: asyncio.Task | None = None
+
+    async def update(self, **changes) -> None:
+        async with self.changed:
+            self.snapshot = dataclasses.replace(self.snapshot, version=self.snapshot.version + 1,
+                                                **changes)
+            self.changed.notify_all()
+
+
+class JobManager:
+    """Runs training jobs on ``launcher``; at most ``max_jobs`` at once."""
+
+    def __init__(self, store: ArtifactStore, launcher: Launcher, metrics: GanMetrics, *,
+                 max_jobs: int = 1, max_restarts: int = 3, stop_grace: float = 60.0,
+                 poll_seconds: float = 0.2, train_device: str | None = None,
+                 deterministic: bool = False):
+        self.store = store
+        self.launcher = launcher
+        self.metrics = metrics
+        self.max_jobs = max_jobs
+        self.max_restarts = max_restarts
+        self.stop_grace = stop_grace
+        self.poll_seconds = poll_seconds
+        self.train_device = train_device
+        self.deterministic = deterministic
+        self._jobs: dict[str, _Job] = {}
+
+    # --- starting -------------------------------------------------------------------------
+
+    def _active(self) -> int:
+        return sum(1 for job in self._jobs.values() if job.snapshot.state in ACTIVE)
+
+    async def start(self, config: dict) -> str:
+        """Start a job for ``config`` (a checked ``TrainConfig.to_dict()`` without job id and
+        store); returns its id at once."""
+        if self._active() >= self.max_jobs:
+            self.metrics.rejected.inc()
+            raise ResourceExhausted(f"{self._active()} training(s) running, the most this service "
+                                    f"runs at once ({self.max_jobs}); retry when one ends")
+        job_id = uuid.uuid4().hex
+        config = {**config, "job_id": job_id, "artifacts": self.store.url}
+        if self.train_device and not config.get("device"):
+            config["device"] = self.train_device
+        if self.deterministic:
+            config["deterministic"] = True
+        job = _Job(JobSnapshot(job_id, config["dataset"], config["model"],
+                               total=int(config["steps"])), config)
+        self._jobs[job_id] = job
+        await self._save(job)
+        await asyncio.to_thread(self.launcher.start, job_id, config)
+        await job.update(state="RUNNING")
+        job.task = asyncio.create_task(self._follow(job), name=f"job-{job_id[:8]}")
+        self.metrics.started.inc()
+        return job_id
+
+    async def resume_unfinished(self) -> list[str]:
+        """Jobs a previous run of the service left unfinished: list them, restart the active
+        ones (the trainer resumes from its latest checkpoint)."""
+        keys = await asyncio.to_thread(
+            lambda: [k for k in self.store.iter_keys("jobs/") if k.endswith("/job.json")])
+        resumed = []
+        for key in keys:
+            try:
+                record = json.loads(await asyncio.to_thread(self.store.get, key))
+                snapshot = JobSnapshot(**{**record["snapshot"], "checkpoint": None,
+                                          "preview": None})
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping the unreadable job record %s", key)
+                continue
+            if snapshot.job_id in self._jobs:
+                continue
+            job = _Job(snapshot, record["config"])
+            self._jobs[snapshot.job_id] = job
+            if snapshot.state in ACTIVE and self._active() <= self.max_jobs:
+                await asyncio.to_thread(self.launcher.start, snapshot.job_id, job.config)
+                await job.update(state="RUNNING", message="resumed after a service restart")
+                job.task = asyncio.create_task(self._follow(job))
+                resumed.append(snapshot.job_id)
+        return resumed
+
+    # --- following --------------------------------------------------------------------------
+
+    async def _follow(self, job: _Job) -> None:
+        last_status = 0.0
+        try:
+            while True:
+                events = await asyncio.to_thread(self.launcher.events, job.snapshot.job_id)
+                if not events and time.monotonic() - last_status > _STATUS_POLL_SECONDS:
+                    last_status = time.monotonic()
+                    events = await self._status_from_store(job)
+                for event in events:
+                    await self._apply(job, event)
+                status = await asyncio.to_thread(self.launcher.poll, job.snapshot.job_id)
+                if status != "running":
+                    for event in await asyncio.to_thread(self.launcher.events,
+                                                         job.snapshot.job_id):
+                        await self._apply(job, event)
+                    if not await self._ended(job, status):
+                        return
+                await asyncio.sleep(self.poll_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the follower must never leave a job hanging in RUNNING
+            log.error("following job %s failed", job.snapshot.job_id, exc_info=exc)
+            await job.update(state="FAILED", message=f"the service lost track of the trainer "
+                                                     f"({type(exc).__name__})")
+            await self._save(job)
+
+    async def _status_from_store(self, job: _Job) -> list[dict]:
+        """A Kubernetes job's latest event, which the trainer mirrors to the store."""
+        try:
+            raw = await asyncio.to_thread(self.store.get, f"jobs/{job.snapshot.job_id}/status.json")
+            event = json.loads(raw)
+        except (NotFound, ValueError):
+            return []
+        except Exception:  # the store may be briefly down: try again at the next poll
+            return []
+        return [event] if isinstance(event, dict) else []
+
+    async def _stored(self, key: str, step: int = 0, sha256: str = "") -> StoredRef:
+        def look() -> StoredRef:
+            info = self.store.stat(key)
+            return StoredRef(key, info.uri, self.store.presign(info.uri), sha256 or info.sha256,
+                             step)
+        try:
+            return await asyncio.to_thread(look)
+        except Exception:  # the reference is still worth showing without a URL
+            return StoredRef(key, step=step, sha256=sha256)
+
+    async def _apply(self, job: _Job, event: dict) -> None:
+        kind = event.get("event")
+        step = int(event.get("step", job.snapshot.step) or 0)
+        if kind == "progress":
+            state = event.get("state", "RUNNING")
+            await job.update(
+                state=state if state in ACTIVE else "RUNNING", step=step,
+                total=int(event.get("total", job.snapshot.total)),
+                images_seen=int(event.get("images_seen", 0)),
+                d_loss=float(event.get("d_loss", 0.0)), g_loss=float(event.get("g_loss", 0.0)),
+                d_real_sign=float(event.get("d_real_sign", 0.0)),
+                steps_per_second=float(event.get("steps_per_second", 0.0)),
+                eta_seconds=float(event.get("eta_seconds", 0.0)))
+        elif kind == "checkpoint":
+            ref = await self._stored(str(event["key"]), step, str(event.get("sha256", "")))
+            await job.update(checkpoint=ref, step=max(step, job.snapshot.step))
+        elif kind == "evaluation":
+            await job.update(evaluation={"step": step, "metrics": dict(event.get("metrics", {}))},
+                             state="RUNNING" if job.snapshot.state == "EVALUATING"
+                             else job.snapshot.state)
+        elif kind == "preview":
+            await job.update(preview=await self._stored(str(event["key"]), step))
+        elif kind in ("done", "stopped"):
+            job.ended_with = kind
+            if event.get("key"):
+                ref = await self._stored(str(event["key"]), step, str(event.get("sha256", "")))
+                await job.update(checkpoint=ref, step=max(step, job.snapshot.step))
+        elif kind == "error":
+            await job.update(message=shorten(event.get("message", ""), 500))
+
+    async def _ended(self, job: _Job, status: str) -> bool:
+        """The trainer exited: decide the job's fate. True when it was restarted."""
+        if job.ended_with == "done" and status == "succeeded":
+            await job.update(state="SUCCEEDED", step=job.snapshot.total, eta_seconds=0.0)
+        elif job.cancel_requested:
+            await job.update(state="CANCELLED", eta_seconds=0.0)
+        elif job.snapshot.restarts < self.max_restarts:
+            reason = ("stopped without being asked" if job.ended_with == "stopped"
+                      else f"the trainer {status}")
+            job.ended_with = None
+            restarts = job.snapshot.restarts + 1
+            self.metrics.restarts.inc()
+            log.warning("job %s: %s; restarting from its latest checkpoint (%d/%d)",
+                        job.snapshot.job_id, reason, restarts, self.max_restarts)
+            await job.update(restarts=restarts, state="RUNNING",
+                             message=f"{reason}; restarted from the latest checkpoint "
+                                     f"({restarts}/{self.max_restarts})")
+            await asyncio.to_thread(self.launcher.start, job.snapshot.job_id, job.config)
+            await self._save(job)
+            return True
+        else:
+            tail = getattr(self.launcher, "log_tail", lambda _id: "")(job.snapshot.job_id)
+            await job.update(state="FAILED", message=shorten(
+                f"the trainer {status} {job.snapshot.restarts} time(s) after restarts; "
+                f"last log lines: {tail}", 2000))
+        self.metrics.finished.labels(job.snapshot.state).inc()
+        await self._save(job)
+        return False
+
+    async def _save(self, job: _Job) -> None:
+        snapshot = dataclasses.asdict(job.snapshot)
+        record = {"config": job.config, "snapshot": snapshot}
+        try:
+            await asyncio.to_thread(
+                self.store.put_at, f"jobs/{job.snapshot.job_id}/job.json",
+                json.dumps(record, sort_keys=True).encode(), content_type="application/json")
+        except Exception as exc:  # the job goes on; its record is written at the next change
+            log.warning("cannot save the record of job %s: %s", job.snapshot.job_id, exc)
+
+    # --- asking -----------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> _Job:
+        if not job_id:
+            raise InvalidArgument("job_id is empty")
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {shorten(job_id)!r}")
+        return job
+
+    def get(self, job_id: str) -> JobSnapshot:
+        return self._job(job_id).snapshot
+
+    def list(self) -> list[JobSnapshot]:
+        return [job.snapshot for job in self._jobs.values()]
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobSnapshot]:
+        """The current state at once, then every change, until the job ends."""
+        job = self._job(job_id)
+        seen = -1
+        while True:
+            async with job.changed:
+                await job.changed.wait_for(
+                    lambda seen=seen: job.snapshot.version != seen)
+                snapshot = job.snapshot
+            seen = snapshot.version
+            yield snapshot
+            if snapshot.finished:
+                return
+
+    async def cancel(self, job_id: str) -> JobSnapshot:
+        """Checkpoint, then stop; returns once the job has ended."""
+        job = self._job(job_id)
+        if job.snapshot.finished:
+            return job.snapshot
+        job.cancel_requested = True
+        await asyncio.to_thread(self.launcher.stop, job_id, grace=self.stop_grace)
+        async with job.changed:
+            await job.changed.wait_for(lambda: job.snapshot.finished)
+        return job.snapshot
+
+    async def close(self) -> None:
+        """Stop following; running trainers are stopped (they checkpoint) and resumed by the
+        next start of the service."""
+        for job in self._jobs.values():
+            if job.task is not None:
+                job.task.cancel()
+        stop_all = getattr(self.launcher, "close", None)
+        if stop_all is not None:
+            await asyncio.to_thread(stop_all, self.stop_grace)
