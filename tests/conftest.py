@@ -7,14 +7,21 @@ it. ``s3`` is a moto S3 server on loopback (a real HTTP S3 endpoint, reached thr
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
 import pytest
 import torch
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
@@ -210,8 +217,38 @@ def s3_url(endpoint: str, bucket: str, **params: str) -> str:
     return f"s3://{bucket}?{query}"
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and ``127.0.0.1`` (it is its own CA) and its
+    key, as PEM files ``cert.pem`` and ``key.pem`` in ``folder``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_pair(tmp_path) -> tuple[Path, Path]:
+    """``(cert.pem, key.pem)``: a self-signed certificate for 127.0.0.1 and its key."""
+    return self_signed(tmp_path / "tls")
+
+
 @pytest.fixture(scope="session")
 def svc() -> SimpleNamespace:
     """The helpers above, for test modules (conftest is not importable under importlib mode)."""
     return SimpleNamespace(small_request=small_request, expect_code=expect_code,
-                           s3_url=s3_url)
+                           s3_url=s3_url, self_signed=self_signed)

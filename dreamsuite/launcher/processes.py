@@ -18,6 +18,7 @@ from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
+from dreamsuite.clients import open_channel
 from dreamsuite.errors import Unavailable
 
 __all__ = [
@@ -41,8 +42,9 @@ def default_run_dir() -> Path:
 
 def check_health(target: str, service: str = "", timeout: float = 2.0) -> str:
     """The gRPC health status name of ``service`` at ``target`` (``SERVING``, ``NOT_SERVING``,
-    ...), or ``UNREACHABLE`` when nothing answers in ``timeout`` seconds."""
-    with grpc.insecure_channel(target) as channel:
+    ...), or ``UNREACHABLE`` when nothing answers in ``timeout`` seconds. TLS when
+    ``$DREAMSUITE_TLS_CA`` is set, like every client of the suite."""
+    with open_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

@@ -24,6 +24,7 @@ from dreamsuite.wire.channels import channel_options
 from services.common.auth import BearerTokenAuth
 from services.common.config import ServerConfig
 from services.common.errors import ErrorMapping
+from services.common.health import HealthServicer
 from services.common.telemetry import GrpcServerMetrics, MetricsServer, start_metrics_server
 
 __all__ = ["ServiceBinding", "RunningServer", "start_server", "serve_until_signalled"]
@@ -48,7 +49,7 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     config: ServerConfig
     metrics: MetricsServer | None = None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -60,8 +61,9 @@ class RunningServer:
         return f"{host}:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health turns NOT_SERVING, new calls are refused, in-flight calls get ``grace``
-        seconds (default from the config) and are then cancelled; then ``on_stop`` hooks run."""
+        """Health turns NOT_SERVING (health watches hear it and end), new calls are refused,
+        in-flight calls get ``grace`` seconds (default from the config) and are then cancelled;
+        then ``on_stop`` hooks run."""
         if self._stopped:
             return
         self._stopped = True
@@ -109,7 +111,7 @@ async def start_server(
                              options=options)
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.name for b in bindings]
     if config.reflection:

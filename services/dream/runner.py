@@ -72,21 +72,29 @@ class DreamJob:
     """One accepted dream: its outputs as they come, and a way to stop it."""
 
     def __init__(self, job: PreparedJob, events: _Events, cancel: threading.Event,
-                 publisher: Publisher):
+                 publisher: Publisher, dequeue: Callable[[], object] = lambda: None):
         self._job = job
         self._events = events
         self._cancel = cancel
         self._publisher = publisher
+        self._dequeue = dequeue
 
     def cancel(self) -> None:
-        """Stop the optimisation before its next step (or before it starts)."""
+        """Stop the optimisation before its next step, or take the job out of the queue."""
         self._cancel.set()
+        self._dequeue()
 
     @property
     def canceller(self) -> Callable[[], None]:
         """:meth:`cancel` without a reference to the job, for callbacks that may outlive it
         (a finished call's context keeps its callbacks)."""
-        return self._cancel.set
+        stop, dequeue = self._cancel.set, self._dequeue
+
+        def cancel() -> None:
+            stop()
+            dequeue()
+
+        return cancel
 
     async def outputs(self) -> AsyncIterator[OctaveOutput]:
         """One output per octave in order; the last one carries the stored result."""
@@ -130,8 +138,9 @@ class DreamRunner:
         job = await asyncio.to_thread(self._prepare, spec)
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()
-        self.worker.submit(lambda: self._run(job, events, cancel))
-        return DreamJob(job, events, cancel, self.publisher)
+        queued = self.worker.submit(lambda: self._run(job, events, cancel))
+        # Cancelled while queued: the worker drops it and its place in the queue at once.
+        return DreamJob(job, events, cancel, self.publisher, dequeue=queued.cancel)
 
     def _prepare(self, spec: DreamSpec) -> PreparedJob:
         return prepare(spec, self.store, max_pixels=self.max_pixels)

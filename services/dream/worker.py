@@ -46,14 +46,29 @@ class DeviceWorker:
                 f"{self._waiting} queued (queue size {self.queue_size}); retry later")
 
     def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Queue ``fn``; :class:`ResourceExhausted` when the worker and its queue are full."""
+        """Queue ``fn``; :class:`ResourceExhausted` when the worker and its queue are full.
+
+        Cancelling the returned future while ``fn`` waits gives its place in the queue back at
+        once and drops ``fn`` (and what it holds); ``fn`` then never runs."""
         with self._lock:
             self._check_capacity()
             self._waiting += 1
             self._publish()
-        return self._executor.submit(self._run, fn)
+        slot = [fn]  # emptied when fn starts or is dropped: nothing keeps what it holds alive
+        future = self._executor.submit(self._run, slot)
+        future.add_done_callback(lambda f: self._dropped(f, slot))
+        return future
 
-    def _run(self, fn: Callable[[], T]) -> T:
+    def _dropped(self, future: concurrent.futures.Future, slot: list) -> None:
+        if not future.cancelled():
+            return
+        slot.clear()
+        with self._lock:
+            self._waiting -= 1
+            self._publish()
+
+    def _run(self, slot: list[Callable[[], T]]) -> T:
+        fn = slot.pop()
         with self._lock:
             self._waiting -= 1
             self._running += 1
@@ -61,6 +76,7 @@ class DeviceWorker:
         try:
             return fn()
         finally:
+            del fn
             with self._lock:
                 self._running -= 1
                 self._publish()

@@ -213,7 +213,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         (["select", "{tmp}/empty_dir", "--layer", "block_3", "--top-k", "1"], "no images"),
     ],
 )
-def test_errors_exit_non_zero_with_a_message_and_no_traceback(
+def test_errors_exit_2_with_a_message_and_no_traceback(
     capsys, tmp_path, isolated_weights, argv, names
 ):
     (tmp_path / "empty_dir").mkdir()
@@ -221,7 +221,7 @@ def test_errors_exit_non_zero_with_a_message_and_no_traceback(
     argv = [a.format(**paths) for a in argv]
     output = ["-o", str(tmp_path / "out.png")] if argv[0] in ("dream", "select") else []
     code, out, err = run(capsys, *argv, *output, *(["--quiet"] if argv[0] == "dream" else []))
-    assert code != 0
+    assert code == 2  # the README's promise for bad input
     assert names in err
     assert err.startswith(f"dreamsuite {argv[0]}: error:")
     assert "Traceback" not in err + out
@@ -232,7 +232,7 @@ def test_pixel_limit_from_the_environment(capsys, tmp_path, monkeypatch):
     path = save_png(torch.rand(3, 50, 60), tmp_path / "big.png")
     monkeypatch.setenv("DREAMSUITE_MAX_PIXELS", "2000")
     code, _, err = run(capsys, "dream", path, "-o", tmp_path / "out.png", "--quiet")
-    assert code != 0
+    assert code == 2
     assert "60x50" in err and "2000" in err
 
 
@@ -257,8 +257,14 @@ def test_installed_entry_point_dreams_and_reports_errors(pictures, tmp_path):
         [*command, "dream", str(tmp_path / "nowhere.png"), "-o", str(tmp_path / "x.png")],
         capture_output=True, text=True, timeout=300,
     )
-    assert failed.returncode != 0
+    assert failed.returncode == 2
     assert "nowhere.png" in failed.stderr and "Traceback" not in failed.stderr
+
+    unparsable = subprocess.run([*command, "dream", str(pictures["astronaut"]), "-o",
+                                 str(tmp_path / "y.png"), "--octaves", "many"],
+                                capture_output=True, text=True, timeout=300)
+    assert unparsable.returncode == 2
+    assert "--octaves: invalid int value: 'many'" in unparsable.stderr
 
 
 def test_guide_weights_refuses_channel_specs_instead_of_ignoring_them(tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_expired_deadline_gives_deadline_exceeded(dream_server, cat_png, svc):
             grpc.StatusCode.DEADLINE_EXCEEDED)
         # queue_size=0: this is only accepted once the expired dream has left the device.
         wait_until(lambda: server.sample("dream_in_flight") == 0)
-        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].result
+        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].HasField("result")
     assert server.sample("grpc_server_handled_total", {
         "grpc_service": "dreamsuite.v1.DreamService", "grpc_method": "Dream",
         "grpc_type": "server_stream", "grpc_code": "DeadlineExceeded"}) == 1
@@ -128,7 +128,10 @@ def test_each_bad_input_is_invalid_argument_naming_the_field(dream_server, cat_p
                                     grpc.StatusCode.INVALID_ARGUMENT)
             assert field in error.details(), (case, error.details())
             assert server.health() == SERVING, case
-        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].result
+        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].HasField("result")
+    # Refused before the queue: none of them reached the device worker.
+    assert server.sample("dream_job_seconds_count",
+                         {"backbone": "efficientnet_lite0", "outcome": "error"}) == 0
 
 
 def test_more_dreams_than_capacity_are_resource_exhausted(dream_server, cat_png, svc):
@@ -153,7 +156,7 @@ def test_bearer_token(dream_server, svc):
             error = svc.expect_code(lambda: _raw_list(client), grpc.StatusCode.UNAUTHENTICATED)
             assert "bearer token" in error.details()
     with server.client(token="s3cret") as client:
-        assert client.list_backbones().backbones
+        assert "efficientnet_lite0" in [b.name for b in client.list_backbones().backbones]
     assert server.health() == SERVING  # probes need no token
     assert server.sample("grpc_server_handled_total", {
         "grpc_service": "dreamsuite.v1.DreamService", "grpc_method": "ListBackbones",
@@ -179,7 +182,8 @@ def test_metrics_endpoint_shows_every_family(dream_server, cat_png, svc):
 def test_s3_unreachable_gives_unavailable_then_recovers(dream_server, s3, cat_png, svc):
     server = dream_server(artifacts=svc.s3_url(s3.endpoint, "recover", retries="2"))
     with server.client() as client:
-        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].result
+        first = list(client.dream(svc.small_request(cat_png), timeout=120))[-1]
+        assert first.result.artifact.uri.startswith("s3://recover/")
         s3.stop()
         error = svc.expect_code(lambda: list(client.dream(svc.small_request(cat_png, steps=3),
                                                           timeout=120)),

@@ -58,3 +58,24 @@ def test_remote_errors_are_printed_like_local_ones(guide_inprocess, image_dir, c
     local = capsys.readouterr().err
     assert main([*argv, "--remote", guide_inprocess.address]) == 2
     assert capsys.readouterr().err == local  # weights or channels refused as locally
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["guide-weights", "{corrupt}", "--layer", "block_3"], "not a readable image"),
+    (["guide-weights", "{cat}", "--layer", "block_3", "--backbone", "resnet9000"],
+     "backbone: unknown backbone 'resnet9000'"),
+    (["select", "{dir}", "--layer", "block_6", "--top-k", "81", "-o", "{out}"],
+     "top_k must be between 0 and 80, not 81"),
+    (["select", "{dir}", "--layer", "block_6", "-o", "{out}"], "both zero"),
+])
+def test_remote_bad_input_exits_2(guide_inprocess, image_dir, tmp_path, capsys, argv, says):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not the rest of a PNG")
+    out = tmp_path / "maplist.json"
+    argv = [a.format(corrupt=corrupt, cat=image_dir / "chelsea.png", dir=image_dir, out=out)
+            for a in argv]
+    assert main([*argv, "--remote", guide_inprocess.address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dreamsuite {argv[0]}: error:"), err
+    assert "INVALID_ARGUMENT" in err and says in err and "Traceback" not in err
+    assert not out.exists()

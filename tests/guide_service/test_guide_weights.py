@@ -9,7 +9,7 @@ import torch
 from dreamsuite.backbones import get_backbone
 from dreamsuite.clients.guide import GuideClient
 from dreamsuite.engine.guide import guide_weights
-from dreamsuite.errors import InvalidArgument
+from dreamsuite.errors import InvalidArgument, NotFound, WeightsMissing
 from dreamsuite.images import load_image
 from dreamsuite.v1 import common_pb2, guide_pb2, guide_pb2_grpc
 
@@ -79,3 +79,44 @@ def test_unknown_backbone_and_uris_without_a_store(guide_inprocess, pngs):
             client._call(client._stub.ComputeGuideWeights, guide_pb2.GuideWeightsRequest(
                 guides=[common_pb2.ImageRef(uri="s3://bucket/x.png")],
                 layers=[guide_pb2.GuideLayer(name="block_3")]))
+
+
+def _activations(address: str, **fields) -> guide_pb2.GuideActivationsResponse:
+    with grpc.insecure_channel(address) as channel:
+        return guide_pb2_grpc.GuideServiceStub(channel).Activations(
+            guide_pb2.GuideActivationsRequest(**fields), timeout=60)
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"backbone": "nope"}, "backbone: unknown backbone 'nope'"),
+    ({"layers": ["block_99"]}, "layers[0]: backbone 'efficientnet_lite0' has no layer 'block_99'"),
+    ({"layers": []}, "layers: give at least one layer"),
+    ({"image": common_pb2.ImageRef()}, "image: give the image bytes or an artifact URI"),
+    ({"image": common_pb2.ImageRef(data=b"GIF89a not really")}, "not a readable image"),
+    ({"image": common_pb2.ImageRef(uri="s3://b/x.png")}, "image: this guide service has no "
+                                                         "artifact store"),
+])
+def test_activations_errors_are_invalid_argument(guide_inprocess, pngs, svc, fields, says):
+    request = {"image": common_pb2.ImageRef(data=pngs["rocket"]), "layers": ["block_6"],
+               **fields}
+    error = svc.expect_code(lambda: _activations(guide_inprocess.address, **request),
+                            grpc.StatusCode.INVALID_ARGUMENT)
+    assert says in error.details()
+
+
+def test_missing_pretrained_weights_is_failed_precondition(guide_factory, isolated_weights,
+                                                           pngs, svc):
+    running = guide_factory("inprocess")
+    error = svc.expect_code(
+        lambda: _activations(running.address, image=common_pb2.ImageRef(data=pngs["rocket"]),
+                             backbone="vgg16", layers=["relu3_3"]),
+        grpc.StatusCode.FAILED_PRECONDITION)
+    assert "vgg16-397923af.pth" in error.details()
+    with GuideClient(running.address) as client, pytest.raises(WeightsMissing):
+        client.guide_weights([pngs["rocket"]], "vgg16", [("relu3_3", 1.0)])
+
+
+def test_a_backbone_torchserve_does_not_serve_is_not_found(guide_torchserve, pngs):
+    with GuideClient(guide_torchserve.address) as client, \
+         pytest.raises(NotFound, match="NOT_FOUND: .*serves no model 'vgg16'"):
+        client.activations(pngs["rocket"], "vgg16", ["relu3_3"])

@@ -3,10 +3,12 @@ and requests succeed again once TorchServe is back."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -19,10 +21,9 @@ from dreamsuite.images import encode_png, resize, sample_image
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def big_png() -> bytes:
-    """A 1280 x 1280 image: a forward pass long enough to die in the middle of."""
-    return encode_png(resize(sample_image("astronaut"), (1280, 1280)).clamp(0, 1))
+def fresh_png(size: int) -> bytes:
+    """An image no other test sends (the guide service caches what it has computed)."""
+    return encode_png(resize(sample_image("astronaut"), (size, size)).clamp(0, 1))
 
 
 def serving(address: str) -> bool:
@@ -47,22 +48,27 @@ def call_in_background(address: str, png: bytes) -> tuple[threading.Thread, list
     return thread, outcome
 
 
-def wait_until_computing(torchserve, since: int, timeout: float = 60) -> None:
-    """Block until the worker logs that it received a request after byte ``since`` of its log."""
-    log = torchserve.workdir / "logs" / "model_log.log"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(log, "rb") as f:
-            f.seek(since)
-            if b"Backend received inference" in f.read():
-                time.sleep(0.2)  # into the forward pass
-                return
-        time.sleep(0.05)
-    raise AssertionError("the worker never received the request")
-
-
-def log_size(torchserve) -> int:
-    return (torchserve.workdir / "logs" / "model_log.log").stat().st_size
+@contextlib.contextmanager
+def request_held_by_a_stopped_worker(torchserve, address: str, png: bytes) -> Iterator[tuple]:
+    """A guide-service call that TorchServe has handed to its worker, which is stopped
+    (SIGSTOP) and so cannot answer: what the test does next happens mid-request, however fast
+    the machine. Yields the worker's pid, the calling thread and its outcome list."""
+    [worker] = torchserve.worker_pids()
+    log = torchserve.workdir / "logs" / "ts_log.log"
+    since = log.stat().st_size
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        thread, outcome = call_in_background(address, png)
+        deadline = time.monotonic() + 60
+        # The frontend logs this as it writes the request to the worker's socket.
+        while b"Flushing req.cmd PREDICT" not in log.read_bytes()[since:]:
+            assert time.monotonic() < deadline, "TorchServe never handed the request over"
+            assert thread.is_alive(), outcome
+            time.sleep(0.05)
+        yield worker, thread, outcome
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGCONT)
 
 
 def succeeds_again(address: str, png: bytes, within: float) -> None:
@@ -78,27 +84,24 @@ def succeeds_again(address: str, png: bytes, within: float) -> None:
                 time.sleep(1)
 
 
-def test_worker_killed_mid_request(guide_torchserve, torchserve, big_png, pngs):
-    since = log_size(torchserve)
-    thread, outcome = call_in_background(guide_torchserve.address, big_png)
-    wait_until_computing(torchserve, since)
-    [worker] = torchserve.worker_pids()
-    os.kill(worker, signal.SIGKILL)
-    thread.join(120)
+def test_worker_killed_mid_request(guide_torchserve, torchserve, pngs):
+    with request_held_by_a_stopped_worker(torchserve, guide_torchserve.address,
+                                          fresh_png(200)) as (worker, thread, outcome):
+        os.kill(worker, signal.SIGKILL)
+        thread.join(120)
     assert isinstance(outcome[0], Unavailable), outcome
     assert "worker died while computing" in str(outcome[0])
     assert serving(guide_torchserve.address)
     succeeds_again(guide_torchserve.address, pngs["rocket"], within=120)
 
 
-def test_torchserve_down_and_back(guide_torchserve, torchserve, big_png, pngs, prom):
+def test_torchserve_down_and_back(guide_torchserve, torchserve, pngs, prom):
     guide_url = f"http://127.0.0.1:{guide_torchserve.metrics.port}/metrics"
     errors_before = prom.total(prom.scrape(guide_url), "guide_backend_errors_total")
-    since = log_size(torchserve)
-    thread, outcome = call_in_background(guide_torchserve.address, big_png)
-    wait_until_computing(torchserve, since)
-    torchserve.stop()
-    thread.join(120)
+    with request_held_by_a_stopped_worker(torchserve, guide_torchserve.address,
+                                          fresh_png(208)) as (_, thread, outcome):
+        torchserve.stop()
+        thread.join(120)
     assert isinstance(outcome[0], Unavailable), outcome
     with GuideClient(guide_torchserve.address) as client, \
          pytest.raises(Unavailable, match="TorchServe at .* is unavailable after 3 attempts"):

@@ -3,15 +3,12 @@ error -> status mapping."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
+import asyncio
+import time
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dreamsuite import errors
@@ -22,37 +19,18 @@ from services.common.config import ServerConfig
 from services.dream.config import config_from_args
 from services.dream.server import SERVICE_NAME
 
-
-def _self_signed(tmp_path) -> tuple:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 @pytest.mark.slow
-def test_tls_with_token(dream_server, tmp_path, svc):
-    cert, key = _self_signed(tmp_path)
+def test_tls_with_token(dream_server, tls_pair, svc):
+    cert, key = tls_pair
     server = dream_server(server=ServerConfig(host="127.0.0.1", port=0, metrics_port=0,
                                               tls_cert=cert, tls_key=key, token="t0ken",
                                               grace_seconds=0))
     with server.client(tls_ca=str(cert), token="t0ken") as client:
-        assert client.list_backbones().backbones
-    assert server.health(tls_ca=str(cert)) == 1
+        names = [b.name for b in client.list_backbones().backbones]
+    assert "efficientnet_lite0" in names
+    assert server.health(tls_ca=str(cert)) == SERVING
     with server.client(token="t0ken") as plaintext:  # a plaintext client cannot talk to it
         svc.expect_code(lambda: _raw_list(plaintext, timeout=5), grpc.StatusCode.UNAVAILABLE)
 
@@ -67,7 +45,7 @@ def test_reflection_health_names_and_message_limit(dream_server, cat_png, svc):
         answer = next(stub.ServerReflectionInfo(iter([request]), timeout=10))
         names = {s.name for s in answer.list_services_response.service}
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
-    assert server.health("") == server.health(SERVICE_NAME) == 1
+    assert server.health("") == server.health(SERVICE_NAME) == SERVING
     with server.client() as client:  # the 14 kB image is over the 8 kB limit
         svc.expect_code(lambda: list(client.dream(svc.small_request(cat_png), timeout=30)),
                         grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -118,8 +96,6 @@ def test_status_for(error, code):
 
 
 def test_closing_the_dream_runner_closes_its_guide_connection(tmp_path):
-    import asyncio
-
     from prometheus_client import CollectorRegistry
 
     from dreamsuite.artifacts import open_store
@@ -148,3 +124,41 @@ def _raw_list(client, timeout=30):
 
     return client.stub.ListBackbones(dream_pb2.ListBackbonesRequest(), timeout=timeout,
                                      metadata=client.metadata)
+
+
+def test_health_watchers_see_not_serving_and_do_not_hold_the_shutdown(dream_server):
+    server = dream_server()
+    with open_channel(server.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=60)
+        assert next(watch).status == SERVING
+        started = time.monotonic()
+        server.stop(grace=30)  # nothing in flight but the watch: returns at once
+        assert time.monotonic() - started < 10
+        # The watcher hears NOT_SERVING, then its stream ends cleanly.
+        assert [reply.status for reply in watch] == [health_pb2.HealthCheckResponse.NOT_SERVING]
+        assert watch.code() == grpc.StatusCode.OK
+
+
+def test_a_watch_ends_with_not_serving_even_when_shutdown_comes_during_a_write():
+    from services.common.health import HealthServicer
+
+    async def scenario() -> list[int]:
+        servicer, written, gate = HealthServicer(), [], asyncio.Event()
+
+        class Context:  # the first write is still on its way when the shutdown comes
+            async def write(self, reply: health_pb2.HealthCheckResponse) -> None:
+                written.append(reply.status)
+                if len(written) == 1:
+                    await gate.wait()
+
+        watch = asyncio.ensure_future(
+            servicer.Watch(health_pb2.HealthCheckRequest(service=""), Context()))
+        while not written:
+            await asyncio.sleep(0)
+        await servicer.enter_graceful_shutdown()
+        gate.set()
+        await asyncio.wait_for(watch, 5)  # it ends by itself
+        return written
+
+    assert asyncio.run(scenario()) == [SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
