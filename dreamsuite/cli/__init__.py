@@ -24,11 +24,12 @@ from dreamsuite.cli import (
     suite,
 )
 from dreamsuite.errors import DreamsuiteError
+from dreamsuite.loadtest import cli as loadtest
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The command groups, in the order ``dreamsuite --help`` lists them.
-COMMANDS = (backbones, dreaming, guiding, gan, bench, serve, archive, suite, demo)
+COMMANDS = (backbones, dreaming, guiding, gan, bench, loadtest, serve, archive, suite, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

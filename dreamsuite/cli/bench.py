@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from dreamsuite.defaults import DEFAULT_BACKBONE
+from dreamsuite.loadtest.cli import register_bench as register_loadtest_bench
 
 __all__ = ["register"]
 
@@ -53,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--width", type=int, default=None, help="network width (model default)")
     n.add_argument("--steps", type=int, default=5, help="training steps per round (default 5)")
     n.set_defaults(func=_gan)
+
+    register_loadtest_bench(which)
 
 
 # heavy (torch, servers, TorchServe tooling): each benchmark loads when it runs, so building
