@@ -283,13 +283,16 @@ def sample_command(args: argparse.Namespace, seeds: list[int]) -> int:
 
 def evaluation_sets(store: ArtifactStore, model: str, *, samples: int = 0,
                     device: str | None = None) -> dict[str, torch.Tensor]:
-    """S (source photos), Dtr, Dho (dreamed train and holdout) and G (samples) of a model."""
+    """S (the training split's source photos), Dtr, Dho (dreamed train and holdout) and G
+    (samples) of a model."""
     record = read_model(store, model)
     manifest = read_manifest(store, record["dataset"])
     dtr = load_split(store, manifest, "train")
     dho = load_split(store, manifest, "holdout")
-    photos = torch.cat([load_split(store, manifest, "train", kind="source"),
-                        load_split(store, manifest, "holdout", kind="source")])
+    # S: the photos the GAN's dreams were made from (the training split's sources). The
+    # holdout photos are left out of S: Dho shares their content, so KID(S, Dho) would measure
+    # content overlap, not how dream-like a set is.
+    photos = load_split(store, manifest, "train", kind="source")
     count = samples or len(dtr) + len(dho)
     generated = sample_images(store, model, list(range(10_000, 10_000 + count)), device=device)
     return {"S": photos, "Dtr": dtr, "Dho": dho, "G": generated}
