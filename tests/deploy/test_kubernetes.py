@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.gan.kube import (
-    KubernetesLauncher,
+from services.gan.kube import KubernetesLauncher
+from services.gan.manifests import (
     multinode_training_manifests,
     training_configmap,
     training_job_manifest,

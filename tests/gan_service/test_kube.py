@@ -26,12 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from dreamsuite.errors import InvalidArgument, Unauthenticated, Unavailable
-from services.gan import kube
-from services.gan.kube import (
+from services.gan import kube, manifests
+from services.gan.kube import KubernetesForbidden, KubernetesLauncher
+from services.gan.manifests import (
     CONFIG_PATH,
     JOB_ID_LABEL,
-    KubernetesForbidden,
-    KubernetesLauncher,
     job_name,
     job_state,
     training_configmap,
@@ -171,7 +170,7 @@ def test_torchrun_accepts_the_command_line():
     """The flags exist in the installed torch (its parser, not a run)."""
     run = pytest.importorskip("torch.distributed.run")
     for nproc, extra in ((2, {}), (1, {"nodes": 3, "master": "gan-train-x-0.gan-train-x:29500"})):
-        command = kube.trainer_command(nproc, **extra)
+        command = manifests.trainer_command(nproc, **extra)
         args = run.get_args_parser().parse_args(
             [a.replace("$(NODE_RANK)", "1") for a in command[1:]])
         assert args.module and args.training_script == "dreamsuite.gan.train"
