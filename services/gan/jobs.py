@@ -173,7 +173,8 @@ class JobManager:
         try:
             while True:
                 events = await asyncio.to_thread(self.launcher.events, job.snapshot.job_id)
-                if not events and time.monotonic() - last_status > _STATUS_POLL_SECONDS:
+                if (self.launcher.events_in_store
+                        and time.monotonic() - last_status > _STATUS_POLL_SECONDS):
                     last_status = time.monotonic()
                     events = await self._status_from_store(job)
                 for event in events:

@@ -111,6 +111,9 @@ class KubernetesLauncher:
     (or ``token_file``) and ``ca_file`` point it elsewhere (tests: a plain ``http://`` URL needs
     no CA). Jobs keep running when the service stops: there is no ``close``."""
 
+    #: The trainer runs in another pod: its events are read from the store.
+    events_in_store = True
+
     def __init__(self, image: str | None = None, namespace: str | None = None, *,
                  api_url: str | None = None, token: str | None = None,
                  token_file: str | Path | None = None, ca_file: str | Path | None = None,

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
+    #: True when the trainer's events come through the store (``jobs/<id>/status.json``)
+    #: rather than from :meth:`events` (a trainer in another pod).
+    events_in_store: bool
+
     def start(self, job_id: str, config: dict) -> None: ...
 
     def poll(self, job_id: str) -> str:
@@ -54,6 +58,8 @@ class _Child:
 class LocalLauncher:
     """Trainers as child processes; their stdout (JSON lines) becomes events, their stderr goes
     to ``work_dir/<job_id>/trainer.log``."""
+
+    events_in_store = False
 
     def __init__(self, work_dir: Path, *, python: str = sys.executable,
                  env: dict[str, str] | None = None):
