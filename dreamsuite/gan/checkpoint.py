@@ -21,6 +21,7 @@ import torch
 
 from dreamsuite.artifacts import ArtifactStore
 from dreamsuite.errors import InvalidArgument, NotFound, shorten
+from dreamsuite.gan.records import record_key
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -70,7 +71,7 @@ def status_key(job_id: str) -> str:
 
 def model_record_key(job_id: str) -> str:
     job_prefix(job_id)
-    return f"models/{job_id}.json"
+    return record_key(job_id)
 
 
 def put_json(store: ArtifactStore, key: str, value: Any) -> None:

@@ -9,9 +9,14 @@ import json
 from dreamsuite.artifacts import ArtifactStore
 from dreamsuite.errors import InvalidArgument, NotFound, shorten
 
-__all__ = ["MODELS_PREFIX", "model_key", "read_model", "list_models"]
+__all__ = ["MODELS_PREFIX", "record_key", "model_key", "read_model", "list_models"]
 
 MODELS_PREFIX = "models/"
+
+
+def record_key(name: str) -> str:
+    """Where the record of the model ``name`` lives (no checks: see :func:`model_key`)."""
+    return f"{MODELS_PREFIX}{name}.json"
 
 
 def model_key(model: str) -> str:
@@ -19,7 +24,7 @@ def model_key(model: str) -> str:
         raise InvalidArgument("model is empty: name a model (ListModels lists them)")
     if len(model) > 128 or "/" in model or model.startswith("."):
         raise InvalidArgument(f"model {shorten(model)!r} is not a model name")
-    return f"{MODELS_PREFIX}{model}.json"
+    return record_key(model)
 
 
 def read_model(store: ArtifactStore, model: str) -> dict:
