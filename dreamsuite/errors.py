@@ -47,7 +47,12 @@ class WeightsMissing(DreamsuiteError, FileNotFoundError):
 
 
 class ResourceExhausted(DreamsuiteError):
-    """Over capacity: queue full, too many concurrent requests."""
+    """Over capacity: queue full, too many concurrent requests. ``retry_after`` (seconds), when
+    known, is when a retry is likely to be accepted (sent as ``grpc-retry-pushback-ms``)."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(DreamsuiteError):

@@ -58,7 +58,9 @@ class TorchServeBackend:
     def _predict(self) -> grpc.aio.UnaryUnaryMultiCallable:
         if self._call is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=[
-                *channel_options(DEFAULT_MAX_MESSAGE_BYTES),
+                # Every TorchServe pod behind a headless service; the retries are ours (below),
+                # which tell a worker that died on the request from one that was not ready.
+                *channel_options(DEFAULT_MAX_MESSAGE_BYTES, round_robin=True, retries=False),
                 # Reconnect quickly once TorchServe is back instead of backing off for minutes.
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),

@@ -2,7 +2,9 @@
 library error that the status code names (:mod:`dreamsuite.wire.status`).
 
 Message limits are set explicitly on both ends: servers and clients use the same
-:data:`dreamsuite.wire.DEFAULT_MAX_MESSAGE_BYTES` unless configured otherwise.
+:data:`dreamsuite.wire.DEFAULT_MAX_MESSAGE_BYTES` unless configured otherwise. Channels balance
+round-robin over every address a target resolves to and retry refused calls
+(:data:`dreamsuite.wire.channels.RETRY_POLICY`) unless told not to.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ def _credentials(tls_ca: str | os.PathLike | None) -> grpc.ChannelCredentials | 
 def open_channel(target: str, *, tls_ca: str | os.PathLike | None = None,
                  server_name: str | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 aio: bool = False):
-    """A channel to ``target`` (``host:port``): TLS when ``tls_ca`` is given (default
-    ``$DREAMSUITE_TLS_CA``), plaintext otherwise; ``aio=True`` for a ``grpc.aio`` channel."""
+                 retries: bool = True, aio: bool = False):
+    """A channel to ``target`` (``host:port``, or ``dns:///host:port`` for every address):
+    TLS when ``tls_ca`` is given (default ``$DREAMSUITE_TLS_CA``), plaintext otherwise;
+    round-robin over the addresses; calls to the suite's services that end ``UNAVAILABLE`` or
+    ``RESOURCE_EXHAUSTED`` tried again with backoff (or the server's pushback) unless
+    ``retries=False``; ``aio=True`` for a ``grpc.aio`` channel."""
     tls_ca = tls_ca if tls_ca is not None else (os.environ.get(TLS_CA_ENV) or None)
-    options = channel_options(max_message_bytes, server_name)
+    options = channel_options(max_message_bytes, server_name, round_robin=True,
+                              retries=retries)
     credentials = _credentials(tls_ca)
     module = grpc.aio if aio else grpc
     if credentials is None:

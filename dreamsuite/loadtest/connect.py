@@ -3,11 +3,11 @@
 what a load test needs on top: each user gets a connection of its own (it stands for one
 client), and calls go round-robin over every address the target resolves to, so a headless
 Kubernetes service (``dns:///dream.dreamsuite.svc.cluster.local:50051``) is loaded on all pods.
+Unlike other clients, a user never retries a refused call: every ``RESOURCE_EXHAUSTED`` counts.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,16 +19,13 @@ from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 
 __all__ = ["user_channel", "stub_method", "auth_metadata"]
 
-_ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-
 
 def user_channel(target: str, *, tls_ca: str | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
     """A blocking channel to ``target`` for one simulated user (TLS when ``tls_ca`` or
     ``$DREAMSUITE_TLS_CA`` names a CA file)."""
     tls_ca = tls_ca or os.environ.get(TLS_CA_ENV) or None
-    options = [*channel_options(max_message_bytes),
-               ("grpc.service_config", _ROUND_ROBIN),
+    options = [*channel_options(max_message_bytes, round_robin=True, retries=False),
                ("grpc.use_local_subchannel_pool", 1)]
     if tls_ca is None:
         return grpc.insecure_channel(target, options=options)

@@ -14,10 +14,14 @@ import logging
 
 import grpc
 
+from dreamsuite.errors import ResourceExhausted
 from dreamsuite.wire.status import status_for
 from services.common.telemetry import wrap_handler
 
-__all__ = ["ErrorMapping"]
+__all__ = ["ErrorMapping", "PUSHBACK_KEY"]
+
+#: Trailing metadata with the milliseconds a client should wait before retrying (gRPC A6).
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,13 @@ async def _map_errors(method: str, context: grpc.aio.ServicerContext):
         raise
     except Exception as exc:
         code, message = status_for(exc)
+        if isinstance(exc, ResourceExhausted):
+            # Clients with a retry policy wait this long before their next attempt; a refusal
+            # with no retry time is for good (a size cap) and -1 tells them not to retry. 0 ms
+            # would stall grpcio's retry until the deadline, hence at least 1.
+            retry_after = exc.retry_after
+            pushback = "-1" if retry_after is None else str(max(1, round(1000 * retry_after)))
+            context.set_trailing_metadata(((PUSHBACK_KEY, pushback),))
         if code == grpc.StatusCode.INTERNAL:
             log.error("%s failed", method, exc_info=exc)
         else:
