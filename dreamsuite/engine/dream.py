@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -37,7 +38,8 @@ from dreamsuite.engine.provenance import make_provenance
 from dreamsuite.errors import Cancelled, InvalidArgument
 from dreamsuite.images import max_pixels_limit
 
-__all__ = ["DreamProgress", "DreamResult", "dream", "build_objective"]
+__all__ = ["DreamProgress", "DreamResult", "DreamRun", "GradientRequest", "dream",
+           "prepare_dream", "build_objective", "drive", "gradient"]
 
 log = logging.getLogger(__name__)
 
@@ -90,46 +92,56 @@ def build_objective(
     return guided(weights, layer_weights), guided_maplist(weights, layer_weights)
 
 
+@dataclass(eq=False)
+class GradientRequest:
+    """One forward+backward the octave loop needs: ``pixels`` (``[1, 3, h, w]``, channels_last,
+    detached) of a whole octave or of one tile, for the dream ``run``. The answer sent back
+    into the loop is ``(gradient of run.value at pixels, value)``."""
+
+    pixels: torch.Tensor
+    run: DreamRun
+
+
+#: A generator of gradient requests that returns its result once the work is done.
+Steps = Generator[GradientRequest, tuple[torch.Tensor, float], Any]
+
+
+def gradient(request: GradientRequest) -> tuple[torch.Tensor, float]:
+    """Answer one request on its own (the batch of one)."""
+    run = request.run
+    x = request.pixels.requires_grad_()
+    value = run.value(run.features(run.extractor, x), x)
+    (grad,) = torch.autograd.grad(value, x)
+    return grad, float(value.detach())
+
+
 class _Stepper:
-    """Gradient of the objective w.r.t. the pixels, tile by tile; memory bounded by the tile."""
+    """The ascent step as a generator of gradient requests, tile by tile (memory bounded by the
+    tile), so one caller can answer the requests of several dreams with one batched pass."""
 
-    def __init__(self, backbone: Backbone, objective: Objective, config: DreamConfig,
-                 should_cancel: CancelCheck | None = None):
-        self.backbone = backbone
+    def __init__(self, config: DreamConfig, should_cancel: CancelCheck | None = None):
         self.should_cancel = should_cancel
-        self.extractor = backbone.extractor(objective.layers)
-        self.objective = objective
         self.config = config
-        self.autocast = backbone.device.type == "cuda"
 
-    def loss(self, tile: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
-            value = self.objective(self.extractor(tile))
-        if self.config.tv:
-            value = value - self.config.tv * total_variation(tile)
-        return value
-
-    def gradient(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def gradient(self, image: torch.Tensor, run: DreamRun) -> Steps:
         tiles = tile_slices(tuple(image.shape[-2:]), self.config.tile)
         if len(tiles) == 1:
-            x = image.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-            value = self.loss(x)
-            (grad,) = torch.autograd.grad(value, x)
-            return grad, float(value.detach())
+            x = image.detach().contiguous(memory_format=torch.channels_last)
+            return (yield GradientRequest(x, run))
         grad = torch.empty_like(image)
         total = 0.0
         for ys, xs in tiles:
             # Big images take many tiles per step: a cancelled or expired call stops here too.
             if self.should_cancel is not None and self.should_cancel():
                 raise Cancelled("cancelled between tiles")
-            x = image[..., ys, xs].contiguous(memory_format=torch.channels_last).requires_grad_()
-            value = self.loss(x)
-            (grad[..., ys, xs],) = torch.autograd.grad(value, x)
-            total += float(value.detach()) / len(tiles)
+            x = image[..., ys, xs].contiguous(memory_format=torch.channels_last)
+            grad[..., ys, xs], value = yield GradientRequest(x, run)
+            total += value / len(tiles)
         return grad, total
 
-    def step(self, image: torch.Tensor, rng: random.Random, step: int) -> tuple[torch.Tensor, float]:
-        """One ascent step on ``[1, 3, H, W]``: roll, gradient, unroll, normalise, clamp."""
+    def step(self, image: torch.Tensor, rng: random.Random, step: int, run: DreamRun) -> Steps:
+        """One ascent step on ``[1, 3, H, W]``: roll, gradient, unroll, normalise, clamp;
+        returns ``(image, value)``."""
         h, w = image.shape[-2:]
         tiled = max(h, w) > self.config.tile
         # When tiling, a whole-image roll of up to a tile moves the seams every step. Otherwise
@@ -137,7 +149,7 @@ class _Stepper:
         reach = self.config.tile if tiled else min(self.config.jitter, min(h, w) // 4)
         dy, dx = (rng.randint(-reach, reach), rng.randint(-reach, reach)) if reach else (0, 0)
         rolled = torch.roll(image, (dy, dx), (2, 3)) if reach else image
-        grad, value = self.gradient(rolled)
+        grad, value = yield from self.gradient(rolled, run)
         if reach:
             grad = torch.roll(grad, (-dy, -dx), (2, 3))
         grad = smooth(grad, self.config.smooth)
@@ -146,6 +158,108 @@ class _Stepper:
         if self.config.blur_every and (step + 1) % self.config.blur_every == 0:
             image = smooth(image, self.config.blur_sigma)
         return image, value
+
+
+class DreamRun:
+    """A checked, planned dream: its backbone, objective and octave sizes, and the loop as a
+    generator (:meth:`steps`) that asks for gradients instead of computing them, so that
+    :func:`dreamsuite.engine.batch.dream_together` can step several dreams as one batch.
+    :meth:`run` answers the requests one by one: that is :func:`dream`."""
+
+    def __init__(self, image: torch.Tensor, checked: CheckedConfig, backbone: Backbone,
+                 objective: Objective, maplist: Maplist, sizes: list[tuple[int, int]],
+                 work_size: tuple[int, int], guides: Sequence[torch.Tensor],
+                 warnings: list[str]):
+        self.image = image
+        self.checked = checked
+        self.config = checked.config
+        self.backbone = backbone
+        self.objective = objective
+        self.maplist = maplist
+        self.sizes = sizes
+        self.work_size = work_size
+        self.guides = guides
+        self.warnings = warnings
+        self.tile, _ = _effective_tile(self.config.tile, backbone)
+        self.extractor = backbone.extractor(objective.layers)
+        self.autocast = backbone.device.type == "cuda"
+
+    def features(self, extractor: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+                 pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``extractor(pixels)`` under this dream's autocast (float16 on CUDA)."""
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
+            return extractor(pixels)
+
+    def value(self, acts: Mapping[str, torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+        """The objective of activations ``acts`` of ``pixels`` (one image), minus total
+        variation."""
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
+            value = self.objective(acts)
+        if self.config.tv:
+            value = value - self.config.tv * total_variation(pixels)
+        return value
+
+    def steps(self, progress: Callable[[DreamProgress], None] | None = None,
+              should_cancel: CancelCheck | None = None) -> Steps:
+        """The optimisation as a generator of :class:`GradientRequest`; returns the
+        :class:`DreamResult`. The loop draws no torch random numbers (jitter comes from its
+        own seeded ``random.Random``), so interleaving several runs changes nothing."""
+        config = dataclasses.replace(self.config, tile=self.tile)
+        stepper = _Stepper(config, should_cancel)
+        out, losses = yield from _run_octaves(self, stepper, progress, should_cancel)
+        provenance = make_provenance(self.config, self.maplist, self.image, self.guides,
+                                     self.backbone.device, out)
+        return DreamResult(out, losses, provenance, self.warnings)
+
+    def run(self, progress: Callable[[DreamProgress], None] | None = None,
+            should_cancel: CancelCheck | None = None) -> DreamResult:
+        """The whole dream, each gradient computed on its own."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return drive(self.steps(progress, should_cancel), gradient)
+
+
+def drive(steps: Steps, answer: Callable[[GradientRequest], tuple[torch.Tensor, float]]):
+    """Run the generator ``steps`` to its end, answering each request with ``answer``."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(answer(request))
+    except StopIteration as done:
+        return done.value
+
+
+def prepare_dream(
+    image: torch.Tensor,
+    config: DreamConfig = DreamConfig(),
+    *,
+    guides: Sequence[torch.Tensor] = (),
+    guide_weights_override: Mapping[str, torch.Tensor] | None = None,
+    device: str | torch.device | None = None,
+    max_pixels: int | None = None,
+) -> DreamRun:
+    """Check and plan a dream (see :func:`dream` for the arguments and errors) without running
+    it: loads the backbone and builds the objective."""
+    checked = check_config(config)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise InvalidArgument(f"image must be [3, H, W], not {list(image.shape)}")
+    spec = checked.spec
+    plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
+                        spec.min_size, max_pixels=max_pixels_limit(max_pixels))
+    _check_guides(spec, guides)
+    if guide_weights_override is not None:
+        guide_weights_override = check_guide_weights(spec, guide_weights_override,
+                                                     checked.maplist.layers)
+    backbone = get_backbone(config.backbone, weights=config.weights, device=device)
+    objective, maplist = build_objective(backbone, checked, guides, guide_weights_override)
+    _, tile_warnings = _effective_tile(config.tile, backbone)
+    warnings = plan.warnings + tile_warnings
+    for message in warnings:
+        log.warning(message)
+    if not plan.sizes:
+        raise InvalidArgument("no octave is large enough for the backbone; use fewer octaves")
+    return DreamRun(image, checked, backbone, objective, maplist, plan.sizes, plan.work_size,
+                    guides, warnings)
 
 
 def dream(
@@ -167,31 +281,10 @@ def dream(
     (checked before every step and between tiles). Guides must be at least the backbone's
     minimum input on each side once downscaled to ``GUIDE_MAX_SIDE``.
     """
-    checked = check_config(config)
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise InvalidArgument(f"image must be [3, H, W], not {list(image.shape)}")
-    spec = checked.spec
-    plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
-                        spec.min_size, max_pixels=max_pixels_limit(max_pixels))
-    _check_guides(spec, guides)
-    if guide_weights_override is not None:
-        guide_weights_override = check_guide_weights(spec, guide_weights_override,
-                                                     checked.maplist.layers)
-    backbone = get_backbone(config.backbone, weights=config.weights, device=device)
-    objective, maplist = build_objective(backbone, checked, guides, guide_weights_override)
-    tile, tile_warnings = _effective_tile(config.tile, backbone)
-    warnings = plan.warnings + tile_warnings
-    for message in warnings:
-        log.warning(message)
-    if not plan.sizes:
-        raise InvalidArgument("no octave is large enough for the backbone; use fewer octaves")
-    stepper = _Stepper(backbone, objective, dataclasses.replace(config, tile=tile), should_cancel)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        out, losses = _run_octaves(image, plan.sizes, plan.work_size, stepper, config,
-                                   progress, should_cancel)
-    provenance = make_provenance(config, maplist, image, guides, backbone.device, out)
-    return DreamResult(out, losses, provenance, warnings)
+    run = prepare_dream(image, config, guides=guides,
+                        guide_weights_override=guide_weights_override, device=device,
+                        max_pixels=max_pixels)
+    return run.run(progress, should_cancel)
 
 
 def _check_guides(spec: BackboneSpec, guides: Sequence[torch.Tensor]) -> None:
@@ -212,15 +305,17 @@ def _effective_tile(tile: int, backbone: Backbone) -> tuple[int, list[str]]:
                        f"{backbone.spec.min_size} px; using tile {effective} px"]
 
 
-def _run_octaves(image, sizes, work_size, stepper, config, progress, should_cancel):
-    device = stepper.backbone.device
+def _run_octaves(run: DreamRun, stepper: _Stepper, progress, should_cancel) -> Steps:
+    config = run.config
+    device = run.backbone.device
+    image = run.image
     original = tuple(image.shape[-2:])
-    base = upsample(image.unsqueeze(0).float().to(device), work_size)
+    base = upsample(image.unsqueeze(0).float().to(device), run.work_size)
     rng = random.Random(config.seed)
     started = time.perf_counter()
     detail = None
     losses = []
-    for octave, size in enumerate(sizes):
+    for octave, size in enumerate(run.sizes):
         octave_base = upsample(base, size)
         current = octave_base if detail is None else (octave_base + upsample(detail, size))
         current = current.clamp(0, 1)
@@ -228,11 +323,11 @@ def _run_octaves(image, sizes, work_size, stepper, config, progress, should_canc
         for step in range(config.steps):
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled at octave {octave + 1}, step {step + 1}")
-            current, value = stepper.step(current, rng, step)
+            current, value = yield from stepper.step(current, rng, step, run)
             if progress is not None:
                 last = step == config.steps - 1
                 progress(DreamProgress(
-                    octave, len(sizes), step, config.steps, value, size,
+                    octave, len(run.sizes), step, config.steps, value, size,
                     time.perf_counter() - started, current[0].detach().cpu() if last else None,
                 ))
         losses.append(value)

@@ -20,6 +20,8 @@ __all__ = ["DreamServiceConfig", "add_arguments", "config_from_args", "DEFAULT_P
            "DEFAULT_METRICS_PORT"]
 
 DEFAULT_PORT = 50051
+#: The ``--batching`` modes (as :data:`services.dream.runner.BATCHING_MODES`).
+BATCHING = ("auto", "off", "always")
 DEFAULT_METRICS_PORT = 9101
 
 
@@ -35,6 +37,10 @@ class DreamServiceConfig:
     guide: str | None = None  # guide service HOST:PORT for guide weights (None: in-process)
     #: Backbones loaded before the server reports SERVING, so no request pays for loading.
     preload: tuple[str, ...] = ()
+    #: Cross-request batching: ``auto`` (measured per size and device), ``off``, ``always``.
+    batching: str = "auto"
+    max_batch: int = 8
+    batch_window_ms: float = 25.0
 
     def validate(self) -> DreamServiceConfig:
         self.server.validate()
@@ -42,6 +48,12 @@ class DreamServiceConfig:
             raise InvalidArgument("--queue-size must be >= 0")
         if self.max_pixels < 1:
             raise InvalidArgument("--max-pixels must be positive")
+        if self.batching not in BATCHING:
+            raise InvalidArgument(f"--batching must be one of {', '.join(BATCHING)}")
+        if not 1 <= self.max_batch <= 64:
+            raise InvalidArgument("--max-batch must be between 1 and 64")
+        if not 0 <= self.batch_window_ms <= 10_000:
+            raise InvalidArgument("--batch-window-ms must be between 0 and 10000")
         return self
 
 
@@ -58,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="largest input image (width x height)")
     add_env_argument(parser, "--guide", help="guide service HOST:PORT that computes guide "
                      "weights (default: computed in-process)")
+    add_env_argument(parser, "--batching", default="auto",
+                     help="step compatible queued dreams as one batch: auto (when measured "
+                          "faster for the size on this device), off, always")
+    add_env_argument(parser, "--max-batch", default=8, cast=int,
+                     help="most dreams stepped together")
+    add_env_argument(parser, "--batch-window-ms", default=25.0, cast=float,
+                     help="how long a worker waits for compatible dreams to join a batch")
     add_env_argument(parser, "--preload", default=DEFAULT_BACKBONE,
                      help="comma-separated backbones to load before serving ('' for none)")
 
@@ -70,4 +89,5 @@ def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
         server=server_config_from_args(args), artifacts=artifacts, device=args.device,
         queue_size=args.queue_size, max_pixels=args.max_pixels, guide=args.guide or None,
         preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
+        batching=args.batching, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
     ).validate()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dreamsuite.artifacts import ArtifactStore
+from dreamsuite.backbones import get_backbone_spec
 from dreamsuite.engine.config import (
     MAX_GUIDES,
     MAX_SELECTION_IMAGES,
@@ -27,11 +28,12 @@ from dreamsuite.engine.config import (
     field_errors,
 )
 from dreamsuite.engine.guide import GUIDE_MAX_SIDE, check_image_side, check_selection
+from dreamsuite.engine.octaves import plan_octaves
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.images import load_image
 
 __all__ = ["ImageInput", "SelectionSpec", "OutputSpec", "DreamSpec", "PreparedJob", "prepare",
-           "PREVIEW_FORMATS"]
+           "PREVIEW_FORMATS", "batch_key", "work_size"]
 
 PREVIEW_FORMATS = ("jpeg", "png", "none")
 
@@ -144,6 +146,22 @@ def _decode(source: ImageInput, store: ArtifactStore, max_pixels: int,
 
 def _guide_sources(spec: DreamSpec) -> list[tuple[bytes, str]]:
     return [(g.data, g.uri) for g in spec.guides]
+
+
+def work_size(job: PreparedJob) -> tuple[int, int]:
+    """The size the dream's last octave runs at (its image, scaled up to the backbone's
+    minimum input if smaller)."""
+    spec = get_backbone_spec(job.config.backbone)
+    return plan_octaves(tuple(job.image.shape[-2:]), 1, job.config.octave_scale,
+                        spec.min_size).work_size
+
+
+def batch_key(job: PreparedJob) -> tuple:
+    """Dreams with equal keys run the same passes at the same sizes, so they can be stepped
+    as one batch: same backbone and weights, image size, octaves, scale, steps and tile."""
+    config = job.config
+    return (config.backbone, config.weights, tuple(job.image.shape[-2:]), config.octaves,
+            config.octave_scale, config.steps, config.tile)
 
 
 def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> PreparedJob:

@@ -32,6 +32,13 @@ class DreamMetrics:
                                registry=registry)
         self.rejected = Counter("dream_rejected_total",
                                 "Dreams refused because the queue was full.", registry=registry)
+        self.dropped = Counter(
+            "dream_dropped_total", "Queued dreams dropped before they started, by reason "
+            "(cancelled: the caller went away; deadline: the call's deadline passed).",
+            ["reason"], registry=registry)
+        self.batch_size = Histogram(
+            "dream_batch_size", "Dreams stepped together as one batch on a device worker.",
+            buckets=(1, 2, 4, 8, 16, 32), registry=registry)
         self.device_memory = Gauge(
             "dream_device_memory_bytes",
             "Device memory: CUDA allocated/peak bytes, or the process's peak RSS on the CPU.",

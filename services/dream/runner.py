@@ -29,18 +29,21 @@ from dreamsuite.backbones import (
     list_backbones,
     weights_status,
 )
-from dreamsuite.device import select_device
-from dreamsuite.engine import DreamConfig, DreamProgress, DreamResult, dream
+from dreamsuite.engine import DreamConfig, DreamProgress, DreamResult
+from dreamsuite.engine.batch import BatchCalibration, dream_together
+from dreamsuite.engine.dream import DreamRun, prepare_dream
 from dreamsuite.engine.guide import select_neurons
 from dreamsuite.engine.objectives import Maplist
-from dreamsuite.errors import Cancelled, DreamsuiteError, WeightsMissing
+from dreamsuite.errors import Cancelled, DreamsuiteError, ResourceExhausted, WeightsMissing
 from dreamsuite.images import DEFAULT_MAX_PIXELS
-from services.dream.jobs import DreamSpec, PreparedJob, prepare
+from services.dream.config import BATCHING
+from services.dream.jobs import DreamSpec, PreparedJob, batch_key, prepare, work_size
 from services.dream.metrics import DreamMetrics
 from services.dream.outputs import InstrumentedStore, OctaveOutput, Publisher
-from services.dream.worker import DeviceWorker
+from services.dream.scheduler import Scheduler, Ticket
+from services.dream.worker import DeviceWorkers, worker_devices
 
-__all__ = ["DreamRunner", "DreamJob", "GuideWeightsProvider"]
+__all__ = ["DreamRunner", "DreamJob", "GuideWeightsProvider", "BATCHING_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -117,39 +120,129 @@ class DreamJob:
             self._job = None  # type: ignore[assignment]  # free the images now, not later
 
 
+#: ``batching`` modes: measure per size (``auto``), never, or always up to ``max_batch``.
+BATCHING_MODES = BATCHING
+
+
 class DreamRunner:
-    """Dreams on one device worker with a bounded queue; outputs through an artifact store."""
+    """Dreams on device workers (one per GPU, or the CPU) fed by a fair, bounded queue, with
+    compatible dreams batched; outputs through an artifact store."""
 
     def __init__(self, store: ArtifactStore, metrics: DreamMetrics, *,
                  device: str | torch.device | None = None, queue_size: int = 4,
                  max_pixels: int = DEFAULT_MAX_PIXELS, inline_limit: int = 16 << 20,
-                 guide_provider: GuideWeightsProvider | None = None):
+                 guide_provider: GuideWeightsProvider | None = None,
+                 batching: str = "auto", max_batch: int = 8, batch_window: float = 0.025):
+        if batching not in BATCHING_MODES:
+            raise ValueError(f"batching must be one of {BATCHING_MODES}")
         self.store = InstrumentedStore(store, metrics)
         self.metrics = metrics
-        self.device = select_device(device)
+        self.devices = worker_devices(device)
+        self.device = self.devices[0]
         self.max_pixels = max_pixels
         self.guide_provider = guide_provider
-        self.worker = DeviceWorker(queue_size, metrics)
+        self.batching = batching
+        self.max_batch = max_batch
+        self.calibration = BatchCalibration(max_batch)
+        self.scheduler = Scheduler(
+            queue_size, len(self.devices), batch_size=self._batch_size, window=batch_window,
+            on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
+            on_depth=self._publish_depth)
+        self.workers = DeviceWorkers(self.scheduler, self.devices, self._run_batch)
         self.publisher = Publisher(self.store, inline_limit=inline_limit)
 
-    async def start(self, spec: DreamSpec) -> DreamJob:
-        """Check ``spec``, decode its images and queue it for the device."""
-        self.worker.check_capacity()  # refuse before decoding anything when full
+    def _publish_depth(self, waiting: int, running: int) -> None:
+        self.metrics.queue_depth.set(waiting)
+        self.metrics.in_flight.set(running)
+
+    async def start(self, spec: DreamSpec, *, caller: str = "",
+                    deadline: float | None = None) -> DreamJob:
+        """Check ``spec``, decode its images and queue it for a device. ``caller`` names who
+        asks (callers take turns); ``deadline`` (``time.monotonic()``) is when the call ends:
+        a dream still queued then is dropped unstarted."""
+        self._check_capacity()  # refuse before decoding anything when full
         job = await asyncio.to_thread(self._prepare, spec)
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()
-        queued = self.worker.submit(lambda: self._run(job, events, cancel))
-        # Cancelled while queued: the worker drops it and its place in the queue at once.
-        return DreamJob(job, events, cancel, self.publisher, dequeue=queued.cancel)
+        ticket = Ticket((job, events, cancel), caller=caller, deadline=deadline,
+                        key=batch_key(job),
+                        on_drop=lambda exc: events.put("error", exc))
+        try:
+            self.scheduler.submit(ticket)
+        except ResourceExhausted:
+            self.metrics.rejected.inc()
+            raise
+        # Cancelled while queued: the dream leaves the queue at once and never runs.
+        return DreamJob(job, events, cancel, self.publisher,
+                        dequeue=lambda: self.scheduler.drop(ticket))
+
+    def _check_capacity(self) -> None:
+        try:
+            self.scheduler.check_capacity()
+        except ResourceExhausted:
+            self.metrics.rejected.inc()
+            raise
 
     def _prepare(self, spec: DreamSpec) -> PreparedJob:
         return prepare(spec, self.store, max_pixels=self.max_pixels)
 
-    def _run(self, job: PreparedJob, events: _Events, cancel: threading.Event) -> None:
-        """On the worker thread: the whole optimisation, reported through ``events``."""
+    def _batch_size(self, ticket: Ticket) -> int:
+        """How many dreams like ``ticket``'s to step together on this device."""
+        if self.batching == "off" or self.max_batch == 1:
+            return 1
+        if self.batching == "always":
+            return self.max_batch
+        job: PreparedJob = ticket.payload[0]
+        config = job.config
+        spec = get_backbone_spec(config.backbone)
+        backbone = get_backbone(config.backbone, weights=config.weights, device=self.device)
+        layers = (list(job.spec.selection.layers) if job.spec.selection is not None
+                  else config.maplist.layers if config.maplist is not None
+                  else [spec.default_layer])
+        size = work_size(job)
+        if max(size) > config.tile:  # tiled: the passes are tile-sized
+            size = (min(size[0], config.tile), min(size[1], config.tile))
+        return self.calibration.best(backbone, layers, size)
+
+    def _run_batch(self, tickets: list[Ticket], device: torch.device) -> None:
+        """On a worker thread: plan each dream, then step them together (or the one alone);
+        every dream reports through its own events."""
+        self.metrics.batch_size.observe(len(tickets))
         started = time.perf_counter()
-        octave_started = [started]
-        outcome = "error"
+        members = []
+        for ticket in tickets:
+            job, events, cancel = ticket.payload
+            # The call's cancel callback keeps the ticket: it must not keep the images too.
+            ticket.payload = None
+            try:
+                if cancel.is_set():
+                    raise Cancelled("cancelled while waiting in the queue")
+                members.append((job, events, self._plan(job, device), cancel))
+            except Exception as exc:
+                self._report(job, events, exc, started)
+        del tickets
+        if not members:
+            return
+        progress = [self._progress(job, events) for job, events, _, _ in members]
+        cancels = [cancel.is_set for _, _, _, cancel in members]
+        runs = [run for _, _, run, _ in members]
+        if len(runs) == 1:
+            try:
+                outcomes: list = [runs[0].run(progress[0], cancels[0])]
+            except Exception as exc:
+                outcomes = [exc]
+        else:
+            outcomes = dream_together(runs, progress, cancels)
+        del runs
+        failed = False
+        for (job, events, _, _), outcome in zip(members, outcomes, strict=True):
+            self._report(job, events, outcome, started)
+            failed |= not isinstance(outcome, DreamResult)
+        del members, outcomes
+        self._release_memory(device, thorough=failed)
+
+    def _progress(self, job: PreparedJob, events: _Events) -> Callable[[DreamProgress], None]:
+        octave_started = [time.perf_counter()]
 
         def progress(p: DreamProgress) -> None:
             if p.image is not None:
@@ -159,61 +252,62 @@ class DreamRunner:
                 octave_started[0] = now
                 events.put("octave", p)
 
-        try:
-            if cancel.is_set():
-                raise Cancelled("cancelled while waiting in the queue")
-            result = self._dream(job, progress, cancel)
-            outcome = "ok"
-            events.put("result", result)
-        except Exception as exc:
-            outcome = "cancelled" if isinstance(exc, Cancelled) else "error"
-            if not isinstance(exc, DreamsuiteError):
-                log.error("dream failed", exc_info=exc)
-            # The traceback holds the optimisation's frames and tensors: drop it to free them.
-            events.put("error", exc.with_traceback(None))
-        finally:
-            self.metrics.job_seconds.labels(job.config.backbone, outcome).observe(
-                time.perf_counter() - started)
-            self._release_memory(thorough=outcome != "ok")
+        return progress
 
-    def _dream(self, job: PreparedJob, progress, cancel: threading.Event) -> DreamResult:
+    def _report(self, job: PreparedJob, events: _Events, outcome: DreamResult | Exception,
+                started: float) -> None:
+        if isinstance(outcome, DreamResult):
+            events.put("result", outcome)
+            label = "ok"
+        else:
+            label = "cancelled" if isinstance(outcome, Cancelled) else "error"
+            if not isinstance(outcome, DreamsuiteError):
+                log.error("dream failed", exc_info=outcome)
+            # The traceback holds the optimisation's frames and tensors: drop it to free them.
+            events.put("error", outcome.with_traceback(None))
+        self.metrics.job_seconds.labels(job.config.backbone, label).observe(
+            time.perf_counter() - started)
+
+    def _plan(self, job: PreparedJob, device: torch.device) -> DreamRun:
         config = job.config
         if job.spec.selection is not None:
-            config = dataclasses.replace(config, maplist=self._select(job, config))
+            config = dataclasses.replace(config, maplist=self._select(job, config, device))
         weights = job.guide_weights
         if job.guides and self.guide_provider is not None and config.guide_mode == "weights":
             layers = (config.maplist.layers if config.maplist
                       else [get_backbone_spec(config.backbone).default_layer])
             weights = self.guide_provider.guide_weights(config.backbone, config.weights,
                                                         job.guides, layers)
-        return dream(job.image, config, guides=job.guides, guide_weights_override=weights,
-                     progress=progress, should_cancel=cancel.is_set, device=self.device,
-                     max_pixels=self.max_pixels)
+        return prepare_dream(job.image, config, guides=job.guides,
+                             guide_weights_override=weights, device=device,
+                             max_pixels=self.max_pixels)
 
-    def _select(self, job: PreparedJob, config: DreamConfig) -> Maplist:
+    def _select(self, job: PreparedJob, config: DreamConfig, device: torch.device) -> Maplist:
         selection = job.spec.selection
         assert selection is not None
-        backbone = get_backbone(config.backbone, weights=config.weights, device=self.device)
+        backbone = get_backbone(config.backbone, weights=config.weights, device=device)
         images = job.selection_images or [job.image]
         chosen = select_neurons(backbone, images, selection.layers,
                                 top_k=selection.top_k, bottom_k=selection.bottom_k)
         return chosen.maplist()
 
-    def _release_memory(self, *, thorough: bool) -> None:
+    def _release_memory(self, device: torch.device, *, thorough: bool) -> None:
         if thorough:  # a failed dream may leave reference cycles holding tensors
             gc.collect()
-        if self.device.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.empty_cache()
-        self.metrics.sample_device_memory(self.device)
+        self.metrics.sample_device_memory(device)
 
     def preload(self, names: Sequence[str]) -> None:
-        """Load backbones (pretrained) now; one whose weights are missing is only logged."""
+        """Load backbones (pretrained) on every device now; missing weights are only logged."""
         for name in names:
-            try:
-                get_backbone(name, device=self.device)
-                log.info("loaded %s on %s", name, self.device)
-            except WeightsMissing as exc:
-                log.warning("not preloading %s: %s", name, exc)
+            for device in self.devices:
+                try:
+                    get_backbone(name, device=device)
+                    log.info("loaded %s on %s", name, device)
+                except WeightsMissing as exc:
+                    log.warning("not preloading %s: %s", name, exc)
+                    break
 
     def backbones(self) -> list[tuple[BackboneSpec, str]]:
         """Every registered backbone with its weight status (blocking: probes layers once)."""
@@ -223,7 +317,7 @@ class DreamRunner:
     async def close(self) -> None:
         """Let the running dream end (cancelled ones stop within a step), drop queued ones, then
         close the artifact store and the guide provider's connection, if it has one."""
-        await asyncio.to_thread(self.worker.shutdown)
+        await asyncio.to_thread(self.workers.shutdown)
         await asyncio.to_thread(self.store.close)
         close_provider = getattr(self.guide_provider, "close", None)
         if close_provider is not None:

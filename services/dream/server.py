@@ -61,7 +61,9 @@ async def start_dream_server(
     runner = DreamRunner(open_store(config.artifacts), DreamMetrics(registry),
                          device=config.device, queue_size=config.queue_size,
                          max_pixels=config.max_pixels, inline_limit=inline_limit,
-                         guide_provider=guide_provider)
+                         guide_provider=guide_provider, batching=config.batching,
+                         max_batch=config.max_batch,
+                         batch_window=config.batch_window_ms / 1000)
     await asyncio.to_thread(runner.preload, config.preload)
     binding = ServiceBinding(SERVICE_NAME, DreamServicer(runner),
                              dream_pb2_grpc.add_DreamServiceServicer_to_server)

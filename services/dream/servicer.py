@@ -7,6 +7,8 @@ Errors are raised as :mod:`dreamsuite.errors` and mapped to status codes by
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -20,6 +22,14 @@ __all__ = ["DreamServicer", "SERVICE_NAME"]
 SERVICE_NAME = dream_pb2.DESCRIPTOR.services_by_name["DreamService"].full_name
 
 
+def caller_of(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling, for taking turns: the bearer token (hashed), else the peer address."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and value:
+            return "token:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    return "peer:" + context.peer()
+
+
 class DreamServicer(dream_pb2_grpc.DreamServiceServicer):
     """Streams one ``DreamUpdate`` per octave from a :class:`DreamRunner`."""
 
@@ -28,7 +38,10 @@ class DreamServicer(dream_pb2_grpc.DreamServiceServicer):
 
     async def Dream(self, request: dream_pb2.DreamRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[dream_pb2.DreamUpdate]:
-        job = await self.runner.start(spec_from_request(request))
+        remaining = context.time_remaining()
+        job = await self.runner.start(
+            spec_from_request(request), caller=caller_of(context),
+            deadline=None if remaining is None else time.monotonic() + remaining)
         # Cancellation or an expired deadline ends the call: stop the optimisation too.
         cancel = job.canceller
         context.add_done_callback(lambda _: cancel())

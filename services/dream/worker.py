@@ -1,90 +1,72 @@
-"""The device worker: one thread that owns the device, fed by a bounded queue.
+"""Device workers: one thread per device (one per visible GPU; one on the CPU), each taking its
+next batch of dreams from the shared :class:`~services.dream.scheduler.Scheduler`.
 
-Dreams run one at a time (they would only fight over the device's memory and cores otherwise);
-up to ``queue_size`` more wait their turn, and anything beyond is refused at once with
-:class:`ResourceExhausted` instead of queueing without bound.
+One batch runs at a time per device: dreams would only fight over its memory and cores
+otherwise. Dreams that can share passes run as one batch (see :mod:`dreamsuite.engine.batch`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import logging
 import threading
-from collections.abc import Callable
-from typing import TypeVar
+import time
+from collections.abc import Callable, Sequence
 
-from dreamsuite.errors import ResourceExhausted
-from services.dream.metrics import DreamMetrics
+import torch
 
-__all__ = ["DeviceWorker"]
+from dreamsuite.device import select_device
+from dreamsuite.errors import Unavailable
+from services.dream.scheduler import Scheduler, Ticket
 
-T = TypeVar("T")
+__all__ = ["DeviceWorkers", "worker_devices"]
+
+log = logging.getLogger(__name__)
 
 
-class DeviceWorker:
-    """Runs submitted functions one at a time on a single thread, ``queue_size`` waiting."""
+def worker_devices(device: str | torch.device | None) -> list[torch.device]:
+    """The devices to run workers on: the one named, else every visible GPU, else the CPU."""
+    if device is not None and str(device) not in ("", "auto"):
+        return [select_device(device)]
+    if torch.cuda.is_available():
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [torch.device("cpu")]
 
-    def __init__(self, queue_size: int, metrics: DreamMetrics):
-        if queue_size < 0:
-            raise ValueError("queue_size must be >= 0")
-        self.queue_size = queue_size
-        self.metrics = metrics
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "dream-device")
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self._running = 0
 
-    def check_capacity(self) -> None:
-        """:class:`ResourceExhausted` if a dream submitted now would be refused."""
-        with self._lock:
-            self._check_capacity()
+class DeviceWorkers:
+    """Threads that run ``run_batch(tickets, device)`` for the batches the scheduler hands out."""
 
-    def _check_capacity(self) -> None:
-        if self._waiting + self._running >= 1 + self.queue_size:
-            self.metrics.rejected.inc()
-            raise ResourceExhausted(
-                f"the dream service is at capacity: {self._running} dream running and "
-                f"{self._waiting} queued (queue size {self.queue_size}); retry later")
+    def __init__(self, scheduler: Scheduler, devices: Sequence[torch.device],
+                 run_batch: Callable[[list[Ticket], torch.device], None]):
+        self.scheduler = scheduler
+        self.devices = list(devices)
+        self._run_batch = run_batch
+        self._threads = [
+            threading.Thread(target=self._loop, args=(device,), daemon=True,
+                             name=f"dream-device-{device}")
+            for device in self.devices
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        """Queue ``fn``; :class:`ResourceExhausted` when the worker and its queue are full.
-
-        Cancelling the returned future while ``fn`` waits gives its place in the queue back at
-        once and drops ``fn`` (and what it holds); ``fn`` then never runs."""
-        with self._lock:
-            self._check_capacity()
-            self._waiting += 1
-            self._publish()
-        slot = [fn]  # emptied when fn starts or is dropped: nothing keeps what it holds alive
-        future = self._executor.submit(self._run, slot)
-        future.add_done_callback(lambda f: self._dropped(f, slot))
-        return future
-
-    def _dropped(self, future: concurrent.futures.Future, slot: list) -> None:
-        if not future.cancelled():
-            return
-        slot.clear()
-        with self._lock:
-            self._waiting -= 1
-            self._publish()
-
-    def _run(self, slot: list[Callable[[], T]]) -> T:
-        fn = slot.pop()
-        with self._lock:
-            self._waiting -= 1
-            self._running += 1
-            self._publish()
-        try:
-            return fn()
-        finally:
-            del fn
-            with self._lock:
-                self._running -= 1
-                self._publish()
-
-    def _publish(self) -> None:
-        self.metrics.queue_depth.set(self._waiting)
-        self.metrics.in_flight.set(self._running)
+    def _loop(self, device: torch.device) -> None:
+        while True:
+            batch = self.scheduler.take()
+            if batch is None:
+                return
+            started = time.perf_counter()
+            try:
+                self._run_batch(batch, device)
+            except Exception:  # run_batch reports per dream; this is a bug, keep serving
+                log.exception("a batch of %d dreams failed on %s", len(batch), device)
+            finally:
+                self.scheduler.finished(batch, time.perf_counter() - started)
+                del batch
 
     def shutdown(self) -> None:
-        """Wait for the running function; drop the queued ones."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Drop the queued dreams, then wait for the running batches (cancelled ones stop
+        within a step)."""
+        for ticket in self.scheduler.close():
+            ticket.on_drop(Unavailable(
+                "the dream service is stopping; the queued dream was not started"))
+        for thread in self._threads:
+            thread.join()

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from dreamsuite.images import encode_png, sample_image
 from dreamsuite.v1 import common_pb2, dream_pb2
+from dreamsuite.wire.channels import RETRY_POLICY
 from services.dream.jobs import PreparedJob
 from services.dream.server import SERVICE_NAME
 
@@ -141,7 +142,10 @@ def test_more_dreams_than_capacity_are_resource_exhausted(dream_server, cat_png,
         error = svc.expect_code(lambda: list(client.dream(svc.small_request(cat_png))),
                                 grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert "at capacity" in error.details()
-    assert server.sample("dream_rejected_total") == 1
+    # Each refusal says when to come back; the suite's client honoured it and retried.
+    pushback = dict(error.trailing_metadata() or ())["grpc-retry-pushback-ms"]
+    assert 100 <= int(pushback) <= 60_000
+    assert server.sample("dream_rejected_total") == RETRY_POLICY["maxAttempts"]
     call.cancel()
     thread.join(timeout=30)
 

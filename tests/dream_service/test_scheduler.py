@@ -1,0 +1,149 @@
+"""The dream queue's rules on their own: turns over callers, capacity, deadlines, batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dreamsuite.errors import DeadlineExceeded, ResourceExhausted
+from services.dream.scheduler import Scheduler, Ticket
+
+
+def names(batch):
+    return [t.payload for t in batch]
+
+
+def finish(scheduler, batch):
+    scheduler.finished(batch, 0.5)
+
+
+def test_a_newcomer_goes_before_a_caller_with_many_queued():
+    scheduler = Scheduler(queue_size=30)
+    for i in range(20):
+        scheduler.submit(Ticket(f"a{i}", caller="a"))
+    first = scheduler.take()
+    scheduler.submit(Ticket("b0", caller="b"))
+    scheduler.submit(Ticket("c0", caller="c"))
+    finish(scheduler, first)
+    order = []
+    for _ in range(5):
+        batch = scheduler.take()
+        order += names(batch)
+        finish(scheduler, batch)
+    assert names(first) == ["a0"]
+    assert order == ["b0", "c0", "a1", "a2", "a3"]
+
+
+def test_callers_alternate_while_both_have_work():
+    scheduler = Scheduler(queue_size=30)
+    for i in range(3):
+        scheduler.submit(Ticket(f"a{i}", caller="a"))
+        scheduler.submit(Ticket(f"b{i}", caller="b"))
+    order = []
+    for _ in range(6):
+        batch = scheduler.take()
+        order += names(batch)
+        finish(scheduler, batch)
+    assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_capacity_counts_idle_workers_and_the_queue():
+    scheduler = Scheduler(queue_size=1, workers=2)
+    for i in range(3):  # two for the idle workers, one queued
+        scheduler.submit(Ticket(i))
+    with pytest.raises(ResourceExhausted) as refused:
+        scheduler.submit(Ticket(3))
+    assert 0.1 <= refused.value.retry_after <= 60
+    batch = scheduler.take()
+    scheduler.take()
+    with pytest.raises(ResourceExhausted):  # both workers busy, one queued: full
+        scheduler.submit(Ticket(4))
+    finish(scheduler, batch)
+    scheduler.submit(Ticket(5))
+
+
+def test_retry_hint_grows_with_the_queue_and_the_dream_duration():
+    scheduler = Scheduler(queue_size=10)
+    scheduler.finished([], 4.0)  # as if a batch took 4 s
+    scheduler._busy_workers += 1  # (finished() released a worker that was never taken)
+    short = scheduler.retry_after()
+    for i in range(5):
+        scheduler.submit(Ticket(i))
+    assert scheduler.retry_after() > short > 0.1
+
+
+def test_a_ticket_whose_deadline_passed_is_dropped_unstarted():
+    dropped, reasons = [], []
+    scheduler = Scheduler(queue_size=5, on_drop=reasons.append)
+    scheduler.submit(Ticket("late", deadline=time.monotonic() - 1, on_drop=dropped.append))
+    scheduler.submit(Ticket("fine", deadline=time.monotonic() + 60))
+    assert names(scheduler.take()) == ["fine"]
+    assert reasons == ["deadline"]
+    assert len(dropped) == 1 and isinstance(dropped[0], DeadlineExceeded)
+
+
+def test_dropping_a_queued_ticket_frees_its_place():
+    reasons = []
+    scheduler = Scheduler(queue_size=0, on_drop=reasons.append)
+    running = Ticket("running")
+    scheduler.submit(running)
+    scheduler.take()
+    queued = Ticket("queued")
+    with pytest.raises(ResourceExhausted):
+        scheduler.submit(queued)
+    scheduler2 = Scheduler(queue_size=1, on_drop=reasons.append)
+    scheduler2.submit(Ticket("x"))
+    scheduler2.take()
+    scheduler2.submit(queued)
+    assert scheduler2.drop(queued) and not scheduler2.drop(queued)
+    assert queued.payload is None  # whoever keeps the ticket does not keep the dream
+    scheduler2.submit(Ticket("again"))
+    assert reasons == ["cancelled"]
+
+
+def test_a_batch_takes_compatible_tickets_over_callers_in_turn():
+    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket: 3)
+    scheduler.submit(Ticket("a-64", caller="a", key=64))
+    scheduler.submit(Ticket("a-64b", caller="a", key=64))
+    scheduler.submit(Ticket("a-128", caller="a", key=128))
+    scheduler.submit(Ticket("b-128", caller="b", key=128))
+    scheduler.submit(Ticket("c-64", caller="c", key=64))
+    first = scheduler.take()
+    assert names(first) == ["a-64", "c-64", "a-64b"]  # c's turn comes before a's second
+    finish(scheduler, first)
+    assert names(scheduler.take()) == ["b-128", "a-128"]
+
+
+def test_the_window_waits_for_compatible_dreams_and_no_longer():
+    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket: 2, window=2.0)
+    scheduler.submit(Ticket("first", key=1))
+    later = threading.Timer(0.2, lambda: scheduler.submit(Ticket("second", key=1)))
+    later.start()
+    started = time.monotonic()
+    assert names(scheduler.take()) == ["first", "second"]
+    assert time.monotonic() - started < 1.5  # joined as soon as it arrived
+    alone = Scheduler(queue_size=20, batch_size=lambda ticket: 2, window=0.2)
+    alone.submit(Ticket("only", key=1))
+    started = time.monotonic()
+    assert names(alone.take()) == ["only"]
+    assert 0.15 <= time.monotonic() - started < 1.5
+    alone.submit(Ticket("lone again", key=1))  # its last batch was alone: no waiting now
+    started = time.monotonic()
+    assert names(alone.take()) == ["lone again"]
+    assert time.monotonic() - started < 0.1
+
+
+def test_a_failing_batch_size_means_alone_and_close_returns_the_queue():
+    def broken(ticket):
+        raise RuntimeError("cannot plan")
+
+    scheduler = Scheduler(queue_size=5, batch_size=broken)
+    scheduler.submit(Ticket(1, key=1))
+    scheduler.submit(Ticket(2, key=1))
+    assert names(scheduler.take()) == [1]
+    assert names(scheduler.close()) == [2]
+    assert scheduler.take() is None
+    with pytest.raises(ResourceExhausted):
+        scheduler.submit(Ticket(3))

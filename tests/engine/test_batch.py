@@ -1,0 +1,135 @@
+"""Dreams stepped as one batch give the images they give alone; the batch policy comes from
+measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dreamsuite.engine import DreamConfig, dream
+from dreamsuite.engine.batch import BatchCalibration, dream_together
+from dreamsuite.engine.dream import prepare_dream
+from dreamsuite.engine.objectives import Maplist, parse_layer_spec
+from dreamsuite.errors import Cancelled
+from dreamsuite.images import sample_image
+
+TOLERANCE = 1 / 255
+
+
+def config(layer: str, seed: int, **fields) -> DreamConfig:
+    fields = {"octaves": 2, "steps": 4, "octave_scale": 1.3, "jitter": 8} | fields
+    return DreamConfig(maplist=Maplist((parse_layer_spec(layer),)), seed=seed, **fields)
+
+
+# Each dream its own objective, seed, jitter and regulariser. Objectives that stay stable over
+# steps: on others, the per-pass rounding difference grows (see the next test).
+CASES = [
+    ("coffee", config("block_10", 0)),
+    ("coffee", config("block_6=0.5", 1, jitter=4)),
+    ("coffee", config("block_4", 2, tv=0.05)),
+]
+
+
+def alone(cases):
+    return [dream(sample_image(name, size=64), cfg, device="cpu").image for name, cfg in cases]
+
+
+def test_a_batch_gives_each_dream_its_own_image():
+    runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in CASES]
+    steps = []
+
+    def counting(requests):
+        from dreamsuite.engine.batch import batch_gradients
+
+        steps.append(len(requests))
+        return batch_gradients(requests)
+
+    together = dream_together(runs, answer=counting)
+    assert set(steps) == {3}  # every pass shared by the three
+    for single, batched in zip(alone(CASES), together, strict=True):
+        assert (single - batched.image).abs().max() <= TOLERANCE
+    images = [r.image for r in together]
+    assert (images[0] - images[1]).abs().max() > 0.1  # and they are different dreams
+
+
+def test_each_pass_of_a_batch_matches_the_pass_alone():
+    """Per pass, batched and alone agree to float rounding (oneDNN picks other kernels for
+    other batch sizes). Over many steps some objectives amplify such differences (ReLU6 kinks:
+    the same happens across devices), which is why the image test above uses stable ones."""
+    from dreamsuite.engine.batch import batch_gradients
+    from dreamsuite.engine.dream import GradientRequest, gradient
+
+    cases = [*CASES, ("chelsea", config("block_8:3,5=-1", 4))]
+    runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in cases]
+    pixels = [torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(i))
+              .contiguous(memory_format=torch.channels_last) for i in range(len(runs))]
+    batched = batch_gradients([GradientRequest(p.clone(), r)
+                               for p, r in zip(pixels, runs, strict=True)])
+    for p, run, (grad, value) in zip(pixels, runs, batched, strict=True):
+        single_grad, single_value = gradient(GradientRequest(p.clone(), run))
+        assert value == pytest.approx(single_value, rel=1e-4)
+        assert torch.allclose(grad, single_grad, rtol=1e-3, atol=1e-5 * single_grad.abs().max())
+
+
+def test_tiled_dreams_batch_tile_by_tile():
+    cases = [(name, config("block_10", seed, octaves=1, steps=2, tile=64))
+             for name, seed in (("coffee", 5), ("coffee", 6))]
+    runs = [prepare_dream(sample_image(name, size=96), cfg, device="cpu") for name, cfg in cases]
+    together = dream_together(runs)
+    expected = [dream(sample_image(name, size=96), cfg, device="cpu").image for name, cfg in cases]
+    for single, batched in zip(expected, together, strict=True):
+        assert batched.image.shape == single.shape
+        assert (single - batched.image).abs().max() <= TOLERANCE
+
+
+def test_a_cancelled_dream_leaves_the_batch_and_the_others_are_undisturbed():
+    runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in CASES]
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+
+    stop = lambda: len(seen) >= 3  # noqa: E731  (cancelled during the first octave)
+    outcomes = dream_together(runs, progress=[None, progress, None],
+                              should_cancel=[None, stop, None])
+    assert isinstance(outcomes[1], Cancelled)
+    expected = alone(CASES)
+    for i in (0, 2):
+        assert (expected[i] - outcomes[i].image).abs().max() <= TOLERANCE
+
+
+def test_calibration_picks_the_smallest_batch_near_the_fastest(monkeypatch):
+    per_image = {1: 10.0, 2: 6.0, 4: 4.1, 8: 4.0, 16: 4.5}
+    timed = []
+
+    def fake_time(self, backbone, layer, size, batch):
+        timed.append((size, batch))
+        return per_image[batch]
+
+    monkeypatch.setattr(BatchCalibration, "_time", fake_time)
+    from dreamsuite.backbones import get_backbone
+
+    backbone = get_backbone("efficientnet_lite0", device="cpu")
+    calibration = BatchCalibration(max_batch=16)
+    assert calibration.best(backbone, ["block_10"], (64, 64)) == 4  # within 5% of 8's
+    assert calibration.best(backbone, ["block_6", "block_10"], (64, 64)) == 4  # cached
+    assert timed == [((64, 64), b) for b in (1, 2, 4, 8, 16)]
+    per_image.update({1: 10.0, 2: 10.5})
+    assert calibration.best(backbone, ["block_10"], (512, 512)) == 1
+    assert timed[-2:] == [((512, 512), 1), ((512, 512), 2)]  # no faster: stop measuring
+    per_image.update({1: 10.0, 2: 9.5, 4: 9.8})
+    assert calibration.best(backbone, ["block_10"], (256, 256)) == 1  # under the 10% gain
+    known = {c.size: c for c in calibration.known()}
+    assert known[(64, 64)].speedup(4) == pytest.approx(10 / 4.1)
+
+
+def test_calibration_measures_real_passes():
+    from dreamsuite.backbones import get_backbone
+
+    calibration = BatchCalibration(max_batch=2, repeats=1)
+    measured = calibration.measure(get_backbone("efficientnet_lite0", device="cpu"),
+                                   ["block_4"], (40, 40))
+    assert set(measured.per_image) == {1, 2}
+    assert all(0 < t < 5 for t in measured.per_image.values())
+    assert measured.best in (1, 2)
+    assert torch.get_default_dtype() == torch.float32
