@@ -57,14 +57,15 @@ class ServiceFigure:
     target: float = TARGET_RATIO
 
 
-class _BackgroundServer:
-    """The dream service on its own event loop in a daemon thread."""
+class BackgroundServer:
+    """The dream service on its own event loop in a daemon thread (``fields``: more
+    :class:`DreamServiceConfig` fields)."""
 
-    def __init__(self, store: Path, device: str | None):
+    def __init__(self, store: Path, device: str | None, **fields):
         self.loop = LoopThread()
         config = DreamServiceConfig(
             server=ServerConfig(host="127.0.0.1", port=0, grace_seconds=0),
-            artifacts=store.as_uri(), device=device, queue_size=1)
+            artifacts=store.as_uri(), device=device, **({"queue_size": 1} | fields))
         self.server = self.loop.run(start_dream_server(config), timeout=600)
 
     def device_seconds(self) -> float:
@@ -89,7 +90,7 @@ def _in_process(source: bytes, config, out: Path, device: str | None) -> tuple[f
     return time.perf_counter() - started, dreamt
 
 
-def _through_service(server: _BackgroundServer, client, source: bytes, config,
+def _through_service(server: BackgroundServer, client, source: bytes, config,
                      out: Path) -> tuple[float, float]:
     """(total, dream on the device worker) seconds of one dream through the service."""
     output = dream_pb2.OutputOptions(preview_max_side=128, inline_images=True)
@@ -111,7 +112,7 @@ def measure(size: int, octaves: int, steps: int, rounds: int,
     config = DreamConfig(octaves=octaves, steps=steps, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        server = _BackgroundServer(tmp_path / "artifacts", device)
+        server = BackgroundServer(tmp_path / "artifacts", device)
         try:
             with DreamClient(server.server.address) as client:
                 warm = DreamConfig(octaves=1, steps=1)

@@ -1,4 +1,4 @@
-"""``dreamsuite bench engine|service|guide``: benchmarks that print ratios measured in one run.
+"""``dreamsuite bench engine|service|guide|gan|throughput``: benchmarks that print ratios measured in one run.
 
 The options live here; each benchmark's work lives in :mod:`dreamsuite.bench`, loaded only when
 that benchmark runs (they import torch, services and TorchServe tooling).
@@ -55,6 +55,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--steps", type=int, default=5, help="training steps per round (default 5)")
     n.set_defaults(func=_gan)
 
+    t = which.add_parser("throughput", help="dreams/min with cross-request batching off and "
+                                            "on, by concurrency and size")
+    t.add_argument("--json", action="store_true", help="print the figures as JSON")
+    t.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 512],
+                   help="image sides in pixels (default 64 128 512)")
+    t.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8],
+                   help="concurrent clients (default 1 2 4 8)")
+    t.add_argument("--dreams", type=int, default=8,
+                   help="dreams per measurement (at least twice the concurrency)")
+    t.add_argument("--octaves", type=int, default=2)
+    t.add_argument("--steps", type=int, default=5)
+    t.add_argument("--layer", default="block_10")
+    t.add_argument("--max-batch", type=int, default=8)
+    t.add_argument("--window-ms", type=float, default=25.0)
+    t.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    t.set_defaults(func=_throughput)
+
     register_loadtest_bench(which)
 
 
@@ -76,6 +93,12 @@ def _guide(args: argparse.Namespace) -> int:
     from dreamsuite.bench import guide
 
     return guide.main(args)
+
+
+def _throughput(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import throughput
+
+    return throughput.main(args)
 
 
 def _gan(args: argparse.Namespace) -> int:
