@@ -21,6 +21,7 @@ from dreamsuite.cli import (
     gan,
     guiding,
     serve,
+    styling,
     suite,
 )
 from dreamsuite.errors import DreamsuiteError
@@ -29,7 +30,7 @@ from dreamsuite.loadtest import cli as loadtest
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The command groups, in the order ``dreamsuite --help`` lists them.
-COMMANDS = (backbones, dreaming, guiding, gan, bench, loadtest, serve, archive, suite, demo)
+COMMANDS = (backbones, dreaming, guiding, styling, gan, bench, loadtest, serve, archive, suite, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

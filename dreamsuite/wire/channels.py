@@ -22,7 +22,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: The services the retry policy names; calls to any other service (TorchServe, health) are
 #: never retried by it.
 SUITE_SERVICES = ("dreamsuite.v1.DreamService", "dreamsuite.v1.GuideService",
-                  "dreamsuite.v1.GanService")
+                  "dreamsuite.v1.GanService", "dreamsuite.v1.StyleService")
 
 #: gRPC retry policy of the suite's calls: a call refused with ``RESOURCE_EXHAUSTED`` (queue
 #: full) or ``UNAVAILABLE`` is tried again after a jittered exponential backoff, or after the
@@ -38,11 +38,12 @@ RETRY_POLICY = {
     "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"],
 }
 
-#: Dreams are retried only when refused for capacity: a dream cut off by a stopping server
+#: Dreams (and style transfers, streamed the same way) are retried only when refused for
+#: capacity: a dream cut off by a stopping server
 #: (UNAVAILABLE) is not replayed, as grpcio (1.85) can leave the response iterator of a
 #: server-streaming call that was retried after it started waiting for ever.
 DREAM_RETRY_POLICY = RETRY_POLICY | {"retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}
-_DREAM_SERVICE = "dreamsuite.v1.DreamService"
+_STREAMING = ("dreamsuite.v1.DreamService", "dreamsuite.v1.StyleService")
 
 # A method config without a retry policy overrides its service's: StartTraining registers a
 # new job before it can fail with UNAVAILABLE, so a retry could start the training twice.
@@ -57,9 +58,10 @@ def service_config(*, round_robin: bool = True, retries: bool = True) -> str:
         config["loadBalancingConfig"] = [{"round_robin": {}}]
     if retries:
         config["methodConfig"] = [
-            {"name": [{"service": name} for name in SUITE_SERVICES if name != _DREAM_SERVICE],
+            {"name": [{"service": name} for name in SUITE_SERVICES if name not in _STREAMING],
              "retryPolicy": RETRY_POLICY},
-            {"name": [{"service": _DREAM_SERVICE}], "retryPolicy": DREAM_RETRY_POLICY},
+            {"name": [{"service": name} for name in _STREAMING],
+             "retryPolicy": DREAM_RETRY_POLICY},
             {"name": list(_NOT_RETRIED)},
         ]
     return json.dumps(config)

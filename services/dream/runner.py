@@ -43,7 +43,8 @@ from services.dream.outputs import InstrumentedStore, OctaveOutput, Publisher
 from services.dream.scheduler import Scheduler, Ticket
 from services.dream.worker import DeviceWorkers, worker_devices
 
-__all__ = ["DreamRunner", "DreamJob", "GuideWeightsProvider", "BATCHING_MODES"]
+__all__ = ["DreamRunner", "DreamJob", "GuideWeightsProvider", "BATCHING_MODES", "Task",
+           "TaskJob"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,48 @@ class DreamJob:
 BATCHING_MODES = BATCHING
 
 
+class Task:
+    """Device work other than a dream (a reconstruction, a style transfer): ``run(device,
+    should_cancel, report)`` on a worker thread returns the result; ``report(payload)`` streams
+    progress. It takes its own turn in the queue and is never batched."""
+
+    def __init__(self, label: str, run: Callable[[torch.device, Callable[[], bool],
+                                                   Callable[[Any], None]], Any]):
+        self.label = label
+        self.run = run
+
+
+class TaskJob:
+    """One accepted task: its events (``("progress", payload)`` ... then ``("result", value)``
+    or an exception raised), and a way to stop it."""
+
+    def __init__(self, events: _Events, cancel: threading.Event,
+                 dequeue: Callable[[], object]):
+        self._events = events
+        stop = cancel.set
+
+        def canceller() -> None:
+            stop()
+            dequeue()
+
+        self.canceller = canceller
+
+    def cancel(self) -> None:
+        self.canceller()
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        try:
+            while True:
+                kind, payload = await self._events.queue.get()
+                if kind == "error":
+                    raise payload
+                yield kind, payload
+                if kind == "result":
+                    return
+        finally:
+            self.cancel()
+
+
 class DreamRunner:
     """Dreams on device workers (one per GPU, or the CPU) fed by a fair, bounded queue, with
     compatible dreams batched; outputs through an artifact store."""
@@ -176,6 +219,42 @@ class DreamRunner:
         return DreamJob(job, events, cancel, self.publisher,
                         dequeue=lambda: self.scheduler.drop(ticket))
 
+    async def start_task(self, task: Task, *, caller: str = "",
+                         deadline: float | None = None) -> TaskJob:
+        """Queue ``task`` on the device workers (same queue, turns and deadlines as dreams)."""
+        self._check_capacity()
+        events = _Events(asyncio.get_running_loop())
+        cancel = threading.Event()
+        ticket = Ticket((task, events, cancel), caller=caller, deadline=deadline,
+                        key=object(), on_drop=lambda exc: events.put("error", exc))
+        try:
+            self.scheduler.submit(ticket)
+        except ResourceExhausted:
+            self.metrics.rejected.inc()
+            raise
+        return TaskJob(events, cancel, dequeue=lambda: self.scheduler.drop(ticket))
+
+    def _run_task(self, ticket: Ticket, device: torch.device) -> None:
+        task, events, cancel = ticket.payload
+        ticket.payload = None
+        started = time.perf_counter()
+        label = "error"
+        try:
+            if cancel.is_set():
+                raise Cancelled("cancelled while waiting in the queue")
+            result = task.run(device, cancel.is_set, lambda p: events.put("progress", p))
+            label = "ok"
+            events.put("result", result)
+        except Exception as exc:
+            label = "cancelled" if isinstance(exc, Cancelled) else "error"
+            if not isinstance(exc, DreamsuiteError):
+                log.error("%s failed", task.label, exc_info=exc)
+            events.put("error", exc.with_traceback(None))
+        finally:
+            self.metrics.job_seconds.labels(task.label, label).observe(
+                time.perf_counter() - started)
+            self._release_memory(device, thorough=label != "ok")
+
     def _check_capacity(self) -> None:
         try:
             self.scheduler.check_capacity()
@@ -188,7 +267,7 @@ class DreamRunner:
 
     def _batch_size(self, ticket: Ticket) -> int:
         """How many dreams like ``ticket``'s to step together on this device."""
-        if self.batching == "off" or self.max_batch == 1:
+        if self.batching == "off" or self.max_batch == 1 or isinstance(ticket.payload[0], Task):
             return 1
         if self.batching == "always":
             return self.max_batch
@@ -207,6 +286,10 @@ class DreamRunner:
     def _run_batch(self, tickets: list[Ticket], device: torch.device) -> None:
         """On a worker thread: plan each dream, then step them together (or the one alone);
         every dream reports through its own events."""
+        if isinstance(tickets[0].payload[0], Task):
+            for ticket in tickets:
+                self._run_task(ticket, device)
+            return
         self.metrics.batch_size.observe(len(tickets))
         started = time.perf_counter()
         members = []

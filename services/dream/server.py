@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from dreamsuite.artifacts import open_store
 from dreamsuite.clients.guide import RemoteGuideWeights
-from dreamsuite.v1 import dream_pb2_grpc
+from dreamsuite.v1 import dream_pb2_grpc, style_pb2_grpc
 from services.common.server import (
     RunningServer,
     ServiceBinding,
@@ -20,6 +20,8 @@ from services.dream.config import DreamServiceConfig
 from services.dream.metrics import DreamMetrics
 from services.dream.runner import DreamRunner, GuideWeightsProvider
 from services.dream.servicer import SERVICE_NAME, DreamServicer
+from services.dream.style import SERVICE_NAME as STYLE_SERVICE_NAME
+from services.dream.style import StyleServicer
 
 __all__ = ["DreamServer", "start_dream_server", "serve", "SERVICE_NAME"]
 
@@ -65,9 +67,13 @@ async def start_dream_server(
                          max_batch=config.max_batch,
                          batch_window=config.batch_window_ms / 1000)
     await asyncio.to_thread(runner.preload, config.preload)
-    binding = ServiceBinding(SERVICE_NAME, DreamServicer(runner),
-                             dream_pb2_grpc.add_DreamServiceServicer_to_server)
-    running = await start_server([binding], config.server, registry=registry)
+    bindings = [
+        ServiceBinding(SERVICE_NAME, DreamServicer(runner),
+                       dream_pb2_grpc.add_DreamServiceServicer_to_server),
+        ServiceBinding(STYLE_SERVICE_NAME, StyleServicer(runner),
+                       style_pb2_grpc.add_StyleServiceServicer_to_server),
+    ]
+    running = await start_server(bindings, config.server, registry=registry)
     running.on_stop.append(runner.close)
     return DreamServer(running, runner, registry)
 

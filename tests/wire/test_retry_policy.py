@@ -14,7 +14,7 @@ import pytest
 
 from dreamsuite.clients import open_channel
 from dreamsuite.loadtest.connect import user_channel
-from dreamsuite.v1 import activations_pb2, common_pb2, dream_pb2, gan_pb2, guide_pb2
+from dreamsuite.v1 import activations_pb2, common_pb2, dream_pb2, gan_pb2, guide_pb2, style_pb2
 from dreamsuite.wire.channels import (
     RETRY_POLICY,
     SUITE_SERVICES,
@@ -196,11 +196,12 @@ def test_the_service_config_balances_round_robin_and_names_every_suite_service()
     assert retried["retryPolicy"]["retryableStatusCodes"] == ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]
     assert 2 <= retried["retryPolicy"]["maxAttempts"] <= 5  # gRPC caps it at 5
     # Dreams only when refused for capacity: one cut off by a stopping server is not replayed.
-    assert dreams["name"] == [{"service": "dreamsuite.v1.DreamService"}]
+    assert dreams["name"] == [{"service": "dreamsuite.v1.DreamService"},
+                              {"service": "dreamsuite.v1.StyleService"}]
     assert dreams["retryPolicy"]["retryableStatusCodes"] == ["RESOURCE_EXHAUSTED"]
     # Every service the protos define, by its full name, so a renamed one breaks this test.
     services = {s.full_name for module in (activations_pb2, common_pb2, dream_pb2, gan_pb2,
-                                           guide_pb2)
+                                           guide_pb2, style_pb2)
                 for s in module.DESCRIPTOR.services_by_name.values()}
     assert ({n["service"] for n in retried["name"] + dreams["name"]} == set(SUITE_SERVICES)
             == services)
