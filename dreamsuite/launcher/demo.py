@@ -1,6 +1,7 @@
 """The demo behind ``dreamsuite demo --out DIR``: start the suite, dream and guided-dream
-bundled sample images through the services, write the results, a labelled contact sheet and
-an animation of the octaves, then stop the suite.
+bundled sample images through the services, transfer a style to the input and rebuild it from
+a shallow, a middle and a deep layer, write the results, a labelled contact sheet and an
+animation of the octaves, then stop the suite.
 
 Sized for a small CPU machine (a few minutes on 2 cores): the shorter side is 256 px, 4 octaves
 of 8 steps. ``--in-process`` runs the same dreams with the engine in this process instead.
@@ -18,12 +19,14 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from dreamsuite.clients.dream import DreamClient, fetch_url, request_from_config
+from dreamsuite.clients.dream import DreamClient, artifact_bytes, fetch_url, request_from_config
+from dreamsuite.clients.style import StyleClient
 from dreamsuite.engine import DreamConfig, dream
+from dreamsuite.engine.style import ReconstructConfig, StyleConfig, reconstruct, stylize
 from dreamsuite.errors import DreamsuiteError
 from dreamsuite.images import encode_png, load_image, sample_image, save_png, to_pil
 from dreamsuite.launcher.suite import Suite
-from dreamsuite.v1 import dream_pb2
+from dreamsuite.v1 import dream_pb2, style_pb2
 
 __all__ = ["demo", "DemoResult", "contact_sheet", "octave_animation", "write_demo"]
 
@@ -44,6 +47,55 @@ class DemoResult:
 
 #: ``(image, guides, config) -> DemoResult``: in-process or through the dream service.
 Runner = Callable[[torch.Tensor, Sequence[torch.Tensor], object], DemoResult]
+
+#: The style sample, and the layers of the reconstruction row (shallow to deep).
+STYLE_SAMPLE = "astronaut"
+RECONSTRUCT_LAYERS = ("stem", "block_3", "block_10")
+STYLE_ITERATIONS = 60
+
+
+@dataclass
+class StyleResults:
+    """The demo's style transfer of the input and the input rebuilt from each layer."""
+
+    styled: torch.Tensor
+    reconstructed: dict[str, torch.Tensor]
+    seconds: float
+
+
+#: ``(content, style) -> StyleResults``: in-process or through the dream service.
+StyleRunner = Callable[[torch.Tensor, torch.Tensor], StyleResults]
+
+
+def in_process_style(content: torch.Tensor, style: torch.Tensor) -> StyleResults:
+    started = time.perf_counter()
+    with torch.inference_mode(False):
+        styled = stylize(content, [(style, 1.0)], StyleConfig(iterations=STYLE_ITERATIONS))
+        rebuilt = reconstruct(content, RECONSTRUCT_LAYERS,
+                              ReconstructConfig(iterations=STYLE_ITERATIONS))
+    return StyleResults(styled, rebuilt, time.perf_counter() - started)
+
+
+def remote_style(target: str, *, timeout: float = 900.0) -> StyleRunner:
+    """Style transfer and reconstruction through the dream service's ``StyleService``."""
+
+    def run(content: torch.Tensor, style: torch.Tensor) -> StyleResults:
+        started = time.perf_counter()
+        with StyleClient(target) as client:
+            styled = client.run(client.stub.Stylize, style_pb2.StylizeRequest(
+                content={"data": encode_png(content)},
+                styles=[{"image": {"data": encode_png(style)}, "weight": 1.0}],
+                iterations=STYLE_ITERATIONS, inline_images=True), timeout=timeout)
+            rebuilt = client.run(client.stub.Reconstruct, style_pb2.ReconstructRequest(
+                image={"data": encode_png(content)}, layers=RECONSTRUCT_LAYERS,
+                iterations=STYLE_ITERATIONS, inline_images=True), timeout=timeout)
+        image = styled.images[0]
+        return StyleResults(
+            load_image(artifact_bytes(image.image, image.artifact)),
+            {e.layer: load_image(artifact_bytes(e.image, e.artifact)) for e in rebuilt.images},
+            time.perf_counter() - started)
+
+    return run
 
 
 def in_process_runner(image, guides, config) -> DemoResult:
@@ -97,14 +149,24 @@ def octave_animation(start: torch.Tensor, octaves: Sequence[torch.Tensor], path:
     return path
 
 
-def write_demo(out: Path, image, guide, plain: DemoResult, guided: DemoResult) -> list[Path]:
+def write_demo(out: Path, image, guide, plain: DemoResult, guided: DemoResult,
+               style: torch.Tensor | None = None,
+               styled: StyleResults | None = None) -> list[Path]:
     """Every file of the demo in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = [save_png(image, out / "input.png"), save_png(guide, out / "guide.png"),
                save_png(plain.image, out / "dream.png"),
                save_png(guided.image, out / "guided-dream.png")]
-    sheet = contact_sheet([("input", image), ("dream", plain.image), ("guide", guide),
-                           ("guided dream", guided.image)])
+    panels = [("input", image), ("dream", plain.image), ("guide", guide),
+              ("guided dream", guided.image)]
+    if style is not None and styled is not None:
+        written += [save_png(style, out / "style.png"),
+                    save_png(styled.styled, out / "styled.png")]
+        panels += [("style", style), ("style transfer", styled.styled)]
+        for layer, rebuilt in styled.reconstructed.items():
+            written.append(save_png(rebuilt, out / f"reconstructed-{layer}.png"))
+            panels.append((f"from {layer}", rebuilt))
+    sheet = contact_sheet(panels)
     sheet.save(out / "contact-sheet.png", optimize=True)
     written.append(out / "contact-sheet.png")
     written.append(octave_animation(image, plain.octaves, out / "dream-octaves.gif"))
@@ -112,8 +174,10 @@ def write_demo(out: Path, image, guide, plain: DemoResult, guided: DemoResult) -
     return written
 
 
-def run_demo(runner: Runner, args: argparse.Namespace) -> list[Path]:
-    """The plain and the guided dream of the samples through ``runner``; writes ``args.out``."""
+def run_demo(runner: Runner, args: argparse.Namespace,
+             style_runner: StyleRunner | None = None) -> list[Path]:
+    """The plain and the guided dream of the samples through ``runner`` (and a style transfer
+    and content reconstruction through ``style_runner``); writes ``args.out``."""
     config = DreamConfig(octaves=args.octaves, steps=args.steps, seed=0).validate()
     image = sample_image(INPUT_SAMPLE, size=args.size)
     guide = sample_image(GUIDE_SAMPLE, size=args.size)
@@ -124,12 +188,21 @@ def run_demo(runner: Runner, args: argparse.Namespace) -> list[Path]:
     print(f"guided dream of {INPUT_SAMPLE}, guide {GUIDE_SAMPLE} ...", flush=True)
     guided = runner(image, [guide], config)
     print(f"  guided dream: {guided.seconds:.1f} s {guided.uri}", flush=True)
-    return write_demo(Path(args.out), image, guide, plain, guided)
+    style = styled = None
+    if style_runner is not None:
+        style = sample_image(STYLE_SAMPLE, size=args.size)
+        print(f"style transfer ({STYLE_SAMPLE}) and reconstruction from "
+              f"{', '.join(RECONSTRUCT_LAYERS)} ...", flush=True)
+        styled = style_runner(image, style)
+        print(f"  style: {styled.seconds:.1f} s", flush=True)
+    return write_demo(Path(args.out), image, guide, plain, guided, style, styled)
 
 
 def demo(args: argparse.Namespace) -> list[Path]:
     """The whole demo (``args`` as ``dreamsuite demo`` parses them); returns the files written."""
-    return run_demo(in_process_runner, args) if args.in_process else _run_through_suite(args)
+    if args.in_process:
+        return run_demo(in_process_runner, args, in_process_style)
+    return _run_through_suite(args)
 
 
 def _run_through_suite(args: argparse.Namespace) -> list[Path]:
@@ -140,7 +213,7 @@ def _run_through_suite(args: argparse.Namespace) -> list[Path]:
             for line in suite.describe():
                 print(line)
             runner = remote_runner(suite.endpoints()["dream"])
-            written = run_demo(runner, args)
+            written = run_demo(runner, args, remote_style(suite.endpoints()["dream"]))
             print("stopping the suite ...", flush=True)
     return written
 

@@ -41,6 +41,21 @@ def test_write_demo_writes_every_file(tmp_path):
     assert all(p.stat().st_size > 0 for p in written)
 
 
+def test_write_demo_adds_the_style_panels(tmp_path):
+    from dreamsuite.launcher.demo import StyleResults
+
+    result = DemoResult(_image(40, 60, 0.5), [_image(40, 60, 0.5)], 0.1)
+    styled = StyleResults(_image(40, 60, 0.7), {"stem": _image(40, 60, 0.2),
+                                                "block_10": _image(40, 60, 0.9)}, 1.0)
+    written = write_demo(tmp_path, _image(40, 60, 0.3), _image(40, 60, 0.6), result, result,
+                         _image(40, 60, 0.1), styled)
+    names = {p.name for p in written}
+    assert {"style.png", "styled.png", "reconstructed-stem.png",
+            "reconstructed-block_10.png"} <= names
+    with Image.open(tmp_path / "contact-sheet.png") as sheet:
+        assert sheet.width >= 8 * 60  # eight panels side by side
+
+
 def test_local_prometheus_config_points_every_job_at_loopback(tmp_path):
     targets = {"torchserve": "127.0.0.1:1001", "guide": "127.0.0.1:1002",
                "dream": "127.0.0.1:1003"}
