@@ -1,4 +1,4 @@
-"""``dreamsuite bench engine|service|guide|gan|throughput``: benchmarks that print ratios measured in one run.
+"""``dreamsuite bench engine|service|guide|gan|throughput|style``: benchmarks that print ratios measured in one run.
 
 The options live here; each benchmark's work lives in :mod:`dreamsuite.bench`, loaded only when
 that benchmark runs (they import torch, services and TorchServe tooling).
@@ -72,6 +72,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     t.set_defaults(func=_throughput)
 
+    y = which.add_parser("style", help="style transfer vs the PyTorch tutorial's loop; "
+                                       "softmax Grams vs plain Gatys judged on Lite2")
+    y.add_argument("--json", action="store_true", help="print the figures as JSON")
+    y.add_argument("--size", type=int, default=512, help="speed: content side (default 512)")
+    y.add_argument("--iterations", type=int, default=100, help="speed: L-BFGS iterations")
+    y.add_argument("--rounds", type=int, default=2, help="speed: interleaved rounds")
+    y.add_argument("--quality-size", type=int, default=256)
+    y.add_argument("--quality-iterations", type=int, default=100)
+    y.add_argument("--content-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    y.set_defaults(func=_style)
+
     register_loadtest_bench(which)
 
 
@@ -99,6 +110,12 @@ def _throughput(args: argparse.Namespace) -> int:
     from dreamsuite.bench import throughput
 
     return throughput.main(args)
+
+
+def _style(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import style
+
+    return style.main(args)
 
 
 def _gan(args: argparse.Namespace) -> int:
