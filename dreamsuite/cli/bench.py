@@ -1,4 +1,4 @@
-"""``dreamsuite bench engine|service|guide|gan|throughput|style``: benchmarks that print ratios measured in one run.
+"""``dreamsuite bench BENCH``: benchmarks that print ratios measured in one run.
 
 The options live here; each benchmark's work lives in :mod:`dreamsuite.bench`, loaded only when
 that benchmark runs (they import torch, services and TorchServe tooling).
