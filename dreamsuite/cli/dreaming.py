@@ -4,6 +4,7 @@ service; the same options and output either way."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -19,7 +20,72 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="?", help="input image (optional with --from-png)")
     p.add_argument("-o", "--output", required=True, help="output PNG (provenance in text chunks)")
     add_dream_options(p)
+    _add_clean_options(p)
+    _add_shaping_options(p)
     p.set_defaults(func=cmd_dream)
+
+
+def _add_clean_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cleaner dreams (default: --laplacian 4 --decorrelate; the plain "
+                             "pixel step: --laplacian 0 --no-decorrelate)")
+    g.add_argument("--laplacian", type=int, metavar="LEVELS",
+                   help="normalise the step over a Laplacian pyramid of LEVELS (0: off)")
+    g.add_argument("--decorrelate", action=argparse.BooleanOptionalAction, default=None,
+                   help="take the step in Lucid's decorrelated colour space")
+    g.add_argument("--fourier", type=float, metavar="DECAY",
+                   help="scale the step's spectrum by 1/|f|**DECAY (Lucid's Fourier image: 1; "
+                        "default 0: off)")
+
+
+def _add_shaping_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("local and scale-dependent guidance")
+    g.add_argument("--guide-mask", action="append", metavar="MASK",
+                   help="mask image of the matching --guide (same order; bright: grow that "
+                        "guide's patterns there); 'none': the whole image")
+    g.add_argument("--guide-octaves", action="append", metavar="W,W,...",
+                   help="per-octave multipliers of the matching --guide, smallest octave "
+                        "first; 'none': 1 throughout")
+    g.add_argument("--layer-octaves", action="append", metavar="LAYER=W,W,...",
+                   help="per-octave multipliers of a maplist layer (repeatable)")
+
+
+def _weights(text: str, flag: str) -> tuple[float, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgument(f"{flag} {text!r}: give numbers separated by commas, one per "
+                              "octave (e.g. 0,0.5,1,1)") from None
+
+
+def _shaped(args: argparse.Namespace, config):
+    """``config`` with the cleaning and shaping flags that were given."""
+    changes: dict = {}
+    for flag, field in (("laplacian", "laplacian"), ("decorrelate", "decorrelate"),
+                        ("fourier", "fourier")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
+    if args.guide_octaves:
+        changes["guide_octave_weights"] = tuple(_weights(t, "--guide-octaves")
+                                                for t in args.guide_octaves)
+    if args.layer_octaves:
+        layers = {}
+        for spec in args.layer_octaves:
+            layer, eq, weights = spec.partition("=")
+            if not eq or not layer:
+                raise InvalidArgument(f"--layer-octaves {spec!r}: use LAYER=W,W,... (one "
+                                      "weight per octave)")
+            layers[layer] = _weights(weights, "--layer-octaves")
+        changes["layer_octave_weights"] = layers
+    return dataclasses.replace(config, **changes).validate() if changes else config
+
+
+def _masks(args: argparse.Namespace, recorded) -> list[str | None]:
+    """The guide mask paths (None: that guide covers the whole image), given or recorded."""
+    if not args.guide_mask:
+        return list(recorded.guide_masks) if not args.guide else []
+    return [None if m.strip().lower() == "none" else m for m in args.guide_mask]
 
 
 def _recorded(args: argparse.Namespace):
@@ -37,16 +103,18 @@ def cmd_dream(args: argparse.Namespace) -> int:
     source = args.input or recorded.input
     if not source:
         raise InvalidArgument("give an INPUT image (or --from-png of a dream that recorded one)")
-    config = config_from_args(args, recorded.config or None)
+    config = _shaped(args, config_from_args(args, recorded.config or None))
     # Match-mode guides are not in the recorded maplist, so a re-run needs the guide images.
     guides = args.guide or recorded.guides
+    masks = _masks(args, recorded)
     octave_dir = Path(args.save_octaves) if args.save_octaves else None
     if args.remote:
-        return _dream_remote(args, config, source, guides, octave_dir)
-    return _dream_local(args, config, source, guides, octave_dir)
+        return _dream_remote(args, config, source, guides, octave_dir, masks)
+    return _dream_local(args, config, source, guides, octave_dir, masks)
 
 
-def _dream_local(args, config, source: str, guides: list[str], octave_dir: Path | None) -> int:
+def _dream_local(args, config, source: str, guides: list[str], octave_dir: Path | None,
+                 masks: list[str | None]) -> int:
     # heavy (torch): see options.config_from_args.
     import torch
 
@@ -64,18 +132,23 @@ def _dream_local(args, config, source: str, guides: list[str], octave_dir: Path 
     try:
         with torch.inference_mode(False):
             result = dream(image, config, guides=[load_image(g) for g in guides],
+                           guide_masks=[None if m is None else load_image(m) for m in masks],
                            progress=progress, device=args.device)
     finally:
         bar.close()
     result.provenance["input"] = str(Path(source).resolve())
     result.provenance["guides"] = [str(Path(g).resolve()) for g in guides]
+    if masks:
+        result.provenance["guide_masks"] = [None if m is None else str(Path(m).resolve())
+                                            for m in masks]
     path = save_png(result.image, args.output, provenance_text(result.provenance))
     print(f"wrote {path} ({result.image.shape[2]}x{result.image.shape[1]}, "
           f"final loss {result.losses[-1]:.4g})")
     return 0
 
 
-def _dream_remote(args, config, source: str, guides: list[str], octave_dir: Path | None) -> int:
+def _dream_remote(args, config, source: str, guides: list[str], octave_dir: Path | None,
+                  masks: list[str | None]) -> int:
     """The local command's options, the service's device; a progress bar per octave; the final
     PNG (and ``--save-octaves``) saved here."""
     # heavy (torch, through the wire conversions): see options.config_from_args.
@@ -88,7 +161,8 @@ def _dream_remote(args, config, source: str, guides: list[str], octave_dir: Path
     output = dream_pb2.OutputOptions(preview_format=dream_pb2.PREVIEW_FORMAT_NONE,
                                      store_octaves=octave_dir is not None, inline_images=True)
     # A stored dream records artifact URIs for its input and guides: --from-png reuses them.
-    request = request_from_config(config, source, guides=guides, output=output)
+    request = request_from_config(config, source, guides=guides, guide_masks=masks,
+                                  output=output)
     bar = ProgressBar(config.octaves, enabled=not args.quiet)
 
     def on_update(update) -> None:

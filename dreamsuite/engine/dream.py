@@ -3,6 +3,8 @@
 ``dream(image, config)`` takes a ``[3, H, W]`` image in ``[0, 1]`` and returns a
 :class:`DreamResult` with the dreamed ``[3, H, W]`` image. A progress callback sees every step
 (and the image at the end of each octave); a cancellation check stops the work within one step.
+Optionally the step is conditioned (:mod:`dreamsuite.engine.clean`) and the objective changes
+with the octave and, through guide masks, with the position (:mod:`dreamsuite.engine.shaping`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import Any
 import torch
 
 from dreamsuite.backbones import Backbone, BackboneSpec, get_backbone
+from dreamsuite.engine.clean import precondition
 from dreamsuite.engine.config import (
     CheckedConfig,
     DreamConfig,
     check_config,
+    check_guide_shaping,
     check_guide_weights,
     field_errors,
 )
@@ -35,6 +39,7 @@ from dreamsuite.engine.guide import (
 from dreamsuite.engine.objectives import Maplist, Objective, Sum, from_maplist, guide_match, guided
 from dreamsuite.engine.octaves import plan_octaves, smooth, tile_slices, total_variation, upsample
 from dreamsuite.engine.provenance import make_provenance
+from dreamsuite.engine.shaping import Place, Shaped, is_shaped, prepare_masks, shaped_objective
 from dreamsuite.errors import Cancelled, InvalidArgument
 from dreamsuite.images import max_pixels_limit
 
@@ -115,6 +120,14 @@ def gradient(request: GradientRequest) -> tuple[torch.Tensor, float]:
     return grad, float(value.detach())
 
 
+def _place(run: DreamRun | None, place: Place) -> None:
+    """Tell ``run`` where the pixels of the request about to be yielded lie: a run has one
+    request out at a time, and :meth:`DreamRun.value` is only called for it, so run state
+    serves a batched pass too (it calls ``run.value`` per sample)."""
+    if run is not None:
+        run.place = place
+
+
 class _Stepper:
     """The ascent step as a generator of gradient requests, tile by tile (memory bounded by the
     tile), so one caller can answer the requests of several dreams with one batched pass."""
@@ -122,11 +135,14 @@ class _Stepper:
     def __init__(self, config: DreamConfig, should_cancel: CancelCheck | None = None):
         self.should_cancel = should_cancel
         self.config = config
+        self.conditioned = bool(config.laplacian or config.decorrelate or config.fourier)
 
-    def gradient(self, image: torch.Tensor, run: DreamRun) -> Steps:
+    def gradient(self, image: torch.Tensor, run: DreamRun, octave: int,
+                 masks: torch.Tensor | None) -> Steps:
         tiles = tile_slices(tuple(image.shape[-2:]), self.config.tile)
         if len(tiles) == 1:
             x = image.detach().contiguous(memory_format=torch.channels_last)
+            _place(run, Place(octave, masks))
             return (yield GradientRequest(x, run))
         grad = torch.empty_like(image)
         total = 0.0
@@ -135,13 +151,16 @@ class _Stepper:
             if self.should_cancel is not None and self.should_cancel():
                 raise Cancelled("cancelled between tiles")
             x = image[..., ys, xs].contiguous(memory_format=torch.channels_last)
+            _place(run, Place(octave, None if masks is None else masks[..., ys, xs]))
             grad[..., ys, xs], value = yield GradientRequest(x, run)
             total += value / len(tiles)
         return grad, total
 
-    def step(self, image: torch.Tensor, rng: random.Random, step: int, run: DreamRun) -> Steps:
-        """One ascent step on ``[1, 3, H, W]``: roll, gradient, unroll, normalise, clamp;
-        returns ``(image, value)``."""
+    def step(self, image: torch.Tensor, rng: random.Random, step: int, run: DreamRun,
+             octave: int = 0, masks: torch.Tensor | None = None) -> Steps:
+        """One ascent step on ``[1, 3, H, W]``: roll, gradient, unroll, condition, normalise,
+        clamp; returns ``(image, value)``. ``octave`` indexes the config's schedule; ``masks``
+        (``[1, G, H, W]``) are rolled and tiled with the image."""
         h, w = image.shape[-2:]
         tiled = max(h, w) > self.config.tile
         # When tiling, a whole-image roll of up to a tile moves the seams every step. Otherwise
@@ -149,10 +168,15 @@ class _Stepper:
         reach = self.config.tile if tiled else min(self.config.jitter, min(h, w) // 4)
         dy, dx = (rng.randint(-reach, reach), rng.randint(-reach, reach)) if reach else (0, 0)
         rolled = torch.roll(image, (dy, dx), (2, 3)) if reach else image
-        grad, value = yield from self.gradient(rolled, run)
+        if reach and masks is not None:
+            masks = torch.roll(masks, (dy, dx), (2, 3))
+        grad, value = yield from self.gradient(rolled, run, octave, masks)
         if reach:
             grad = torch.roll(grad, (-dy, -dx), (2, 3))
         grad = smooth(grad, self.config.smooth)
+        if self.conditioned:
+            grad = precondition(grad, laplacian=self.config.laplacian,
+                                decorrelate=self.config.decorrelate, fourier=self.config.fourier)
         grad = grad / (grad.abs().mean() + 1e-8)
         image = (image + self.config.step_size * grad).clamp_(0, 1)
         if self.config.blur_every and (step + 1) % self.config.blur_every == 0:
@@ -169,7 +193,9 @@ class DreamRun:
     def __init__(self, image: torch.Tensor, checked: CheckedConfig, backbone: Backbone,
                  objective: Objective, maplist: Maplist, sizes: list[tuple[int, int]],
                  work_size: tuple[int, int], guides: Sequence[torch.Tensor],
-                 warnings: list[str]):
+                 warnings: list[str], *, shaped: Shaped | None = None,
+                 masks: torch.Tensor | None = None,
+                 guide_masks: Sequence[torch.Tensor | None] = ()):
         self.image = image
         self.checked = checked
         self.config = checked.config
@@ -183,6 +209,13 @@ class DreamRun:
         self.tile, _ = _effective_tile(self.config.tile, backbone)
         self.extractor = backbone.extractor(objective.layers)
         self.autocast = backbone.device.type == "cuda"
+        # Local and scale-dependent objectives: the objective at a place, the guide masks at
+        # the working size ([1, G, H, W]), and where the pending request's pixels lie.
+        self.shaped = shaped
+        self.masks = masks
+        self.guide_masks = list(guide_masks)
+        self.first_octave = self.config.octaves - len(sizes)  # dropped octaves come first
+        self.place: Place | None = None
 
     def features(self, extractor: Callable[[torch.Tensor], dict[str, torch.Tensor]],
                  pixels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -192,12 +225,32 @@ class DreamRun:
 
     def value(self, acts: Mapping[str, torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
         """The objective of activations ``acts`` of ``pixels`` (one image), minus total
-        variation."""
+        variation. A shaped objective is evaluated at :attr:`place` (where the loop's pending
+        request lies; else the last octave, masks over the whole of ``pixels``)."""
+        objective = self.objective if self.shaped is None else self.shaped(
+            self.place or self._whole(tuple(pixels.shape[-2:])))
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
-            value = self.objective(acts)
+            value = objective(acts)
         if self.config.tv:
             value = value - self.config.tv * total_variation(pixels)
         return value
+
+    def _whole(self, size: tuple[int, int]) -> Place:
+        """The last octave, guide masks over a whole image of ``size``."""
+        masks = None if self.masks is None else upsample(self.masks, size)
+        return Place(self.config.octaves - 1, masks)
+
+    def evaluate(self, image: torch.Tensor) -> float:
+        """The objective (no total variation) of a whole ``[3, H, W]`` image as the last octave
+        weighs it: no jitter, no tiles. Measures what a dream gained."""
+        x = image.detach().unsqueeze(0).float().to(self.backbone.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        objective = self.objective if self.shaped is None else self.shaped(
+            self._whole(tuple(x.shape[-2:])))
+        with torch.no_grad():
+            acts = self.features(self.extractor, x)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.autocast):
+                return float(objective(acts))
 
     def steps(self, progress: Callable[[DreamProgress], None] | None = None,
               should_cancel: CancelCheck | None = None) -> Steps:
@@ -208,7 +261,7 @@ class DreamRun:
         stepper = _Stepper(config, should_cancel)
         out, losses = yield from _run_octaves(self, stepper, progress, should_cancel)
         provenance = make_provenance(self.config, self.maplist, self.image, self.guides,
-                                     self.backbone.device, out)
+                                     self.backbone.device, out, guide_masks=self.guide_masks)
         return DreamResult(out, losses, provenance, self.warnings)
 
     def run(self, progress: Callable[[DreamProgress], None] | None = None,
@@ -235,6 +288,7 @@ def prepare_dream(
     *,
     guides: Sequence[torch.Tensor] = (),
     guide_weights_override: Mapping[str, torch.Tensor] | None = None,
+    guide_masks: Sequence[torch.Tensor | None] = (),
     device: str | torch.device | None = None,
     max_pixels: int | None = None,
 ) -> DreamRun:
@@ -247,10 +301,14 @@ def prepare_dream(
     plan = plan_octaves(tuple(image.shape[-2:]), config.octaves, config.octave_scale,
                         spec.min_size, max_pixels=max_pixels_limit(max_pixels))
     _check_guides(spec, guides)
+    check_guide_shaping(config, len(guides), len(guide_masks))
     if guide_weights_override is not None:
         guide_weights_override = check_guide_weights(spec, guide_weights_override,
                                                      checked.maplist.layers)
     backbone = get_backbone(config.backbone, weights=config.weights, device=device)
+    masks = prepare_masks(guide_masks, tuple(image.shape[-2:]), plan.work_size, backbone.device)
+    shaped = (shaped_objective(backbone, checked, guides, guide_masks, guide_weights_override)
+              if is_shaped(checked, guide_masks) else None)
     objective, maplist = build_objective(backbone, checked, guides, guide_weights_override)
     _, tile_warnings = _effective_tile(config.tile, backbone)
     warnings = plan.warnings + tile_warnings
@@ -259,7 +317,7 @@ def prepare_dream(
     if not plan.sizes:
         raise InvalidArgument("no octave is large enough for the backbone; use fewer octaves")
     return DreamRun(image, checked, backbone, objective, maplist, plan.sizes, plan.work_size,
-                    guides, warnings)
+                    guides, warnings, shaped=shaped, masks=masks, guide_masks=guide_masks)
 
 
 def dream(
@@ -268,6 +326,7 @@ def dream(
     *,
     guides: Sequence[torch.Tensor] = (),
     guide_weights_override: Mapping[str, torch.Tensor] | None = None,
+    guide_masks: Sequence[torch.Tensor | None] = (),
     progress: Callable[[DreamProgress], None] | None = None,
     should_cancel: CancelCheck | None = None,
     device: str | torch.device | None = None,
@@ -279,11 +338,14 @@ def dream(
     would exceed ``max_pixels`` (default ``$DREAMSUITE_MAX_PIXELS``) once scaled up to the
     backbone's minimum input, and :class:`Cancelled` when ``should_cancel()`` turns true
     (checked before every step and between tiles). Guides must be at least the backbone's
-    minimum input on each side once downscaled to ``GUIDE_MAX_SIDE``.
+    minimum input on each side once downscaled to ``GUIDE_MAX_SIDE``. ``guide_masks`` (one per
+    guide, or none; None for a guide that covers the whole image) are ``[H, W]`` images in
+    ``[0, 1]`` of the input's aspect ratio: each guide grows its patterns where its mask is
+    (see :mod:`dreamsuite.engine.shaping`).
     """
     run = prepare_dream(image, config, guides=guides,
-                        guide_weights_override=guide_weights_override, device=device,
-                        max_pixels=max_pixels)
+                        guide_weights_override=guide_weights_override,
+                        guide_masks=guide_masks, device=device, max_pixels=max_pixels)
     return run.run(progress, should_cancel)
 
 
@@ -316,6 +378,7 @@ def _run_octaves(run: DreamRun, stepper: _Stepper, progress, should_cancel) -> S
     detail = None
     losses = []
     for octave, size in enumerate(run.sizes):
+        masks = None if run.masks is None else upsample(run.masks, size)
         octave_base = upsample(base, size)
         current = octave_base if detail is None else (octave_base + upsample(detail, size))
         current = current.clamp(0, 1)
@@ -323,7 +386,8 @@ def _run_octaves(run: DreamRun, stepper: _Stepper, progress, should_cancel) -> S
         for step in range(config.steps):
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"cancelled at octave {octave + 1}, step {step + 1}")
-            current, value = yield from stepper.step(current, rng, step, run)
+            current, value = yield from stepper.step(current, rng, step, run,
+                                                     run.first_octave + octave, masks)
             if progress is not None:
                 last = step == config.steps - 1
                 progress(DreamProgress(

@@ -91,7 +91,7 @@ class OutputOptions(_message.Message):
     def __init__(self, preview_format: _Optional[_Union[PreviewFormat, str]] = ..., preview_max_side: _Optional[int] = ..., preview_max_bytes: _Optional[int] = ..., store_octaves: _Optional[bool] = ..., inline_images: _Optional[bool] = ...) -> None: ...
 
 class DreamRequest(_message.Message):
-    __slots__ = ("image", "backbone", "weights", "maplist", "schedule", "regularisers", "guidance", "selection", "tile", "seed", "output")
+    __slots__ = ("image", "backbone", "weights", "maplist", "schedule", "regularisers", "guidance", "selection", "tile", "seed", "output", "laplacian_levels", "decorrelate", "fourier_decay", "guide_regions", "layer_octave_weights")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,11 @@ class DreamRequest(_message.Message):
     TILE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LAPLACIAN_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    DECORRELATE_FIELD_NUMBER: _ClassVar[int]
+    FOURIER_DECAY_FIELD_NUMBER: _ClassVar[int]
+    GUIDE_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    LAYER_OCTAVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.ImageRef
     backbone: str
     weights: _common_pb2.Weights
@@ -114,7 +119,20 @@ class DreamRequest(_message.Message):
     tile: int
     seed: int
     output: OutputOptions
-    def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., backbone: _Optional[str] = ..., weights: _Optional[_Union[_common_pb2.Weights, str]] = ..., maplist: _Optional[_Union[_common_pb2.Maplist, _Mapping]] = ..., schedule: _Optional[_Union[OctaveSchedule, _Mapping]] = ..., regularisers: _Optional[_Union[Regularisers, _Mapping]] = ..., guidance: _Optional[_Union[Guidance, _Mapping]] = ..., selection: _Optional[_Union[NeuronSelection, _Mapping]] = ..., tile: _Optional[int] = ..., seed: _Optional[int] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ...) -> None: ...
+    laplacian_levels: int
+    decorrelate: bool
+    fourier_decay: float
+    guide_regions: _containers.RepeatedCompositeFieldContainer[GuideRegion]
+    layer_octave_weights: _containers.RepeatedCompositeFieldContainer[_common_pb2.LayerWeights]
+    def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., backbone: _Optional[str] = ..., weights: _Optional[_Union[_common_pb2.Weights, str]] = ..., maplist: _Optional[_Union[_common_pb2.Maplist, _Mapping]] = ..., schedule: _Optional[_Union[OctaveSchedule, _Mapping]] = ..., regularisers: _Optional[_Union[Regularisers, _Mapping]] = ..., guidance: _Optional[_Union[Guidance, _Mapping]] = ..., selection: _Optional[_Union[NeuronSelection, _Mapping]] = ..., tile: _Optional[int] = ..., seed: _Optional[int] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., laplacian_levels: _Optional[int] = ..., decorrelate: _Optional[bool] = ..., fourier_decay: _Optional[float] = ..., guide_regions: _Optional[_Iterable[_Union[GuideRegion, _Mapping]]] = ..., layer_octave_weights: _Optional[_Iterable[_Union[_common_pb2.LayerWeights, _Mapping]]] = ...) -> None: ...
+
+class GuideRegion(_message.Message):
+    __slots__ = ("mask", "octave_weights")
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    OCTAVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    mask: _common_pb2.ImageRef
+    octave_weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, mask: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., octave_weights: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DreamUpdate(_message.Message):
     __slots__ = ("octave", "octaves", "width", "height", "loss", "elapsed_seconds", "preview", "preview_content_type", "octave_artifact", "image", "result")

@@ -11,7 +11,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dreamsuite.engine.config import DreamConfig, check_maplist_size
+from dreamsuite.engine.config import (
+    MAX_GUIDES,
+    MAX_LAYERS,
+    RANGES,
+    DreamConfig,
+    check_count,
+    check_maplist_size,
+)
 from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.v1 import common_pb2, dream_pb2
@@ -46,6 +53,9 @@ _CONFIG_FIELDS = (
     ("regularisers", "blur_sigma", "blur_sigma"),
     (None, "tile", "tile"),
     (None, "seed", "seed"),
+    (None, "laplacian_levels", "laplacian"),
+    (None, "decorrelate", "decorrelate"),
+    (None, "fourier_decay", "fourier"),
 )
 
 
@@ -104,9 +114,12 @@ def request_from_config(
     image: str | bytes | os.PathLike,
     *,
     guides: Sequence[str | bytes | os.PathLike] = (),
+    guide_masks: Sequence[str | bytes | os.PathLike | None] = (),
     output: dream_pb2.OutputOptions | None = None,
 ) -> dream_pb2.DreamRequest:
-    """The ``DreamRequest`` for ``config`` (every field set explicitly) and the images."""
+    """The ``DreamRequest`` for ``config`` (every field set explicitly) and the images;
+    ``guide_masks`` (one per guide, None for a guide without one) ride in ``guide_regions``
+    with the config's guide octave weights."""
     weights = {name: number for number, name in WEIGHTS.items()}
     modes = {name: number for number, name in GUIDE_MODES.items()}
     return dream_pb2.DreamRequest(
@@ -125,7 +138,27 @@ def request_from_config(
         tile=config.tile,
         seed=config.seed,
         output=output,
+        laplacian_levels=config.laplacian,
+        decorrelate=config.decorrelate,
+        fourier_decay=config.fourier,
+        guide_regions=_guide_regions(config, guide_masks),
+        layer_octave_weights=[common_pb2.LayerWeights(layer=layer, weights=list(w))
+                              for layer, w in (config.layer_octave_weights or {}).items()],
     )
+
+
+def _guide_regions(config: DreamConfig, masks: Sequence[str | bytes | os.PathLike | None],
+                   ) -> list[dream_pb2.GuideRegion]:
+    count = max(len(masks), len(config.guide_octave_weights))
+    regions = []
+    for i in range(count):
+        mask = masks[i] if i < len(masks) else None
+        octave_weights = config.guide_octave_weights[i] if i < len(
+            config.guide_octave_weights) else ()
+        regions.append(dream_pb2.GuideRegion(
+            mask=image_ref(mask) if mask is not None else None,
+            octave_weights=list(octave_weights)))
+    return regions
 
 
 def config_from_request(request: dream_pb2.DreamRequest) -> DreamConfig:
@@ -142,4 +175,32 @@ def config_from_request(request: dream_pb2.DreamRequest) -> DreamConfig:
     values["guide_mode"] = enum_value(request.guidance.mode, GUIDE_MODES, "weights",
                                       "guidance.mode")
     values["maplist"] = maplist_from_proto(request.maplist)
+    values.update(_octave_weights(request))
     return DreamConfig(**values)
+
+
+def _octave_weights(request: dream_pb2.DreamRequest) -> dict:
+    """The config's guide and layer octave weights (counted before they are copied)."""
+    values: dict = {}
+    check_count(len(request.guide_regions), "guide_regions", MAX_GUIDES, "entries")
+    if any(region.octave_weights for region in request.guide_regions):
+        values["guide_octave_weights"] = tuple(
+            tuple(_counted(region.octave_weights, f"guide_regions[{i}].octave_weights"))
+            for i, region in enumerate(request.guide_regions))
+    if request.layer_octave_weights:
+        check_count(len(request.layer_octave_weights), "layer_octave_weights", MAX_LAYERS,
+                    "entries")
+        layers: dict[str, tuple[float, ...]] = {}
+        for i, entry in enumerate(request.layer_octave_weights):
+            where = f"layer_octave_weights[{i}]"
+            if entry.layer in layers:
+                raise InvalidArgument(f"{where}: layer {shorten(entry.layer)!r} repeats")
+            layers[entry.layer] = tuple(_counted(entry.weights, f"{where}.weights"))
+        values["layer_octave_weights"] = layers
+    return values
+
+
+def _counted(values: Sequence[float], field: str) -> list[float]:
+    # Octave weights are one per octave: a longer list is refused before it is copied.
+    check_count(len(values), field, int(RANGES["octaves"][1]), "weights (one per octave)")
+    return list(values)

@@ -42,6 +42,14 @@ def _guide_weights(guidance: dream_pb2.Guidance) -> dict[str, list[float]] | Non
     return out
 
 
+def _guide_masks(request: dream_pb2.DreamRequest) -> tuple[ImageInput | None, ...]:
+    """The mask of each guide region (None where a region sets none); () without masks."""
+    masks = tuple(_image(r.mask, f"guide_regions[{i}].mask")
+                  if r.HasField("mask") and (r.mask.data or r.mask.uri) else None
+                  for i, r in enumerate(request.guide_regions))
+    return masks if any(m is not None for m in masks) else ()
+
+
 def _selection(request: dream_pb2.DreamRequest) -> SelectionSpec | None:
     if not request.HasField("selection"):
         return None
@@ -71,6 +79,7 @@ def spec_from_request(request: dream_pb2.DreamRequest) -> DreamSpec:
         config=config_from_request(request),
         guides=guides,
         guide_weights=_guide_weights(request.guidance),
+        guide_masks=_guide_masks(request),
         selection=_selection(request),
         output=_output(request.output),
     )

@@ -23,6 +23,7 @@ from dreamsuite.engine.config import (
     check_config,
     check_count,
     check_dream_size,
+    check_guide_shaping,
     check_guide_weights,
     check_range,
     field_errors,
@@ -76,6 +77,8 @@ class DreamSpec:
     config: DreamConfig
     guides: tuple[ImageInput, ...] = ()
     guide_weights: dict[str, list[float]] | None = None
+    # One per guide (None: that guide covers the whole image), or () for none.
+    guide_masks: tuple[ImageInput | None, ...] = ()
     selection: SelectionSpec | None = None
     output: OutputSpec = OutputSpec()
 
@@ -92,6 +95,7 @@ class PreparedJob:
     guide_sources: list[tuple[bytes, str]] = field(default_factory=list)  # (data, uri) each
     guide_weights: dict[str, torch.Tensor] | None = None
     selection_images: list[torch.Tensor] = field(default_factory=list)
+    guide_masks: list[torch.Tensor | None] = field(default_factory=list)  # [3, H, W] each
 
     @property
     def config(self) -> DreamConfig:
@@ -107,12 +111,17 @@ def _check_output(output: OutputSpec) -> None:
 
 def _check_guidance(spec: DreamSpec, checked: CheckedConfig) -> dict[str, torch.Tensor] | None:
     check_count(len(spec.guides), "guidance.guides", MAX_GUIDES, "guide images")
+    with field_errors("guide_regions"):
+        check_guide_shaping(spec.config, len(spec.guides), len(spec.guide_masks))
     if spec.guide_weights is None:
         return None
     if spec.guides:
         raise InvalidArgument("guidance: give guides or guide_weights, not both")
     if spec.config.guide_mode != "weights":
         raise InvalidArgument("guidance.guide_weights needs GUIDE_MODE_WEIGHTS")
+    if spec.config.guide_octave_weights or spec.guide_masks:
+        raise InvalidArgument("guide_regions need guide images (guidance.guides): each guide's "
+                              "own weights, which guidance.guide_weights does not carry")
     return check_guide_weights(checked.spec, spec.guide_weights, checked.maplist.layers)
 
 
@@ -142,6 +151,21 @@ def _decode(source: ImageInput, store: ArtifactStore, max_pixels: int,
         image = load_image(data, max_pixels=max_pixels)
         check_image_side(checked.spec, image, max_side=max_side)
     return image
+
+
+def _decode_mask(source: ImageInput | None, store: ArtifactStore, max_pixels: int,
+                 image: torch.Tensor) -> torch.Tensor | None:
+    """A guide mask, decoded, of the input image's aspect ratio."""
+    if source is None:
+        return None
+    data = _read(source, store)
+    with field_errors(source.field):
+        mask = load_image(data, max_pixels=max_pixels)
+        (h, w), (mh, mw) = image.shape[-2:], mask.shape[-2:]
+        if abs(mh / mw - h / w) > 0.02 * h / w:
+            raise InvalidArgument(f"is {mw}x{mh}, the image {w}x{h}; give a mask of the "
+                                  "image's aspect ratio")
+    return mask
 
 
 def _guide_sources(spec: DreamSpec) -> list[tuple[bytes, str]]:
@@ -186,4 +210,5 @@ def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> Prepar
         guide_sources=_guide_sources(spec), guide_weights=weights,
         selection_images=[_decode(s, store, max_pixels, checked)
                           for s in (spec.selection.images if spec.selection else ())],
+        guide_masks=[_decode_mask(m, store, max_pixels, image) for m in spec.guide_masks],
     )

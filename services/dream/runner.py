@@ -363,7 +363,7 @@ class DreamRunner:
                                                         job.guides, layers)
         return prepare_dream(job.image, config, guides=job.guides,
                              guide_weights_override=weights, device=device,
-                             max_pixels=self.max_pixels)
+                             max_pixels=self.max_pixels, guide_masks=job.guide_masks)
 
     def _select(self, job: PreparedJob, config: DreamConfig, device: torch.device) -> Maplist:
         selection = job.spec.selection

@@ -22,11 +22,13 @@ def config(layer: str, seed: int, **fields) -> DreamConfig:
 
 
 # Each dream its own objective, seed, jitter and regulariser. Objectives that stay stable over
-# steps: on others, the per-pass rounding difference grows (see the next test).
+# steps: on others, the per-pass rounding difference grows (see the next test). The third is
+# stable with the plain pixel step (laplacian=0, no decorrelation) but not with the default
+# cleaned step, so it keeps the plain step: the batch then mixes both kinds of step.
 CASES = [
     ("coffee", config("block_10", 0)),
     ("coffee", config("block_6=0.5", 1, jitter=4)),
-    ("coffee", config("block_4", 2, tv=0.05)),
+    ("coffee", config("block_4", 2, tv=0.05, laplacian=0, decorrelate=False)),
 ]
 
 

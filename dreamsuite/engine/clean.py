@@ -1,0 +1,155 @@
+"""Cleaner dreams: the ascent direction conditioned over frequency bands and colour, and the
+measure that says how much high-frequency speckle a dream added.
+
+A raw pixel-space gradient is dominated by the highest spatial frequencies and by colour
+(rainbow speckle). Three optional transforms of the gradient, applied in the dream step before
+its usual mean-absolute normalisation, change that (all ``[N, 3, H, W] -> [N, 3, H, W]``):
+
+- :func:`laplacian_normalise`: split the gradient into a Laplacian pyramid, divide each band by
+  its RMS, merge (the TensorFlow DeepDream tutorial's ``lap_normalize``): every frequency band
+  contributes equally to the step.
+- decorrelated colour (:data:`COLOR_CORRELATION`, Lucid's ``color_correlation_svd_sqrt``
+  normalised by its largest column norm): the step is taken in Lucid's decorrelated colour
+  space ``z`` with ``rgb = C z``, so the pixel step is ``C C^T grad``, mostly luminance.
+- :func:`fourier_precondition`: the gradient's spectrum scaled by ``1 / max(f, 1/max(H, W)) **
+  decay`` (Lucid's ``fft_image`` scaling). A Fourier-space image does not survive the octave
+  loop (the image is resized, detail is re-injected and pixels are clamped between steps), so
+  this is the step a Fourier parameterisation takes when its coefficients move by the same
+  normalised amount: preconditioning, not a re-parameterisation.
+
+:func:`high_frequency_share` measures the result: the share of a change's spectral energy above
+a quarter of the Nyquist frequency.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "COLOR_CORRELATION",
+    "HIGH_FREQUENCY_CUTOFF",
+    "precondition",
+    "laplacian_normalise",
+    "fourier_precondition",
+    "to_decorrelated",
+    "from_decorrelated",
+    "high_frequency_share",
+]
+
+# Lucid's color_correlation_svd_sqrt (square root of ImageNet's colour covariance, by SVD),
+# divided by its largest column norm as Lucid does: columns are luminance, then two chroma axes.
+_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                          [0.27, 0.00, -0.05],
+                          [0.27, -0.09, 0.03]])
+COLOR_CORRELATION = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
+
+#: :func:`high_frequency_share` counts energy above this radial frequency (cycles per pixel):
+#: a quarter of the Nyquist frequency, 0.5.
+HIGH_FREQUENCY_CUTOFF = 0.125
+
+_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+
+
+def precondition(grad: torch.Tensor, *, laplacian: int = 0, decorrelate: bool = False,
+                 fourier: float = 0.0) -> torch.Tensor:
+    """The conditioned ascent direction for a pixel gradient ``[N, 3, H, W]``: into the
+    decorrelated colour space (if ``decorrelate``), Laplacian-normalised over ``laplacian``
+    levels, Fourier-preconditioned with decay ``fourier``, and back to RGB. With every option
+    off it returns ``grad`` itself."""
+    # One memory layout whatever the gradient came in (a batched pass hands out slices of a
+    # channels_last batch): convolutions pick their kernels by layout, and a dream must not
+    # depend on whether it was batched.
+    grad = grad.contiguous()
+    if decorrelate:
+        grad = to_decorrelated(grad)
+    if laplacian:
+        grad = laplacian_normalise(grad, laplacian)
+    if fourier:
+        grad = fourier_precondition(grad, fourier)
+    if decorrelate:
+        grad = from_decorrelated(grad)
+    return grad
+
+
+def to_decorrelated(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient with respect to decorrelated colours ``z`` of an RGB gradient (``C^T g``)."""
+    return torch.einsum("dc,ndhw->nchw", COLOR_CORRELATION.to(grad), grad)
+
+
+def from_decorrelated(step: torch.Tensor) -> torch.Tensor:
+    """The RGB change of a change ``step`` of decorrelated colours (``C z``)."""
+    return torch.einsum("dc,nchw->ndhw", COLOR_CORRELATION.to(step), step)
+
+
+def _blur_down(x: torch.Tensor) -> torch.Tensor:
+    """Binomial 5x5 blur, then every second pixel (``[N, C, H, W] -> [N, C, ceil(H/2), ...]``)."""
+    channels = x.shape[1]
+    k = _BINOMIAL.to(x) / _BINOMIAL.sum()
+    kernel = (k[:, None] * k[None, :]).expand(channels, 1, 5, 5)
+    mode = "reflect" if min(x.shape[-2:]) > 2 else "replicate"
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), kernel, stride=2, groups=channels)
+
+
+def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> torch.Tensor:
+    """``grad`` (``[N, C, H, W]``) split into ``levels`` band-pass images and a low-pass rest,
+    each divided by its RMS, and merged again. Levels stop where the image would fall below
+    4 px. Splitting and merging use the same upsampling, so without the normalisation the merge
+    gives ``grad`` back exactly."""
+    bands = []
+    low = grad
+    for _ in range(levels):
+        if min(low.shape[-2:]) < 8:
+            break
+        down = _blur_down(low)
+        bands.append(low - _up(down, tuple(low.shape[-2:])))
+        low = down
+    out = low / low.pow(2).mean().sqrt().clamp_min(eps)
+    for band in reversed(bands):
+        out = _up(out, tuple(band.shape[-2:])) + band / band.pow(2).mean().sqrt().clamp_min(eps)
+    return out
+
+
+def _radial_frequency(h: int, w: int, device: torch.device, *, half: bool) -> torch.Tensor:
+    """``|f|`` in cycles per pixel on the grid of ``fft2`` (``rfft2`` when ``half``), ``[H, W']``."""
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = (torch.fft.rfftfreq(w, device=device) if half else torch.fft.fftfreq(w, device=device))
+    return (fy.pow(2) + fx[None, :].pow(2)).sqrt()
+
+
+def fourier_precondition(grad: torch.Tensor, decay: float) -> torch.Tensor:
+    """``grad`` (``[N, C, H, W]``) with its spectrum scaled by ``1 / max(|f|, 1/max(H, W)) **
+    decay``: Lucid's Fourier-image scaling (decay 1), applied once to the step direction. The
+    FFT treats the gradient as periodic, as the dream's roll (jitter) treats the image."""
+    h, w = grad.shape[-2:]
+    freq = _radial_frequency(h, w, grad.device, half=True)
+    scale = freq.clamp_min(1.0 / max(h, w)).pow(-decay)
+    spectrum = torch.fft.rfft2(grad.float())
+    return torch.fft.irfft2(spectrum * scale, s=(h, w)).to(grad.dtype)
+
+
+def high_frequency_share(change: torch.Tensor, cutoff: float = HIGH_FREQUENCY_CUTOFF) -> float:
+    """The share of ``change``'s spectral energy (2D FFT power of each channel of ``[C, H, W]``
+    or ``[N, C, H, W]``, summed over channels) above the radial frequency ``cutoff`` cycles per
+    pixel (default a quarter of Nyquist). A Hann window first, so the jump at the borders of a
+    non-periodic change does not count as high-frequency energy. White noise scores about 0.95
+    (the share of the spectrum's area above the cutoff), a smooth change about 0; an all-zero
+    change 0."""
+    x = change.detach().float()
+    x = x.reshape(-1, *x.shape[-2:])
+    h, w = x.shape[-2:]
+    window = (torch.hann_window(h, periodic=False, dtype=x.dtype)[:, None]
+              * torch.hann_window(w, periodic=False, dtype=x.dtype)[None, :]).to(x.device)
+    x = (x - x.mean(dim=(-2, -1), keepdim=True)) * window
+    power = torch.fft.fft2(x).abs().pow(2).sum(dim=0)
+    total = float(power.sum())
+    if total <= 0 or not math.isfinite(total):
+        return 0.0
+    high = _radial_frequency(h, w, x.device, half=False) > cutoff
+    return float(power[high].sum()) / total

@@ -1,0 +1,177 @@
+"""dreamsuite.engine.clean: the high-frequency measure, the three gradient conditionings, and
+cleaned dreams that keep octaves, jitter and tiling working.
+
+Dreams run the embedded backbone (real weights) on ~100 px images with few steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from dreamsuite.engine import DreamConfig, dream
+from dreamsuite.engine.clean import (
+    COLOR_CORRELATION,
+    fourier_precondition,
+    high_frequency_share,
+    laplacian_normalise,
+    precondition,
+)
+from dreamsuite.engine.config import UNRECORDED
+from dreamsuite.engine.dream import prepare_dream
+from dreamsuite.engine.objectives import LayerTerm, Maplist
+from dreamsuite.engine.octaves import tile_slices
+from dreamsuite.errors import InvalidArgument
+from dreamsuite.images import sample_image
+
+#: The engine's step before the cleaning options.
+PLAIN = dict(UNRECORDED)
+
+
+def _noise(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _smooth_field(h: int, w: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    return torch.stack([torch.sin(3 * yy + 2 * xx), torch.cos(4 * xx), yy * xx])
+
+
+# --- the measure --------------------------------------------------------------------------------
+
+
+def test_white_noise_change_scores_high_and_a_smooth_change_low():
+    assert high_frequency_share(_noise(3, 96, 128)) > 0.9  # ~0.95: the area above the cutoff
+    assert high_frequency_share(_smooth_field(96, 128)) < 0.01
+    assert high_frequency_share(torch.zeros(3, 32, 32)) == 0.0
+
+
+def test_the_measure_ignores_the_borders_of_a_non_periodic_change():
+    # A ramp wraps around with a jump at the border: without the window that jump would count.
+    ramp = torch.linspace(0, 1, 128).expand(3, 96, 128)
+    assert high_frequency_share(ramp) < 0.01
+
+
+# --- the conditionings --------------------------------------------------------------------------
+
+
+def test_with_every_option_off_the_gradient_is_untouched():
+    grad = _noise(1, 3, 40, 48)
+    assert precondition(grad) is grad
+
+
+def test_laplacian_normalisation_gives_every_band_its_share():
+    noise = _noise(1, 3, 96, 128)
+    out = laplacian_normalise(noise, 4)
+    assert out.shape == noise.shape
+    # White noise holds almost all its energy in the finest band; equal bands move it down.
+    assert high_frequency_share(out[0]) < 0.5 * high_frequency_share(noise[0])
+    odd = laplacian_normalise(_noise(1, 3, 37, 53), 6)  # odd sizes, levels beyond the image
+    assert odd.shape == (1, 3, 37, 53) and torch.isfinite(odd).all()
+
+
+def test_decorrelated_step_is_mostly_luminance():
+    luminance = torch.ones(1, 3, 8, 8)
+    chroma = torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    kept = precondition(luminance, decorrelate=True).norm() / luminance.norm()
+    shrunk = precondition(chroma, decorrelate=True).norm() / chroma.norm()
+    assert kept > 10 * shrunk
+    # C C^T: the pixel step of a step in Lucid's decorrelated colours.
+    torch.testing.assert_close(precondition(luminance, decorrelate=True)[0, :, 0, 0],
+                               COLOR_CORRELATION @ COLOR_CORRELATION.T @ torch.ones(3))
+
+
+def test_fourier_preconditioning_favours_low_frequencies():
+    noise = _noise(1, 3, 64, 80)
+    out = fourier_precondition(noise, 1.0)
+    assert out.shape == noise.shape
+    assert high_frequency_share(out[0]) < 0.4
+    assert high_frequency_share(fourier_precondition(noise, 0.5)[0]) > high_frequency_share(
+        out[0])
+
+
+# --- cleaned dreams -----------------------------------------------------------------------------
+
+
+def _gain_and_share(image: torch.Tensor, config: DreamConfig) -> tuple[float, float]:
+    run = prepare_dream(image, config, device="cpu")
+    out = run.run().image
+    return run.evaluate(out) - run.evaluate(image), high_frequency_share(out - image)
+
+
+def test_the_default_step_halves_the_speckle_and_keeps_the_objective(coffee):
+    """The issue's rule on a small dream: the default (cleaned) step leaves at most half the
+    plain step's high-frequency share, at 90% or more of its objective gain."""
+    config = DreamConfig(octaves=2, steps=5, jitter=4, seed=0)
+    assert (config.laplacian, config.decorrelate) == (4, True)
+    plain_gain, plain_share = _gain_and_share(coffee, dataclasses.replace(config, **PLAIN))
+    gain, share = _gain_and_share(coffee, config)
+    assert share <= 0.5 * plain_share, (share, plain_share)
+    assert gain >= 0.9 * plain_gain, (gain, plain_gain)
+
+
+@pytest.mark.parametrize("options", [
+    {"laplacian": 3, "decorrelate": False},
+    {"laplacian": 0, "decorrelate": True},
+    {"laplacian": 0, "decorrelate": True, "fourier": 1.0},
+    {"laplacian": 2, "decorrelate": True, "fourier": 0.5},
+])
+def test_every_option_raises_the_objective_with_octaves_and_jitter(chelsea, options):
+    config = DreamConfig(octaves=2, steps=4, jitter=8, seed=1, **options)
+    run = prepare_dream(chelsea, config, device="cpu")
+    result = run.run()
+    assert result.image.shape == chelsea.shape
+    assert float(result.image.min()) >= 0 and float(result.image.max()) <= 1
+    assert run.evaluate(result.image) > 1.2 * run.evaluate(chelsea)
+
+
+def test_same_seed_same_cleaned_dream(coffee):
+    config = DreamConfig(octaves=1, steps=3, jitter=8, seed=3, fourier=1.0)
+    first = dream(coffee, config, device="cpu").image
+    assert torch.equal(first, dream(coffee, config, device="cpu").image)
+
+
+def test_tiled_cleaned_dream_has_no_seams():
+    """Tiles of 64 px over 160 px: the cleaned step's change at the tile grid is as strong as
+    a few pixels beside it (a local comparison: the coarse change varies with the content)."""
+    image = sample_image("astronaut", size=160)
+    config = DreamConfig(maplist=Maplist((LayerTerm("block_3"),)), octaves=1, steps=6,
+                         jitter=0, tile=64, seed=0)
+    out = dream(image, config, device="cpu").image
+    assert out.shape == image.shape
+    change = (out - image).abs()
+    profiles = (change.mean(dim=(0, 2)), change.mean(dim=(0, 1)))  # per row, per column
+    tiles = tile_slices(tuple(image.shape[-2:]), 64)
+    starts = (sorted({ys.start for ys, _ in tiles} - {0}), sorted({xs.start for _, xs in tiles}
+                                                                  - {0}))
+    for profile, edges in zip(profiles, starts, strict=True):
+        for edge in edges:
+            at = profile[edge - 1:edge + 1].mean()
+            beside = torch.cat([profile[edge - 6:edge - 2], profile[edge + 2:edge + 6]]).mean()
+            assert 0.8 < float(at / beside) < 1.25, (edge, float(at / beside))
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"laplacian": 13}, "laplacian must be between 0 and 12"),
+    ({"laplacian": -1}, "laplacian must be between"),
+    ({"fourier": -0.5}, "fourier must be between 0 and 4"),
+    ({"fourier": float("nan")}, "fourier must be a finite number"),
+    ({"decorrelate": "yes"}, "decorrelate must be true or false"),
+])
+def test_out_of_range_options_are_refused(changes, message):
+    with pytest.raises(InvalidArgument, match=message):
+        DreamConfig(**changes).validate()
+
+
+def test_a_record_from_before_the_options_re_runs_the_plain_step():
+    old = DreamConfig().to_dict()
+    for name in UNRECORDED:
+        del old[name]
+    assert {k: getattr(DreamConfig.from_dict(old), k) for k in UNRECORDED} == UNRECORDED
+    new = DreamConfig(laplacian=2, decorrelate=False, fourier=0.5)
+    assert DreamConfig.from_dict(new.to_dict()) == new
