@@ -3,7 +3,12 @@
 
 from pathlib import Path
 
-__all__ = ["handler_file"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_BATCH_DELAY_MS", "handler_file"]
+
+#: The backbone archive's TorchServe batch settings (``batchSize``, ``maxBatchDelay`` in ms),
+#: ``dreamsuite archive``'s defaults; measured with ``dreamsuite bench guide --batching``.
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_BATCH_DELAY_MS = 5
 
 
 def handler_file() -> Path:

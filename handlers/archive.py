@@ -21,7 +21,7 @@ from dreamsuite.backbones.efficientnet_lite import lite0_file
 from dreamsuite.backbones.registry import load_state_dict
 from dreamsuite.defaults import DEFAULT_MAX_RESPONSE_BYTES
 from dreamsuite.errors import InvalidArgument
-from handlers import handler_file
+from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS, handler_file
 
 __all__ = ["build_archive", "model_config"]
 
@@ -53,8 +53,8 @@ def _weights_file(backbone: str, folder: Path) -> Path:
 
 
 def build_archive(
-    backbone: str, store: Path, *, batch_size: int = 4, max_batch_delay: int = 5,
-    workers: int = 1,
+    backbone: str, store: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS, workers: int = 1,
 ) -> Path:
     """Write ``store/<backbone>.mar`` (replacing it); returns its path."""
     get_backbone_spec(backbone)

@@ -9,9 +9,11 @@ as its serialized file and a model-config.yaml whose ``handler`` section names t
 
 Each inference request carries a serialised ``dreamsuite.v1.ActivationsRequest`` as its
 ``data`` (or ``body``) input and gets a serialised ``ActivationsResponse`` back. Requests of a
-TorchServe batch that have the same image size and layers share one forward pass. A failure of
-one request (bad image, unknown layer, response over the cap) is answered inside its response,
-so the worker never sends a frame larger than the server accepts and never dies of a bad input.
+TorchServe batch that have the same image size and layers share one forward pass; every response
+reports how many requests its batch held (``batch_size``) and how many shared its forward pass
+(``shared_forward``), which the guide service exports as histograms. A failure of one request
+(bad image, unknown layer, response over the cap) is answered inside its response, so the worker
+never sends a frame larger than the server accepts and never dies of a bad input.
 The worker's Python environment needs the ``dreamsuite`` package installed.
 """
 
@@ -80,8 +82,12 @@ class BackboneHandler:
                 message="the request input is not a serialised dreamsuite.v1.ActivationsRequest",
             ),
         )
-        return [(next(answers) if request is not None else unreadable).SerializeToString()
-                for request in parsed]
+        out = []
+        for request in parsed:
+            answer = next(answers) if request is not None else unreadable
+            answer.batch_size = len(data)  # TorchServe's batch, unreadable requests included
+            out.append(answer.SerializeToString())
+        return out
 
     @staticmethod
     def _parse(row: dict[str, Any]) -> pb.ActivationsRequest | None:

@@ -14,7 +14,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -89,12 +89,15 @@ def backend_from_url(
 
 async def layer_stats(
     backend: ActivationBackend, image: bytes, backbone: str, layers: Sequence[str], *,
-    max_side: int = 0,
+    max_side: int = 0, on_response: Callable[[pb.ActivationsResponse], None] | None = None,
 ) -> tuple[dict[str, LayerStats], str]:
     """Per-map statistics ``{layer: LayerStats}`` of one encoded image and the backend version
-    that computed them; request errors are raised as library exceptions."""
+    that computed them; request errors are raised as library exceptions. ``on_response`` sees
+    the backend's response first (the guide service reads its batch figures there)."""
     response = await backend.activations(pb.ActivationsRequest(
         image=image, backbone=backbone, layers=list(layers), reduction=pb.REDUCTION_STATS,
         max_side=max_side,
     ))
+    if on_response is not None:
+        on_response(response)
     return stats_from_response(response), response.backend_version

@@ -111,7 +111,11 @@ def compute_batch(
     kind: str,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> list[pb.ActivationsResponse]:
-    """One response per request, in order; ``kind`` names the backend in ``backend_version``."""
+    """One response per request, in order; ``kind`` names the backend in ``backend_version``.
+
+    Each response reports ``batch_size`` (``len(requests)``: the handler overrides it with the
+    size of TorchServe's batch) and ``shared_forward`` (the requests of its forward pass, 0 for
+    a request that failed before or after it)."""
     version = backend_version(kind, backbone)
     responses: list[pb.ActivationsResponse | None] = [None] * len(requests)
     groups: dict[tuple, list[_Job]] = {}
@@ -130,9 +134,12 @@ def compute_batch(
                 response = _respond(backbone, job, {k: v[row] for k, v in acts.items()}, cap)
             except DreamsuiteError as exc:
                 response = _error_response(backbone, exc)
+            else:
+                response.shared_forward = len(jobs)
             responses[job.index] = response
     for response in responses:
         assert response is not None
+        response.batch_size = len(requests)
         if not response.HasField("error"):
             response.backend_version = version
     return [r for r in responses if r is not None]

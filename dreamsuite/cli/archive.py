@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from dreamsuite.defaults import DEFAULT_BACKBONE
+from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 
 __all__ = ["register", "cmd_archive"]
 
@@ -16,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone to archive")
     p.add_argument("-o", "--output", required=True, metavar="MODEL_STORE",
                    help="model store folder (created); the archive is BACKBONE.mar")
-    p.add_argument("--batch-size", type=int, default=4, help="TorchServe batch size (default 4)")
-    p.add_argument("--max-batch-delay", type=int, default=5,
-                   help="milliseconds TorchServe waits to fill a batch (default 5)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"TorchServe batch size (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS,
+                   help="milliseconds TorchServe waits to fill a batch "
+                   f"(default {DEFAULT_MAX_BATCH_DELAY_MS})")
     p.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
     p.add_argument("--no-config", action="store_true",
                    help="do not write config.properties next to the archive")

@@ -38,12 +38,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     s.set_defaults(func=_service)
 
-    g = which.add_parser("guide", help="guide-weight latency: TorchServe vs in-process forward")
+    g = which.add_parser("guide", help="guide-weight latency: TorchServe vs in-process forward; "
+                                       "--batching: TorchServe batch settings under load")
     g.add_argument("--json", action="store_true", help="print the figures as JSON")
     g.add_argument("--size", type=int, default=512, help="guide side in pixels (default 512)")
     g.add_argument("--layer", action="append", help="layers (default block_6 and block_10)")
-    g.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    g.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds (default 10; 3 with --batching)")
     g.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    g.add_argument("--batching", action="store_true",
+                   help="concurrent uncached calls through one TorchServe per batch setting")
+    g.add_argument("--settings", nargs="+", default=["1:0", "4:5", "4:20", "8:5", "8:20"],
+                   metavar="BATCH:DELAY_MS", help="--batching: archive batch size and max batch "
+                   "delay per TorchServe; the first is the baseline (default 1:0 4:5 4:20 8:5 8:20)")
+    g.add_argument("--concurrency", type=int, nargs="+", default=[1, 8],
+                   help="--batching: concurrent clients (default 1 8)")
+    g.add_argument("--burst", type=int, default=4,
+                   help="--batching: calls per client per round (default 4)")
     g.set_defaults(func=_guide)
 
     n = which.add_parser("gan", help="GAN training step vs the reference loop; sampling vs "
@@ -83,6 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     y.add_argument("--content-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0])
     y.set_defaults(func=_style)
 
+    c = which.add_parser("clean", help="high-frequency share and objective gain of each "
+                                       "gradient conditioning vs the plain pixel step")
+    c.add_argument("--json", action="store_true", help="print the figures as JSON")
+    c.add_argument("--images", nargs="+", default=["chelsea", "coffee", "astronaut"],
+                   help="sample images (default chelsea coffee astronaut)")
+    c.add_argument("--size", type=int, default=224, help="shorter side in pixels (default 224)")
+    c.add_argument("--octaves", type=int, default=None, help="octaves (default the engine's)")
+    c.add_argument("--steps", type=int, default=None, help="steps per octave (default the "
+                                                           "engine's)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--laplacian", type=int, default=4, help="Laplacian levels (default 4)")
+    c.add_argument("--fourier", type=float, default=1.0, help="Fourier decay (default 1)")
+    c.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    c.set_defaults(func=_clean)
+
     register_loadtest_bench(which)
 
 
@@ -116,6 +142,12 @@ def _style(args: argparse.Namespace) -> int:
     from dreamsuite.bench import style
 
     return style.main(args)
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import clean
+
+    return clean.main(args)
 
 
 def _gan(args: argparse.Namespace) -> int:

@@ -71,17 +71,21 @@ class ActivationsError(_message.Message):
     def __init__(self, code: _Optional[_Union[ActivationsError.Code, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ActivationsResponse(_message.Message):
-    __slots__ = ("backbone", "layers", "image_height", "image_width", "backend_version", "error")
+    __slots__ = ("backbone", "layers", "image_height", "image_width", "backend_version", "error", "batch_size", "shared_forward")
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FORWARD_FIELD_NUMBER: _ClassVar[int]
     backbone: str
     layers: _containers.RepeatedCompositeFieldContainer[LayerActivations]
     image_height: int
     image_width: int
     backend_version: str
     error: ActivationsError
-    def __init__(self, backbone: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerActivations, _Mapping]]] = ..., image_height: _Optional[int] = ..., image_width: _Optional[int] = ..., backend_version: _Optional[str] = ..., error: _Optional[_Union[ActivationsError, _Mapping]] = ...) -> None: ...
+    batch_size: int
+    shared_forward: int
+    def __init__(self, backbone: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerActivations, _Mapping]]] = ..., image_height: _Optional[int] = ..., image_width: _Optional[int] = ..., backend_version: _Optional[str] = ..., error: _Optional[_Union[ActivationsError, _Mapping]] = ..., batch_size: _Optional[int] = ..., shared_forward: _Optional[int] = ...) -> None: ...

@@ -105,8 +105,9 @@ class GuideCore:
     async def _compute(self, image: bytes, backbone: str, layers: list[str],
                        max_side: int) -> dict[str, LayerStats]:
         async with self._slots:
-            computed, version = await layer_stats(self.backend, image, backbone, layers,
-                                                  max_side=max_side)
+            computed, version = await layer_stats(
+                self.backend, image, backbone, layers, max_side=max_side,
+                on_response=self.metrics.observe_response)
         self._versions[backbone] = version
         return computed
 

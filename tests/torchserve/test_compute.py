@@ -84,3 +84,28 @@ def test_request_errors_name_what_to_fix(lite0, cat_png):
 def test_archived_state_dict_gives_the_registry_backbone(lite0):
     rebuilt = backbone_from_state_dict("efficientnet_lite0", lite0_state_dict())
     assert weights_digest(rebuilt) == weights_digest(lite0)
+
+
+def test_responses_report_their_batch_and_forward_pass(lite0, cat_png, coffee_png):
+    requests = [_request(cat_png), _request(coffee_png), _request(cat_png),
+                _request(b"not an image"), _request(cat_png, layers=["block_3"])]
+    batch = compute_batch(lite0, requests, kind="test")
+    assert [r.batch_size for r in batch] == [5] * 5
+    # the two same-size cats with the same layers share a pass; the others are alone;
+    # a request that failed had no forward pass
+    assert [r.shared_forward for r in batch] == [2, 1, 2, 0, 1]
+    [alone] = compute_batch(lite0, [_request(cat_png)], kind="test")
+    assert (alone.batch_size, alone.shared_forward) == (1, 1)
+
+
+def test_the_handler_reports_torchserve_batch_size_unreadable_rows_included(lite0, cat_png):
+    from handlers.backbone_handler import BackboneHandler
+
+    handler = BackboneHandler()
+    handler.backbone = lite0
+    rows = [{"data": _request(cat_png).SerializeToString()}, {"body": b"\xff\xfe garbage"},
+            {"data": bytearray(_request(cat_png).SerializeToString())}]
+    answers = [pb.ActivationsResponse.FromString(a) for a in handler.handle(rows, None)]
+    assert [a.batch_size for a in answers] == [3, 3, 3]
+    assert [a.shared_forward for a in answers] == [2, 0, 2]
+    assert answers[1].error.code == pb.ActivationsError.CODE_INVALID_ARGUMENT

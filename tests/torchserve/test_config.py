@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import pytest
 
 from dreamsuite import protogen
 from dreamsuite.cli import main
 from dreamsuite.torchserve import MAX_MESSAGE_BYTES, TorchServePorts, render_config
+from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 
 
 def test_local_config_is_loopback_prometheus_and_raised_limits(tmp_path):
@@ -30,6 +33,11 @@ def test_token_authorization_stays_on_beyond_loopback(tmp_path):
 def test_archive_command_writes_mar_and_config(tmp_path, capsys):
     assert main(["archive", "--backbone", "efficientnet_lite0", "-o", str(tmp_path)]) == 0
     assert (tmp_path / "efficientnet_lite0.mar").stat().st_size > 10_000_000
+    with zipfile.ZipFile(tmp_path / "efficientnet_lite0.mar") as mar:
+        config = mar.read("model-config.yaml").decode()
+    # the measured defaults (README, "TorchServe and the guide service": batching)
+    assert f"batchSize: {DEFAULT_BATCH_SIZE}\n" in config
+    assert f"maxBatchDelay: {DEFAULT_MAX_BATCH_DELAY_MS}\n" in config
     assert "load_models=efficientnet_lite0.mar" in (tmp_path / "config.properties").read_text()
     assert "wrote" in capsys.readouterr().out
 
