@@ -26,10 +26,11 @@ class GuideClient:
     """Blocking client of ``GuideService`` at ``target`` (``HOST:PORT``); TLS and the bearer
     token follow :func:`dreamsuite.clients.open_channel` and ``auth_metadata``."""
 
-    def __init__(self, target: str, *, token: str | None = None, timeout: float = 300.0):
+    def __init__(self, target: str, *, token: str | None = None, timeout: float = 300.0,
+                 retries: bool = True):
         self.target = target
         self.timeout = timeout
-        self._channel = open_channel(target)
+        self._channel = open_channel(target, retries=retries)
         self._stub = guide_pb2_grpc.GuideServiceStub(self._channel)
         self._metadata = tuple(auth_metadata(token))
 
