@@ -27,6 +27,10 @@ from dreamsuite.errors import DeadlineExceeded, ResourceExhausted
 __all__ = ["Ticket", "Scheduler"]
 
 
+#: How close to its deadline a caller that goes away counts as having left because of it.
+DEADLINE_SLACK_S = 0.25
+
+
 @dataclass(eq=False)
 class Ticket:
     """One queued dream: who asked, until when, what it can be batched with, and what to call
@@ -114,7 +118,9 @@ class Scheduler:
             self._waiting -= 1
             self._publish(self._waiting, self._running)
         ticket.payload = None  # whoever still holds the ticket does not hold the dream
-        if ticket.expired(time.monotonic()):
+        # A client cancels when its own deadline passes, which reaches us a hair before ours
+        # (the server's clock starts when the call arrives): count that as the deadline too.
+        if ticket.expired(time.monotonic() + DEADLINE_SLACK_S):
             reason = "deadline"
         self._count_drop(reason)
         return True

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from dreamsuite.errors import DeadlineExceeded, ResourceExhausted
-from services.dream.scheduler import Scheduler, Ticket
+from services.dream.scheduler import DEADLINE_SLACK_S, Scheduler, Ticket
 
 
 def names(batch):
@@ -82,6 +82,18 @@ def test_a_ticket_whose_deadline_passed_is_dropped_unstarted():
     assert names(scheduler.take()) == ["fine"]
     assert reasons == ["deadline"]
     assert len(dropped) == 1 and isinstance(dropped[0], DeadlineExceeded)
+
+
+def test_a_caller_leaving_at_its_deadline_counts_as_a_deadline_drop():
+    # The client cancels when its deadline passes; that reaches the server a hair early.
+    reasons = []
+    scheduler = Scheduler(queue_size=5, on_drop=reasons.append)
+    at_deadline = Ticket("at", deadline=time.monotonic() + DEADLINE_SLACK_S / 5)
+    early = Ticket("early", deadline=time.monotonic() + 60)
+    scheduler.submit(at_deadline)
+    scheduler.submit(early)
+    assert scheduler.drop(at_deadline) and scheduler.drop(early)
+    assert reasons == ["deadline", "cancelled"]
 
 
 def test_dropping_a_queued_ticket_frees_its_place():

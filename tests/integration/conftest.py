@@ -31,7 +31,7 @@ _EXE = Path(sys.executable).with_name("dreamsuite")
 #: The installed entry point (what users run), else the same main() in a fresh interpreter.
 CLI = [str(_EXE)] if _EXE.exists() else [
     sys.executable, "-c", "import sys; from dreamsuite.cli import main; sys.exit(main())"]
-_SERVING_LINE = re.compile(r"serving \S+ on [^\s:]+:(\d+) \((TLS|plaintext)\)")
+_SERVING_LINE = re.compile(r"serving (?:\S+, )*\S+ on [^\s:]+:(\d+) \((TLS|plaintext)\)")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

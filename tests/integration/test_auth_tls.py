@@ -105,8 +105,6 @@ def _handled(port: int, method: str) -> float:
                and 'grpc_code="OK"' in line and f'grpc_method="{method}"' in line)
 
 
-@pytest.mark.skip(reason="hangs since this session's client retry/round_robin service config; "
-                  "under investigation (see the closing note), must be fixed, not kept skipped")
 def test_cli_over_tls_with_token_and_ca_from_the_environment(serve, follow, tls_pair, tmp_path,
                                                             monkeypatch, capsys):
     cert, key = tls_pair
