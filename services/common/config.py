@@ -18,7 +18,10 @@ from dreamsuite.errors import InvalidArgument
 from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["ServerConfig", "add_server_arguments", "server_config_from_args",
-           "env_name"]
+           "env_name", "DEFAULT_MAX_CONNECTION_AGE_SECONDS"]
+
+#: Five minutes: a replica the autoscaler adds gets its share of long-lived clients that soon.
+DEFAULT_MAX_CONNECTION_AGE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_seconds: float = 30.0
     reflection: bool = True
+    #: Connections older than this are asked to close (GOAWAY) once their calls are done, so
+    #: round-robin clients re-resolve and reach replicas added since (0: never).
+    max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS
 
     def validate(self) -> ServerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -47,6 +53,9 @@ class ServerConfig:
             raise InvalidArgument("--max-message-bytes must be at least 1024")
         if self.grace_seconds < 0:
             raise InvalidArgument("--grace-seconds must be >= 0")
+        if not 0 <= self.max_connection_age_seconds <= 86_400 * 365:
+            raise InvalidArgument("--max-connection-age must be between 0 (never) and a year "
+                                  "of seconds")
         return self
 
     @property
@@ -88,6 +97,10 @@ def add_server_arguments(parser: argparse.ArgumentParser, service: str, *, port:
                      help="send and receive limit per message")
     add_env_argument(parser, "--grace-seconds", default=30.0, cast=float,
                      help="on SIGTERM, how long in-flight calls may finish before cancellation")
+    add_env_argument(parser, "--max-connection-age", default=DEFAULT_MAX_CONNECTION_AGE_SECONDS,
+                     cast=float, help="seconds after which a client connection is asked to "
+                     "reconnect (its calls in flight finish first), so clients spread over "
+                     "replicas added since; 0: never")
 
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -99,4 +112,5 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         max_message_bytes=args.max_message_bytes, grace_seconds=args.grace_seconds,
+        max_connection_age_seconds=args.max_connection_age,
     ).validate()

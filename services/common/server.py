@@ -107,6 +107,9 @@ async def start_server(
     """Build, bind and start a server for ``bindings``; every service reports SERVING."""
     config.validate()
     options = [*channel_options(config.max_message_bytes), ("grpc.so_reuseport", 0)]
+    if config.max_connection_age_seconds > 0:  # no age grace: a long dream is never cut
+        options.append(("grpc.max_connection_age_ms",
+                        max(1, round(config.max_connection_age_seconds * 1000))))
     server = grpc.aio.server(interceptors=_interceptors(config, registry, interceptors),
                              options=options)
     for binding in bindings:

@@ -10,12 +10,14 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from dreamsuite import errors
 from dreamsuite.cli import build_parser
 from dreamsuite.clients import open_channel
 from dreamsuite.wire.status import status_for
 from services.common.config import ServerConfig
+from services.common.server import ServiceBinding, start_server
 from services.dream.config import config_from_args
 from services.dream.server import SERVICE_NAME
 
@@ -162,3 +164,55 @@ def test_a_watch_ends_with_not_serving_even_when_shutdown_comes_during_a_write()
         return written
 
     assert asyncio.run(scenario()) == [SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+def _peer_binding():
+    """A service with one unary method that answers the caller's address, and one that
+    streams a message every 0.1 s for as long as the request says."""
+
+    async def who(request: bytes, context) -> bytes:
+        return context.peer().encode()
+
+    async def tick(request: bytes, context):
+        for _ in range(int(request.decode())):
+            await asyncio.sleep(0.1)
+            yield context.peer().encode()
+
+    handler = grpc.method_handlers_generic_handler("test.Peer", {
+        "Who": grpc.unary_unary_rpc_method_handler(who),
+        "Tick": grpc.unary_stream_rpc_method_handler(tick),
+    })
+    return ServiceBinding("test.Peer", None,
+                          lambda servicer, server: server.add_generic_rpc_handlers((handler,)))
+
+
+def test_old_connections_are_asked_to_reconnect_without_cutting_calls():
+    async def scenario():
+        server = await start_server(
+            [_peer_binding()],
+            ServerConfig(host="127.0.0.1", port=0, max_connection_age_seconds=0.5,
+                         grace_seconds=0),
+            registry=CollectorRegistry())
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                who = channel.unary_unary("/test.Peer/Who")
+                tick = channel.unary_stream("/test.Peer/Tick")
+                first = await who(b"", timeout=10)
+                # A stream that outlives the connection's age runs to its end on it.
+                ticks = [peer async for peer in tick(b"15", timeout=30)]
+                later = await who(b"", timeout=10)
+        finally:
+            await server.stop(0)
+        return first, ticks, later
+
+    first, ticks, later = asyncio.run(scenario())
+    assert len(ticks) == 15 and set(ticks) == {first}
+    assert later != first  # a fresh connection (another client port) after the GOAWAY
+
+
+def test_max_connection_age_flag_and_its_bounds(monkeypatch):
+    monkeypatch.setenv("DREAMSUITE_MAX_CONNECTION_AGE", "60")
+    args = build_parser().parse_args(["serve", "dream", "--metrics-port", "-1"])
+    assert config_from_args(args).server.max_connection_age_seconds == 60
+    with pytest.raises(errors.InvalidArgument, match="max-connection-age"):
+        ServerConfig(max_connection_age_seconds=-1).validate()
