@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,11 +36,13 @@ WEIGHTS_ENV = "DREAMSUITE_WEIGHTS_DIR"
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A dreamable layer: its friendly name, its channel count and its stage index."""
+    """A dreamable layer: its friendly name, its channel count, its stage index and the other
+    names it answers to (e.g. Keras' ``mixed3`` for Inception V3's ``mixed_6a``)."""
 
     name: str
     channels: int
     index: int
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class BackboneSpec:
     ``build`` returns the architecture with random weights and ``stages`` splits it into named
     stages whose sequential composition is the feature extractor. ``weights_file`` is the file
     name looked up in ``$DREAMSUITE_WEIGHTS_DIR`` and the torch hub cache; ``embedded`` loaders
-    return a state dict from an installed package instead.
+    return a state dict from an installed package instead. ``aliases`` maps other names of
+    layers (another framework's numbering) to the friendly names: :meth:`layer` accepts both,
+    :meth:`canonical_layer` turns either into the friendly name.
     """
 
     name: str
@@ -64,6 +68,7 @@ class BackboneSpec:
     weights_file: str | None = None
     embedded: Callable[[], dict[str, torch.Tensor]] | None = None
     weights_hint: str = ""
+    aliases: Mapping[str, str] = field(default_factory=dict, compare=False)
     _layers: list[LayerInfo] = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -74,13 +79,21 @@ class BackboneSpec:
         return list(self._layers)
 
     def layer(self, name: str) -> LayerInfo:
-        """The layer called ``name``; :class:`UnknownName` lists the valid ones otherwise."""
+        """The layer called ``name`` or aliased ``name``; :class:`UnknownName` lists the valid
+        ones otherwise."""
+        target = self.aliases.get(name, name)
         for info in self.layers:
-            if info.name == name:
+            if info.name == target:
                 return info
         valid = ", ".join(info.name for info in self.layers)
+        if self.aliases:
+            valid += "; aliases: " + ", ".join(f"{a}={t}" for a, t in self.aliases.items())
         raise UnknownName(
             f"backbone {self.name!r} has no layer {shorten(name)!r}; valid layers: {valid}")
+
+    def canonical_layer(self, name: str) -> str:
+        """The friendly name of the layer called or aliased ``name`` (see :meth:`layer`)."""
+        return self.layer(name).name
 
     def check_channels(self, layer: str, channels: Sequence[int]) -> None:
         """Raise :class:`UnknownName` if any channel index is outside ``[0, channels)``."""
@@ -129,7 +142,14 @@ def _probe_layers(spec: BackboneSpec) -> list[LayerInfo]:
         infos = []
         for index, (name, stage) in enumerate(spec.stages(model)):
             x = stage(x)
-            infos.append(LayerInfo(name=name, channels=int(x.shape[1]), index=index))
+            aliases = tuple(a for a, target in spec.aliases.items() if target == name)
+            infos.append(LayerInfo(name=name, channels=int(x.shape[1]), index=index,
+                                   aliases=aliases))
+    names = {info.name for info in infos}
+    wrong = [f"{a}={t}" for a, t in spec.aliases.items() if t not in names or a in names]
+    if wrong:  # a registration mistake, caught the first time the layers are listed
+        raise ValueError(f"backbone {spec.name!r}: aliases {', '.join(wrong)} name no layer or "
+                         "shadow one")
     return infos
 
 

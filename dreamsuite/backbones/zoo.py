@@ -35,6 +35,14 @@ _INCEPTION_V3 = [
     "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c",
 ]  # fmt: skip
 
+#: Keras' InceptionV3 numbers the same blocks ``mixed0`` .. ``mixed10`` (the paper names its
+#: layers that way): 256, 288, 288, 768 (x5), 1280, 2048, 2048 channels, as torchvision's.
+_KERAS_INCEPTION_V3 = {
+    "mixed0": "mixed_5b", "mixed1": "mixed_5c", "mixed2": "mixed_5d", "mixed3": "mixed_6a",
+    "mixed4": "mixed_6b", "mixed5": "mixed_6c", "mixed6": "mixed_6d", "mixed7": "mixed_6e",
+    "mixed8": "mixed_7a", "mixed9": "mixed_7b", "mixed10": "mixed_7c",
+}  # fmt: skip
+
 _GOOGLENET = [
     "conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
     "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
@@ -101,6 +109,7 @@ register(BackboneSpec(
     build=_build_inception,
     stages=lambda m: _named(_drop_aux(m), [(_friendly(n), n) for n in _INCEPTION_V3]),
     weights_file="inception_v3_google-0cc3c7bd.pth",
+    aliases=_KERAS_INCEPTION_V3,
 ))
 
 register(BackboneSpec(

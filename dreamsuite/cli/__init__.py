@@ -20,6 +20,7 @@ from dreamsuite.cli import (
     dreaming,
     gan,
     guiding,
+    presets,
     serve,
     styling,
     suite,
@@ -30,7 +31,8 @@ from dreamsuite.loadtest import cli as loadtest
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The command groups, in the order ``dreamsuite --help`` lists them.
-COMMANDS = (backbones, dreaming, guiding, styling, gan, bench, loadtest, serve, archive, suite, demo)
+COMMANDS = (backbones, dreaming, presets, guiding, styling, gan, bench, loadtest, serve, archive,
+            suite, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

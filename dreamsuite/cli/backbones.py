@@ -24,7 +24,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         rows.append({
             "name": name,
             "description": spec.description,
-            "layers": [{"name": info.name, "channels": info.channels} for info in spec.layers],
+            "layers": [{"name": info.name, "channels": info.channels,
+                        "aliases": list(info.aliases)} for info in spec.layers],
             "default_layer": spec.default_layer,
             "min_size": spec.min_size,
             "weights": weights_status(spec),
@@ -35,6 +36,11 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['name']}  weights={row['weights']}  min_size={row['min_size']}  "
               f"default_layer={row['default_layer']}\n  {row['description']}")
-        layers = ", ".join(f"{layer['name']}({layer['channels']})" for layer in row["layers"])
+        layers = ", ".join(_layer_text(layer) for layer in row["layers"])
         print(f"  layers: {layers}\n")
     return 0
+
+
+def _layer_text(layer: dict) -> str:
+    """``mixed_6a(768, mixed3)``: the name, the channel count, then any aliases."""
+    return f"{layer['name']}({', '.join([str(layer['channels']), *layer['aliases']])})"

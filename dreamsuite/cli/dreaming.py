@@ -99,6 +99,8 @@ def _recorded(args: argparse.Namespace):
 
 
 def cmd_dream(args: argparse.Namespace) -> int:
+    if args.preset is not None and args.from_png:
+        raise InvalidArgument("give --preset or --from-png, not both: each sets the whole dream")
     recorded = _recorded(args)
     source = args.input or recorded.input
     if not source:

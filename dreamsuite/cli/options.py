@@ -30,6 +30,9 @@ def add_backbone_options(p: argparse.ArgumentParser, *, layer_required: bool = F
 def add_dream_options(p: argparse.ArgumentParser) -> None:
     """The dream options, shared by the local and the remote dream command."""
     add_backbone_options(p)
+    p.add_argument("--preset", metavar="NAME",
+                   help="start from a named dream (`dreamsuite presets` lists them); the "
+                        "options given alongside override it")
     p.add_argument("--maplist", help="maplist JSON (from `dreamsuite select` or by hand)")
     p.add_argument("--octaves", type=int, help="number of octaves (default 4)")
     p.add_argument("--octave-scale", type=float, help="size ratio between octaves (default 1.4)")
@@ -52,12 +55,17 @@ def add_dream_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, base: dict | None = None):
     """A validated :class:`~dreamsuite.engine.DreamConfig` from ``base`` (e.g. a PNG's
-    provenance) and the given flags."""
+    provenance), else ``--preset`` if given, and the given flags on top."""
     # heavy (torch): the engine loads only for commands that dream, so `dreamsuite health`
     # (a container health check with a few seconds' budget) never imports it.
     from dreamsuite.engine import DreamConfig, Maplist, load_maplist, parse_layer_spec
+    from dreamsuite.engine.presets import get_preset
 
-    config = DreamConfig.from_dict(base) if base else DreamConfig()
+    preset = getattr(args, "preset", None)
+    if base:
+        config = DreamConfig.from_dict(base)
+    else:
+        config = get_preset(preset).config() if preset is not None else DreamConfig()
     changes = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a, None) is not None}
     maplist = None
     if getattr(args, "maplist", None):

@@ -3,9 +3,11 @@ one validation that both the engine and the services run.
 
 :func:`check_config` is where a dream request enters the library: it checks every number
 against :data:`RANGES`, every name against the backbone registry and every maplist entry, and
-returns a :class:`CheckedConfig` the engine trusts. Messages start with the field they are
-about (``octaves: ...``, ``maplist.layers[2].channels[7]: ...``), so the services pass them on
-unchanged.
+returns a :class:`CheckedConfig` the engine trusts. Layer aliases (Keras' ``mixed3`` for
+Inception V3's ``mixed_6a``) are resolved here: past the checks every layer has its friendly
+name, so the engine, the services and the provenance only ever see those. Messages start with
+the field they are about (``octaves: ...``, ``maplist.layers[2].channels[7]: ...``), so the
+services pass them on unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -26,6 +29,7 @@ from dreamsuite.errors import InvalidArgument, NotFound, shorten
 __all__ = [
     "DreamConfig",
     "CheckedConfig",
+    "canonical_layer_keys",
     "check_config",
     "check_count",
     "check_dream_size",
@@ -51,6 +55,8 @@ __all__ = [
     "MAX_WEIGHT",
     "MAX_NAME_LENGTH",
 ]
+
+_V = TypeVar("_V")
 
 GUIDE_MODES = ("weights", "match")
 WEIGHT_CHOICES = ("pretrained", "random")
@@ -220,7 +226,8 @@ def _check_per_octave(weights: Sequence[float], field: str, octaves: int) -> Non
 @dataclass(frozen=True)
 class CheckedConfig:
     """A config that passed :func:`check_config`: its backbone's spec and the maplist to dream
-    (the backbone's default layer filled in when the config names none)."""
+    (the backbone's default layer filled in when the config names none). ``config`` and
+    ``maplist`` name layers by their friendly names, aliases resolved."""
 
     config: DreamConfig
     spec: BackboneSpec
@@ -247,16 +254,34 @@ def check_name(value: str, field: str) -> None:
 
 def check_layer_names(spec: BackboneSpec, layers: Sequence[str],
                       field: str = "layers") -> list[str]:
-    """``layers`` (at least one, at most :data:`MAX_LAYERS`, each a layer of ``spec``) without
-    repeats, in order."""
+    """``layers`` (at least one, at most :data:`MAX_LAYERS`, each a layer of ``spec``) by
+    their friendly names (aliases resolved), without repeats, in order."""
     if not layers:
         raise InvalidArgument(f"{field}: give at least one layer")
     check_count(len(layers), field, MAX_LAYERS, "layers")
+    names = []
     for i, layer in enumerate(layers):
         check_name(layer, f"{field}[{i}]")
         with field_errors(f"{field}[{i}]"):
-            spec.layer(layer)
-    return list(dict.fromkeys(layers))
+            names.append(spec.canonical_layer(layer))
+    return list(dict.fromkeys(names))
+
+
+def canonical_layer_keys(spec: BackboneSpec, values: Mapping[str, _V],
+                         field: str) -> dict[str, _V]:
+    """``values`` keyed by friendly layer names: aliases resolved, other keys (unknown names
+    included, for the caller's own check) as they are. Two keys that name one layer are
+    refused rather than one silently dropped."""
+    out: dict[str, _V] = {}
+    given: dict[str, str] = {}
+    for key, value in values.items():
+        name = spec.aliases.get(key, key)
+        if name in out:
+            raise InvalidArgument(f"{field}: {shorten(given[name])!r} and {shorten(key)!r} "
+                                  f"name the same layer ({name}); give it once")
+        out[name] = value
+        given[name] = key
+    return out
 
 
 def check_weight(value: float, field: str) -> None:
@@ -279,42 +304,56 @@ def check_maplist_size(terms: int, channels: Callable[[], int]) -> None:
 
 
 def check_maplist(spec: BackboneSpec, maplist: Maplist | None) -> Maplist:
-    """``maplist`` checked against ``spec`` (or the backbone's default layer when None)."""
+    """``maplist`` checked against ``spec`` (or the backbone's default layer when None), its
+    layers by their friendly names (aliases resolved)."""
     if maplist is None:
         return Maplist((LayerTerm(spec.default_layer),))
     if not maplist.terms:
         raise InvalidArgument("maplist is empty: give at least one layer")
     check_maplist_size(len(maplist.terms),
                        lambda: sum(len(t.channels or ()) for t in maplist.terms))
+    terms = []
     for i, term in enumerate(maplist.terms):
         where = f"maplist.layers[{i}]"
         check_name(term.layer, f"{where}.layer")
         check_weight(term.weight, f"{where}.weight")
         with field_errors(where):
-            spec.layer(term.layer)
+            name = spec.canonical_layer(term.layer)
             if term.channels is not None:
                 if not term.channels:
                     raise InvalidArgument(f"layer {term.layer!r} lists no channels")
                 spec.check_channels(term.layer, list(term.channels))
         for channel, weight in (term.channels or {}).items():
             check_weight(weight, f"{where}.channels[{channel}].weight")
-    return maplist
+        terms.append(term if name == term.layer else dataclasses.replace(term, layer=name))
+    return Maplist(tuple(terms))
 
 
 def check_config(config: DreamConfig) -> CheckedConfig:
     """The one validation of a dream config: numbers, choices, backbone, maplist, and octave
-    weights that name the maplist's layers (guide octave weights only in ``weights`` mode)."""
+    weights that name the maplist's layers (guide octave weights only in ``weights`` mode).
+
+    The checked config names layers by their friendly names (aliases resolved, in the maplist
+    and the layer octave weights), so two configs that differ only by an alias check equal and
+    a dream records the names it ran."""
     config.validate()
     check_name(config.backbone, "backbone")
     with field_errors("backbone"):
         spec = get_backbone_spec(config.backbone)
     maplist = check_maplist(spec, config.maplist)
-    for layer in config.layer_octave_weights or {}:
+    octave_weights = None
+    if config.layer_octave_weights is not None:
+        octave_weights = canonical_layer_keys(spec, config.layer_octave_weights,
+                                              "layer_octave_weights")
+    for layer in octave_weights or {}:
         if layer not in maplist.layers:
             raise InvalidArgument(f"layer_octave_weights: {shorten(layer)!r} is not a layer of "
                                   f"the maplist; its layers are {', '.join(maplist.layers)}")
     if config.guide_octave_weights and config.guide_mode != "weights":
         raise InvalidArgument("guide_octave_weights need guide_mode 'weights'")
+    config = dataclasses.replace(
+        config, maplist=maplist if config.maplist is not None else None,
+        layer_octave_weights=octave_weights)
     return CheckedConfig(config, spec, maplist)
 
 
@@ -345,13 +384,18 @@ def check_guide_weights(
     layers: Sequence[str], *, field: str = "guidance.guide_weights",
 ) -> dict[str, torch.Tensor]:
     """Precomputed guide weights as ``{layer: [C]}`` tensors: one finite weight per map of
-    each of ``layers`` (the maplist's), for layers of ``spec`` only."""
+    each of ``layers`` (the maplist's, by friendly names), for layers of ``spec`` only; keyed
+    by friendly names (aliases resolved)."""
     out: dict[str, torch.Tensor] = {}
     for i, (layer, values) in enumerate(weights.items()):
         where = f"{field}[{i}]"
         check_name(layer, f"{where}.layer")
         with field_errors(where):
-            channels = spec.layer(layer).channels
+            info = spec.layer(layer)
+        channels = info.channels
+        if info.name in out:
+            raise InvalidArgument(f"{where}: layer {shorten(layer)!r} is {info.name}, which an "
+                                  "earlier entry already gives")
         tensor = torch.as_tensor(values, dtype=torch.float32).flatten()
         if tensor.numel() != channels:
             raise InvalidArgument(f"{where}: layer {layer!r} has {channels} maps, "
@@ -359,7 +403,7 @@ def check_guide_weights(
         if not torch.isfinite(tensor).all() or tensor.abs().max() > MAX_WEIGHT:
             raise InvalidArgument(f"{where}.weights must be finite numbers in "
                                   f"[-{MAX_WEIGHT:g}, {MAX_WEIGHT:g}]")
-        out[layer] = tensor
+        out[info.name] = tensor
     missing = [layer for layer in layers if layer not in out]
     if missing:
         raise InvalidArgument(f"{field}: no weights for layer(s) {', '.join(missing)} of the "

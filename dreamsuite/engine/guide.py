@@ -78,9 +78,11 @@ def check_image_side(spec: BackboneSpec, image: torch.Tensor, *, max_side: int =
 
 
 def map_means(backbone: Backbone, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Per-map mean activation ``{layer: [C]}`` of one ``[3, H, W]`` image (on the CPU)."""
+    """Per-map mean activation ``{layer: [C]}`` of one ``[3, H, W]`` image (on the CPU), keyed
+    by the names given (aliases included)."""
     acts = backbone.activations(image, layers)
-    return {name: acts[name].mean(dim=(0, 2, 3)).cpu() for name in layers}
+    return {name: acts[backbone.spec.canonical_layer(name)].mean(dim=(0, 2, 3)).cpu()
+            for name in layers}
 
 
 def normalise(values: torch.Tensor) -> torch.Tensor:
@@ -108,13 +110,13 @@ def combine_guide_means(
 def guide_weights(
     backbone: Backbone, guides: Sequence[torch.Tensor], layers: Sequence[str]
 ) -> dict[str, torch.Tensor]:
-    """Normalised per-map weights ``{layer: [C]}`` averaged over ``guides`` (``[3, H, W]`` each).
+    """Normalised per-map weights ``{layer: [C]}`` averaged over ``guides`` (``[3, H, W]`` each),
+    keyed by friendly layer names (aliases resolved).
 
     These are exactly the weights the engine puts in the dream loss (before layer weights)."""
     if not guides:
         raise InvalidArgument("at least one guide image is needed")
-    for layer in layers:
-        backbone.spec.layer(layer)
+    layers = list(dict.fromkeys(backbone.spec.canonical_layer(layer) for layer in layers))
     per_guide = [map_means(backbone, prepare_guide(guide), layers) for guide in guides]
     return combine_guide_means(per_guide, layers)
 
@@ -123,6 +125,7 @@ def guide_features(backbone: Backbone, guides: Sequence[torch.Tensor], layer: st
     """Guide features ``[C, M]`` for Google's matching objective (all guides' positions)."""
     if not guides:
         raise InvalidArgument("at least one guide image is needed")
+    layer = backbone.spec.canonical_layer(layer)
     cols = []
     for guide in guides:
         act = backbone.activations(prepare_guide(guide), [layer])[layer][0]
@@ -159,9 +162,10 @@ class Selection:
 
 
 def check_selection(spec: BackboneSpec, layers: Sequence[str], *, top_k: int,
-                    bottom_k: int) -> None:
+                    bottom_k: int) -> list[str]:
     """The one check of a neuron selection: layers of ``spec`` (see
-    :func:`~dreamsuite.engine.config.check_layer_names`), counts that fit every layer."""
+    :func:`~dreamsuite.engine.config.check_layer_names`), counts that fit every layer. Returns
+    the layers by their friendly names, without repeats."""
     layers = check_layer_names(spec, layers)
     fewest = min(spec.layer(layer).channels for layer in layers)
     check_range(top_k, "top_k", 0, fewest)
@@ -173,6 +177,7 @@ def check_selection(spec: BackboneSpec, layers: Sequence[str], *, top_k: int,
         if top_k + bottom_k > channels:
             raise InvalidArgument(f"top_k + bottom_k = {top_k + bottom_k} is more than layer "
                                   f"{layer!r} has: it has {channels} maps")
+    return layers
 
 
 def select_neurons(
@@ -183,11 +188,12 @@ def select_neurons(
     top_k: int = 0,
     bottom_k: int = 0,
 ) -> Selection:
-    """Rank each layer's maps by mean activation over ``images`` and pick top/bottom k."""
+    """Rank each layer's maps by mean activation over ``images`` and pick top/bottom k (layers
+    keyed by their friendly names, aliases resolved)."""
     if not images:
         raise InvalidArgument("images: neuron selection needs at least one image")
     check_count(len(images), "images", MAX_SELECTION_IMAGES, "images")
-    check_selection(backbone.spec, layers, top_k=top_k, bottom_k=bottom_k)
+    layers = check_selection(backbone.spec, layers, top_k=top_k, bottom_k=bottom_k)
     for i, image in enumerate(images):
         with field_errors(f"images[{i}]"):
             check_image_side(backbone.spec, image)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamsuite.backbones import Backbone, get_backbone
+from dreamsuite.engine.config import canonical_layer_keys
 from dreamsuite.engine.octaves import total_variation, upsample
 from dreamsuite.errors import Cancelled, InvalidArgument
 
@@ -488,10 +489,13 @@ def stylize(
     if any(not (math.isfinite(w) and w >= 0) for w in weights) or sum(weights) <= 0:
         raise InvalidArgument("style weights must be finite, >= 0 and not all 0")
     backbone = get_backbone(config.backbone, weights=config.weights, device=device)
-    style_weights = config.resolved_style_layers()
-    content_layer = config.resolved_content_layer() if config.content_weight else None
-    for layer in [*style_weights, *([content_layer] if content_layer else [])]:
-        backbone.spec.layer(layer)  # UnknownName listing the valid ones
+    # Layers by their friendly names (the activations' keys); UnknownName lists the valid ones.
+    style_weights = canonical_layer_keys(backbone.spec, config.resolved_style_layers(),
+                                         "style_layers")
+    for layer in style_weights:
+        backbone.spec.layer(layer)
+    content_layer = (backbone.spec.canonical_layer(config.resolved_content_layer())
+                     if config.content_weight else None)
     net = _Net(backbone, [*style_weights, *([content_layer] if content_layer else [])])
     sizes = _sizes(tuple(content.shape[-2:]), config.scales, 2 * backbone.spec.min_size)
     total_weight = sum(weights)

@@ -120,7 +120,10 @@ class PooledFeatures(nn.Module):
         self.views = tuple(views)
         self.backbone = get_backbone(names.pop(), device=device)
         self.side = self.views[0].side
-        self.extractor = self.backbone.extractor({view.layer for view in self.views})
+        # The activations are keyed by friendly layer names: a view may name an alias.
+        self._view_layers = {view.name: self.backbone.spec.canonical_layer(view.layer)
+                        for view in self.views}
+        self.extractor = self.backbone.extractor(set(self._view_layers.values()))
         #: Read by torchmetrics, which otherwise runs a 299 px dummy image to find D.
         self.num_features = sum(view.dims for view in self.views)
 
@@ -135,7 +138,8 @@ class PooledFeatures(nn.Module):
                               align_corners=False, antialias=True).clamp(0, 1)
         # fp32 even on CUDA: a metric should not depend on the device's arithmetic.
         acts = self.extractor(self.backbone.prepare(x))
-        return {view.name: _pool(acts[view.layer].float(), view.pools) for view in self.views}
+        return {view.name: _pool(acts[self._view_layers[view.name]].float(), view.pools)
+                for view in self.views}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat(list(self.views_of(images).values()), dim=1)

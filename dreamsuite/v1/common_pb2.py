@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64reamsuite/v1/common.proto\x12\rdreamsuite.v1\"3\n\x08ImageRef\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"0\n\rChannelWeight\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"j\n\tLayerTerm\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12.\n\x08\x63hannels\x18\x03 \x03(\x0b\x32\x1c.dreamsuite.v1.ChannelWeightB\t\n\x07_weight\"3\n\x07Maplist\x12(\n\x06layers\x18\x01 \x03(\x0b\x32\x18.dreamsuite.v1.LayerTerm\".\n\x0cLayerWeights\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x03(\x02\"h\n\x08\x41rtifact\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x15\n\rpresigned_url\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"+\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\"\x9c\x01\n\x0c\x42\x61\x63kboneInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x06layers\x18\x03 \x03(\x0b\x32\x18.dreamsuite.v1.LayerInfo\x12\x15\n\rdefault_layer\x18\x04 \x01(\t\x12\x10\n\x08min_size\x18\x05 \x01(\x05\x12\x16\n\x0eweights_status\x18\x06 \x01(\t*N\n\x07Weights\x12\x17\n\x13WEIGHTS_UNSPECIFIED\x10\x00\x12\x16\n\x12WEIGHTS_PRETRAINED\x10\x01\x12\x12\n\x0eWEIGHTS_RANDOM\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64reamsuite/v1/common.proto\x12\rdreamsuite.v1\"3\n\x08ImageRef\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"0\n\rChannelWeight\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\x05\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"j\n\tLayerTerm\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12.\n\x08\x63hannels\x18\x03 \x03(\x0b\x32\x1c.dreamsuite.v1.ChannelWeightB\t\n\x07_weight\"3\n\x07Maplist\x12(\n\x06layers\x18\x01 \x03(\x0b\x32\x18.dreamsuite.v1.LayerTerm\".\n\x0cLayerWeights\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x03(\x02\"h\n\x08\x41rtifact\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x15\n\rpresigned_url\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"<\n\tLayerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\x05\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\"\x9c\x01\n\x0c\x42\x61\x63kboneInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x06layers\x18\x03 \x03(\x0b\x32\x18.dreamsuite.v1.LayerInfo\x12\x15\n\rdefault_layer\x18\x04 \x01(\t\x12\x10\n\x08min_size\x18\x05 \x01(\x05\x12\x16\n\x0eweights_status\x18\x06 \x01(\t*N\n\x07Weights\x12\x17\n\x13WEIGHTS_UNSPECIFIED\x10\x00\x12\x16\n\x12WEIGHTS_PRETRAINED\x10\x01\x12\x12\n\x0eWEIGHTS_RANDOM\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dreamsuite.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WEIGHTS']._serialized_start=667
-  _globals['_WEIGHTS']._serialized_end=745
+  _globals['_WEIGHTS']._serialized_start=684
+  _globals['_WEIGHTS']._serialized_end=762
   _globals['_IMAGEREF']._serialized_start=45
   _globals['_IMAGEREF']._serialized_end=96
   _globals['_CHANNELWEIGHT']._serialized_start=98
@@ -46,7 +46,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARTIFACT']._serialized_start=357
   _globals['_ARTIFACT']._serialized_end=461
   _globals['_LAYERINFO']._serialized_start=463
-  _globals['_LAYERINFO']._serialized_end=506
-  _globals['_BACKBONEINFO']._serialized_start=509
-  _globals['_BACKBONEINFO']._serialized_end=665
+  _globals['_LAYERINFO']._serialized_end=523
+  _globals['_BACKBONEINFO']._serialized_start=526
+  _globals['_BACKBONEINFO']._serialized_end=682
 # @@protoc_insertion_point(module_scope)

@@ -71,12 +71,14 @@ class Artifact(_message.Message):
     def __init__(self, uri: _Optional[str] = ..., presigned_url: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...
 
 class LayerInfo(_message.Message):
-    __slots__ = ("name", "channels")
+    __slots__ = ("name", "channels", "aliases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     channels: int
-    def __init__(self, name: _Optional[str] = ..., channels: _Optional[int] = ...) -> None: ...
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., channels: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BackboneInfo(_message.Message):
     __slots__ = ("name", "description", "layers", "default_layer", "min_size", "weights_status")

@@ -119,7 +119,8 @@ def backbones_response(
         common_pb2.BackboneInfo(
             name=spec.name, description=spec.description, default_layer=spec.default_layer,
             min_size=spec.min_size, weights_status=status,
-            layers=[common_pb2.LayerInfo(name=i.name, channels=i.channels) for i in spec.layers],
+            layers=[common_pb2.LayerInfo(name=i.name, channels=i.channels, aliases=i.aliases)
+                    for i in spec.layers],
         )
         for spec, status in backbones
     ])

@@ -8,6 +8,7 @@ decodes the images, so a bad request fails before it takes a place in the device
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -125,13 +126,15 @@ def _check_guidance(spec: DreamSpec, checked: CheckedConfig) -> dict[str, torch.
     return check_guide_weights(checked.spec, spec.guide_weights, checked.maplist.layers)
 
 
-def _check_selection(spec: DreamSpec, checked: CheckedConfig) -> None:
+def _check_selection(spec: DreamSpec, checked: CheckedConfig) -> SelectionSpec | None:
+    """The request's selection, its layers by their friendly names (aliases resolved)."""
     if spec.selection is None:
-        return
+        return None
     check_count(len(spec.selection.images), "selection.images", MAX_SELECTION_IMAGES, "images")
     with field_errors("selection"):
-        check_selection(checked.spec, spec.selection.layers, top_k=spec.selection.top_k,
-                        bottom_k=spec.selection.bottom_k)
+        layers = check_selection(checked.spec, spec.selection.layers,
+                                 top_k=spec.selection.top_k, bottom_k=spec.selection.bottom_k)
+    return dataclasses.replace(spec.selection, layers=tuple(layers))
 
 
 def _read(source: ImageInput, store: ArtifactStore) -> bytes:
@@ -196,7 +199,9 @@ def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> Prepar
     _check_output(spec.output)
     checked = check_config(spec.config)
     weights = _check_guidance(spec, checked)
-    _check_selection(spec, checked)
+    # From here on the job names layers as the engine does (aliases resolved).
+    spec = dataclasses.replace(spec, config=checked.config,
+                               selection=_check_selection(spec, checked))
     data = _read(spec.image, store)
     with field_errors(spec.image.field):
         image = load_image(data, max_pixels=max_pixels)

@@ -22,6 +22,7 @@ from dreamsuite.backbones import get_backbone_spec
 from dreamsuite.defaults import DEFAULT_BACKBONE
 from dreamsuite.engine.config import (
     MAX_GUIDES,
+    canonical_layer_keys,
     check_count,
     check_layer_names,
     check_name,
@@ -95,8 +96,9 @@ class GuideCore:
 
     @staticmethod
     def check(backbone: str, layers: Sequence[str]) -> tuple[str, list[str]]:
-        """The backbone name (default filled in) and layers without repeats, checked against
-        the registry (:func:`~dreamsuite.engine.config.check_layer_names`)."""
+        """The backbone name (default filled in) and layers without repeats by their friendly
+        names (aliases resolved), checked against the registry
+        (:func:`~dreamsuite.engine.config.check_layer_names`)."""
         check_name(backbone, "backbone")
         with field_errors("backbone"):
             spec = get_backbone_spec(backbone or DEFAULT_BACKBONE)
@@ -180,13 +182,16 @@ class GuideCore:
     async def guide_weights(self, guides: Sequence[bytes], backbone: str,
                             layer_weights: Mapping[str, float]) -> GuideWeights:
         """Normalised per-map weights ``{layer: [C]}`` of ``guides`` (encoded images), and the
-        guided maplist that weights each layer by ``layer_weights``."""
+        guided maplist that weights each layer by ``layer_weights``; layers by their friendly
+        names (aliases resolved)."""
         if not guides:
             raise InvalidArgument("guides: at least one guide image is needed")
         check_count(len(guides), "guides", MAX_GUIDES, "guide images")
         for i, weight in enumerate(layer_weights.values()):
             check_weight(weight, f"layers[{i}].weight")
         backbone, layers = self.check(backbone, list(layer_weights))
+        layer_weights = canonical_layer_keys(get_backbone_spec(backbone), layer_weights,
+                                             "layers")
         per_guide = await asyncio.gather(*(
             self.stats(g, backbone, layers, max_side=GUIDE_MAX_SIDE, field=f"guides[{i}]")
             for i, g in enumerate(guides)))

@@ -212,6 +212,55 @@ def test_unknown_channel_is_refused(name):
         assert f"0..{last.channels - 1}" in str(info.value)
 
 
+# --- layer aliases ----------------------------------------------------------------------------
+
+#: Keras' InceptionV3 block names and their channel counts (keras.applications.InceptionV3).
+KERAS_INCEPTION_V3 = {
+    "mixed0": 256, "mixed1": 288, "mixed2": 288, "mixed3": 768, "mixed4": 768, "mixed5": 768,
+    "mixed6": 768, "mixed7": 768, "mixed8": 1280, "mixed9": 2048, "mixed10": 2048,
+}  # fmt: skip
+
+
+def test_inception_v3_answers_to_keras_names_with_keras_channel_counts():
+    spec = get_backbone_spec("inception_v3")
+    assert list(spec.aliases) == list(KERAS_INCEPTION_V3)
+    assert spec.layer("mixed3") is spec.layer("mixed_6a")
+    assert spec.canonical_layer("mixed3") == "mixed_6a"
+    assert spec.canonical_layer("mixed_6a") == "mixed_6a"
+    assert {alias: spec.layer(alias).channels for alias in spec.aliases} == KERAS_INCEPTION_V3
+    # In the network's order: mixed0 is the first Mixed block, mixed10 the last layer.
+    indices = [spec.layer(alias).index for alias in spec.aliases]
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)
+    assert spec.layer("mixed10").name == spec.layers[-1].name
+    assert spec.layer("mixed_6a").aliases == ("mixed3",)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_aliases_name_a_layer_and_shadow_none(name):
+    spec = get_backbone_spec(name)
+    names = {info.name for info in spec.layers}
+    for alias, target in spec.aliases.items():
+        assert target in names and alias not in names, (alias, target)
+        assert alias in spec.layer(target).aliases
+
+
+def test_unknown_layer_lists_the_aliases_too():
+    spec = get_backbone_spec("inception_v3")
+    with pytest.raises(UnknownName) as info:
+        spec.layer("mixed11")
+    message = str(info.value)
+    assert "mixed_7c" in message and "mixed3=mixed_6a" in message
+
+
+def test_an_alias_picks_the_same_activations_as_the_name():
+    backbone = get_backbone("inception_v3", weights="random", device="cpu")
+    image = _tiny_input("inception_v3")
+    by_alias = backbone.activations(image, ["mixed3"])
+    assert set(by_alias) == {"mixed_6a"}  # keyed by the friendly name
+    torch.testing.assert_close(by_alias["mixed_6a"],
+                               backbone.activations(image, ["mixed_6a"])["mixed_6a"])
+
+
 def test_unknown_backbone_lists_the_registered_ones():
     with pytest.raises(UnknownName) as info:
         get_backbone("resnet9000", weights="random")

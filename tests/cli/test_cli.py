@@ -64,8 +64,9 @@ def test_backbones_json_has_the_documented_shape(capsys, isolated_weights):
     for row in rows:
         assert {"name", "layers", "min_size", "weights"} <= set(row)
         spec = get_backbone_spec(row["name"])
-        assert row["layers"] == [{"name": i.name, "channels": i.channels} for i in spec.layers]
-        assert all(set(layer) == {"name", "channels"} for layer in row["layers"])
+        assert row["layers"] == [{"name": i.name, "channels": i.channels,
+                                  "aliases": list(i.aliases)} for i in spec.layers]
+        assert all(set(layer) == {"name", "channels", "aliases"} for layer in row["layers"])
         assert isinstance(row["min_size"], int) and row["min_size"] == spec.min_size
     status = {row["name"]: row["weights"] for row in rows}
     assert status["efficientnet_lite0"] == "embedded"
@@ -79,6 +80,7 @@ def test_backbones_text_lists_every_backbone_and_layer(capsys):
     for name in list_backbones():
         assert name in out
     assert "block_10(112)" in out
+    assert "mixed_6a(768, mixed3)" in out  # aliases follow the channel count
 
 
 # --- dream and provenance -----------------------------------------------------------------------

@@ -125,6 +125,11 @@ def test_list_backbones_shows_layers_channels_and_weights(dream_server):
     assert lite0.default_layer == "block_10" and lite0.min_size == 32
     assert {layer.name: layer.channels for layer in lite0.layers}["block_6"] == 80
     assert isinstance(lite0, common_pb2.BackboneInfo)
+    assert all(not layer.aliases for layer in lite0.layers)
+    # Inception V3's layers carry their Keras names.
+    aliases = {layer.name: list(layer.aliases) for layer in backbones["inception_v3"].layers}
+    assert aliases["mixed_6a"] == ["mixed3"] and aliases["mixed_7c"] == ["mixed10"]
+    assert aliases["conv2d_1a"] == []
 
 
 def test_cli_remote_dream_reports_server_errors(dream_server, cat_png, tmp_path, capsys):

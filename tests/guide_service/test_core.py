@@ -108,3 +108,51 @@ def test_identical_concurrent_requests_share_one_backend_call(pngs):
     assert torch.equal(a.weights["block_9"], third.weights["block_9"])
     assert metrics.cache_misses.labels("efficientnet_lite0")._value.get() == 1
     assert metrics.cache_hits.labels("efficientnet_lite0")._value.get() == 2
+
+
+class _RandomWeightsBackend:
+    """The in-process computation on random weights (Inception V3's are not embedded); records
+    the layers each request asks for."""
+
+    url = "random"
+
+    def __init__(self):
+        self.asked: list[list[str]] = []
+
+    async def activations(self, request):
+        from dreamsuite.activations.compute import compute_batch
+
+        self.asked.append(list(request.layers))
+        backbone = get_backbone(request.backbone, weights="random", device="cpu")
+        return compute_batch(backbone, [request], kind="inprocess")[0]
+
+    async def close(self):
+        return None
+
+
+def test_aliases_are_resolved_before_the_backend_and_the_cache(pngs):
+    from prometheus_client import CollectorRegistry
+
+    from dreamsuite.errors import InvalidArgument
+    from services.guide.core import GuideCore
+    from services.guide.metrics import GuideMetrics
+
+    async def scenario():
+        backend = _RandomWeightsBackend()
+        core = GuideCore(backend, GuideMetrics(CollectorRegistry(), "random"))
+        png = pngs["coffee"]
+        by_alias = await core.guide_weights([png], "inception_v3", {"mixed3": 2.0})
+        by_name = await core.guide_weights([png], "inception_v3", {"mixed_6a": 2.0})  # cached
+        refused = ""
+        try:
+            await core.guide_weights([png], "inception_v3", {"mixed3": 1.0, "mixed_6a": 1.0})
+        except InvalidArgument as exc:
+            refused = str(exc)
+        return backend.asked, by_alias, by_name, refused
+
+    asked, by_alias, by_name, refused = asyncio.run(scenario())
+    assert asked == [["mixed_6a"]]
+    assert list(by_alias.weights) == ["mixed_6a"]
+    assert torch.equal(by_alias.weights["mixed_6a"], by_name.weights["mixed_6a"])
+    assert by_alias.maplist.layers == ["mixed_6a"] and by_alias.maplist.terms[0].weight == 2.0
+    assert "'mixed3' and 'mixed_6a' name the same layer" in refused
