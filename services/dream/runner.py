@@ -203,7 +203,7 @@ class DreamRunner:
         """Check ``spec``, decode its images and queue it for a device. ``caller`` names who
         asks (callers take turns); ``deadline`` (``time.monotonic()``) is when the call ends:
         a dream still queued then is dropped unstarted."""
-        self._check_capacity()  # refuse before decoding anything when full
+        self.check_capacity()  # refuse before decoding anything when full
         job = await asyncio.to_thread(self._prepare, spec)
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()
@@ -222,7 +222,7 @@ class DreamRunner:
     async def start_task(self, task: Task, *, caller: str = "",
                          deadline: float | None = None) -> TaskJob:
         """Queue ``task`` on the device workers (same queue, turns and deadlines as dreams)."""
-        self._check_capacity()
+        self.check_capacity()
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()
         ticket = Ticket((task, events, cancel), caller=caller, deadline=deadline,
@@ -255,7 +255,9 @@ class DreamRunner:
                 time.perf_counter() - started)
             self._release_memory(device, thorough=label != "ok")
 
-    def _check_capacity(self) -> None:
+    def check_capacity(self) -> None:
+        """:class:`ResourceExhausted` (counted) when the queue is full: callers refuse a request
+        with it before decoding anything."""
         try:
             self.scheduler.check_capacity()
         except ResourceExhausted:

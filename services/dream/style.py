@@ -138,7 +138,7 @@ class StyleServicer(style_pb2_grpc.StyleServiceServicer):
             raise InvalidArgument("layers: give at least one layer")
         if len(layers) > MAX_LAYERS:
             raise InvalidArgument(f"layers: at most {MAX_LAYERS}")
-        self.runner._check_capacity()
+        self.runner.check_capacity()
         image = await asyncio.to_thread(_decode, request.image, "image", self.runner.store,
                                         self.runner.max_pixels)
         names = ["all"] if request.all_at_once else layers
@@ -166,7 +166,7 @@ class StyleServicer(style_pb2_grpc.StyleServiceServicer):
                    for i, s in enumerate(request.styles)]
         if any(w < 0 for w in weights):
             raise InvalidArgument("styles: weights must be >= 0")
-        self.runner._check_capacity()
+        self.runner.check_capacity()
         store, limit = self.runner.store, self.runner.max_pixels
 
         def decode_all():
