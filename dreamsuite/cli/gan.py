@@ -1,4 +1,5 @@
-"""``dreamsuite gan ...``: dreamed data sets, GAN training, sampling and evaluation.
+"""``dreamsuite gan ...``: dreamed data sets, GAN training, sampling and evaluation; one-pass
+dream models (``train --model dream2dream``) and their TorchServe archives (``export``).
 
 Every command works on an artifact store on this machine (``--artifacts``, default
 ``./artifacts``: the engine and the trainer run here) or, with ``--remote HOST:PORT``, through
@@ -15,10 +16,11 @@ from pathlib import Path
 
 from dreamsuite.cli.options import add_backbone_options
 from dreamsuite.errors import InvalidArgument
+from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 
 __all__ = ["register", "parse_seeds"]
 
-_MODELS = ("dcgan64", "fastgan128")
+_MODELS = ("dcgan64", "fastgan128", "dream2dream")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,9 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_target(b)
     b.set_defaults(func=cmd_build_dataset)
 
-    t = which.add_parser("train", help="train a GAN on a data set")
-    t.add_argument("dataset", help="data set id (from build-dataset)")
-    t.add_argument("--model", choices=_MODELS, default="dcgan64")
+    t = which.add_parser("train", help="train a GAN on a data set (or dream2dream on several)")
+    t.add_argument("dataset", nargs="+",
+                   help="data set id (from build-dataset); dream2dream: one or more, one "
+                        "condition each, in order")
+    t.add_argument("--model", choices=_MODELS, default="dcgan64",
+                   help="dream2dream: one-pass dreams, trained on (photo, dream) pairs")
+    t.add_argument("--crop", type=int, default=None,
+                   help="dream2dream: training crop side in px (default half the data sets')")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
@@ -98,6 +105,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default=None)
     e.add_argument("--artifacts", default="artifacts", help="store (default ./artifacts)")
     e.set_defaults(func=cmd_evaluate)
+
+    x = which.add_parser("export", help="a dream2dream model as a TorchServe model archive")
+    x.add_argument("model", help="the model (the id of the job that trained it)")
+    x.add_argument("-o", "--output", default="model-store", metavar="DIR",
+                   help="model store folder (created; default ./model-store): DIR/NAME.mar")
+    x.add_argument("--name", help="TorchServe model name (default: the model)")
+    x.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"TorchServe batch size (default {DEFAULT_BATCH_SIZE})")
+    x.add_argument("--max-batch-delay", type=int, default=DEFAULT_MAX_BATCH_DELAY_MS,
+                   help="milliseconds TorchServe waits to fill a batch "
+                        f"(default {DEFAULT_MAX_BATCH_DELAY_MS})")
+    x.add_argument("--workers", type=int, default=1, help="workers (default 1)")
+    x.add_argument("--max-pixels", type=int, default=None,
+                   help="largest photo the handler accepts (default 2048 x 2048)")
+    x.add_argument("--artifacts", default="artifacts",
+                   help="the store holding the model (default ./artifacts; the GAN service's "
+                        "store, e.g. s3://BUCKET?endpoint=HOST:PORT, for a remote model)")
+    x.set_defaults(func=cmd_export)
 
     d = which.add_parser("demo", help="built-in photos -> data set -> GAN -> samples, evaluation")
     d.add_argument("--out", default="out/gan", help="output folder (default out/gan)")
@@ -191,10 +216,15 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2))
         return 0
     for r in records:
-        kid = (r.get("evaluation") or {}).get("kid_lite2")
-        print(f"{r['model']}  {r.get('kind', '?'):<10} step {r.get('step', 0):<6} data set "
-              f"{r.get('dataset', '?')}  {'finished' if r.get('finished') else 'checkpoint'}"
-              + (f"  KID(Lite2) {kid:.4f}" if isinstance(kid, float) else ""))
+        evaluation = r.get("evaluation") or {}
+        kid, ratio = evaluation.get("kid_lite2"), evaluation.get("perceptual_ratio")
+        datasets = r.get("datasets") or [r.get("dataset", "?")]
+        print(f"{r['model']}  {r.get('kind', '?'):<11} step {r.get('step', 0):<6} "
+              f"data set{'s' if len(datasets) > 1 else ''} {', '.join(datasets)}  "
+              f"{'finished' if r.get('finished') else 'checkpoint'}"
+              + (f"  KID(Lite2) {kid:.4f}" if isinstance(kid, float) else "")
+              + (f"  perceptual(out,dream)/(photo,dream) {ratio:.3f}"
+                 if isinstance(ratio, float) else ""))
     if not records:
         print("no models", file=sys.stderr)
     return 0
@@ -210,6 +240,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dreamsuite.launcher import gan
 
     return gan.evaluate_command(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dreamsuite.launcher import gan
+
+    return gan.export_command(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@ evaluations, the model record and ``status.json``.
 
 :class:`Job` drives a :class:`~dreamsuite.gan.loop.Trainer` to ``config.steps``. Under
 torchrun every rank runs it (checkpoints gather every rank's RNG state), but only the rank that
-was given an ``emit`` (rank 0) writes to the store or emits events.
+was given an ``emit`` (rank 0) writes to the store or emits events. A paired trainer
+(:class:`~dreamsuite.gan.paired.PairTrainer`, ``dream2dream``) makes its own preview grid and
+evaluation; its model record also lists its data sets and conditions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dreamsuite.gan.checkpoint import (
 )
 from dreamsuite.gan.data import Manifest, load_split
 from dreamsuite.gan.loop import Trainer
+from dreamsuite.gan.paired import PairTrainer
 from dreamsuite.gan.sample import sample
 from dreamsuite.images import encode_png
 
@@ -60,7 +63,7 @@ def evaluate_samples(samples: torch.Tensor, train: torch.Tensor, holdout: torch.
 class Job:
     """Runs the steps of one training job and records them (see the module docstring)."""
 
-    def __init__(self, config: TrainConfig, store: ArtifactStore, trainer: Trainer,
+    def __init__(self, config: TrainConfig, store: ArtifactStore, trainer: Trainer | PairTrainer,
                  manifest: Manifest, emit: Callable[[dict[str, Any]], None] | None,
                  resumed_from: dict[str, Any] | None = None):
         self.config, self.store, self.trainer, self.manifest = config, store, trainer, manifest
@@ -142,7 +145,9 @@ class Job:
             return
         last = self.last_progress
         stats = self.trainer.pop_stats() if state == "RUNNING" else {}
-        stats = stats or {k: last.get(k) for k in ("d_loss", "g_loss", "d_real_sign")}
+        if not stats:  # no step since the last event: repeat its losses
+            stats = {k: last.get(k) for k in ("d_loss", "g_loss", "d_real_sign")}
+            stats |= {k: last[k] for k in ("pixel_loss", "perceptual_loss") if k in last}
         rate = ((step - first_step) / (now - started) if step > first_step
                 else last.get("steps_per_second") or math.nan)
         self.last_progress = {
@@ -160,7 +165,7 @@ class Job:
         if self.emit is None:
             return
         state.update(config=self.config.to_dict(), images_seen=step * self.trainer.batch,
-                     dataset=self.config.dataset, resolution=self.trainer.kind.resolution,
+                     dataset=self.config.dataset, resolution=self._resolution,
                      evaluation=self.evaluation, rng=capture_rng())
         key, digest = save_checkpoint(self.store, self.config.job_id, step, state)
         self.checkpoint = (step, key, digest)
@@ -174,8 +179,11 @@ class Job:
         count = self.config.preview_seeds
         if not count:
             return
-        images = sample(self.trainer.G_ema, range(count), truncation=math.inf)
-        grid = image_grid(images, columns=math.ceil(math.sqrt(count)))
+        if isinstance(self.trainer, PairTrainer):
+            grid = self.trainer.preview_grid(count)
+        else:
+            images = sample(self.trainer.G_ema, range(count), truncation=math.inf)
+            grid = image_grid(images, columns=math.ceil(math.sqrt(count)))
         key = preview_key(self.config.job_id, self.trainer.step)
         self.store.put_at(key, encode_png(grid), content_type="image/png")
         self._send({"event": "preview", "step": self.trainer.step, "key": key})
@@ -199,6 +207,11 @@ class Job:
 
     def _metrics(self) -> dict[str, float]:
         trainer = self.trainer
+        if isinstance(trainer, PairTrainer):
+            cuda = [trainer.device] if trainer.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                metrics = trainer.evaluation_metrics()
+            return {str(k): float(v) for k, v in metrics.items()}
         train = trainer.images.float().div(255).cpu()
         count = max(64, min(MAX_EVAL_SAMPLES, len(train)))
         samples = sample(trainer.G_ema, range(EVAL_SEED_BASE, EVAL_SEED_BASE + count),
@@ -212,12 +225,24 @@ class Job:
                                        device=str(trainer.device), seed=self.config.seed)
         return {str(k): float(v) for k, v in metrics.items()}
 
+    @property
+    def _resolution(self) -> int:
+        if isinstance(self.trainer, PairTrainer):
+            return self.trainer.resolution
+        return self.trainer.kind.resolution
+
     def _record(self, *, finished: bool) -> None:
         step, key, digest = self.checkpoint
-        put_json(self.store, model_record_key(self.config.job_id), {
+        record = {
             "model": self.config.job_id, "kind": self.config.model, "dataset": self.config.dataset,
             "step": step, "checkpoint": key, "sha256": digest, "evaluation": self.evaluation,
-            "finished": finished, "size": self.trainer.kind.resolution})
+            "finished": finished, "size": self._resolution}
+        if isinstance(self.trainer, PairTrainer):
+            record["datasets"] = self.config.dataset_ids
+            record["conditions"] = self.trainer.conditions
+            record["width"] = self.trainer.width
+            record["crop"] = self.trainer.crop
+        put_json(self.store, model_record_key(self.config.job_id), record)
 
     def _status(self, event: dict[str, Any]) -> None:
         put_json(self.store, status_key(self.config.job_id), _finite({

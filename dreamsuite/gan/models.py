@@ -10,6 +10,11 @@ Generators map ``z [N, z_dim]`` to ``[N, 3, R, R]`` in ``[-1, 1]``. Discriminato
 the first ``n`` images as real; ``aux`` is an extra loss for D on those (FastGAN's
 self-supervised reconstruction) or None. A discriminator with ``batch_coupled = True`` has batch
 statistics and keeps the real and generated parts of its input apart.
+
+A *paired* kind (``dream2dream``) is no GAN: its generator maps a photo to its dream
+(:mod:`~dreamsuite.gan.dream2dream`), trained on the (photo, dream) pairs of one or more data
+sets, one per condition (:mod:`~dreamsuite.gan.paired`); it has no latent, no discriminator and
+no fixed resolution (``resolution`` 0: it trains on crops of the data sets' own size).
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from torch import nn
 
 from dreamsuite.errors import InvalidArgument, UnknownName, shorten
 from dreamsuite.gan.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init
+from dreamsuite.gan.dream2dream import DEFAULT_WIDTH as D2D_WIDTH
+from dreamsuite.gan.dream2dream import Dream2Dream
 from dreamsuite.gan.fastgan import FastGANDiscriminator, FastGANGenerator
 
 __all__ = ["LOSSES", "DEFAULT_MODEL", "ModelKind", "register", "list_models", "get_model_kind"]
 
-LOSSES = ("nonsaturating", "hinge")
+LOSSES = ("nonsaturating", "hinge", "pixel+perceptual")
 DEFAULT_MODEL = "dcgan64"
 #: Widths outside this range are refused (1 cannot make a network; 1024 would not fit).
 WIDTH_RANGE = (2, 512)
@@ -35,7 +42,8 @@ WIDTH_RANGE = (2, 512)
 class ModelKind:
     """A GAN architecture as data: its output size, latent size, default width, loss and
     optimiser betas, and builders for its two networks (random weights from the global torch
-    generator: seed it first)."""
+    generator: seed it first). ``paired`` kinds have no discriminator (see the module
+    docstring); their generator builder takes ``conditions=``."""
 
     name: str
     description: str
@@ -43,9 +51,10 @@ class ModelKind:
     z_dim: int
     default_width: int
     loss: str
-    generator: Callable[[int], nn.Module]
-    discriminator: Callable[[int], nn.Module]
+    generator: Callable[..., nn.Module]
+    discriminator: Callable[[int], nn.Module] | None
     betas: tuple[float, float] = (0.5, 0.999)
+    paired: bool = False
 
     def check_width(self, width: int | None) -> int:
         """``width`` (or the default) if it is in range; :class:`InvalidArgument` otherwise."""
@@ -56,12 +65,15 @@ class ModelKind:
                                   f"[{WIDTH_RANGE[0]}, {WIDTH_RANGE[1]}], not {shorten(width)!r}")
         return width
 
-    def build_generator(self, width: int | None = None) -> nn.Module:
-        """The generator with random weights: ``z [N, z_dim]`` -> ``[N, 3, R, R]``."""
-        return self.generator(self.check_width(width))
+    def build_generator(self, width: int | None = None, **options) -> nn.Module:
+        """The generator with random weights: ``z [N, z_dim]`` -> ``[N, 3, R, R]`` (paired
+        kinds: photos and condition indices -> dreams; ``options``: ``conditions=``)."""
+        return self.generator(self.check_width(width), **options)
 
     def build_discriminator(self, width: int | None = None) -> nn.Module:
         """The discriminator with random weights: ``[N, 3, R, R]`` -> ``(logits, aux)``."""
+        if self.discriminator is None:
+            raise InvalidArgument(f"model kind {self.name} has no discriminator")
         return self.discriminator(self.check_width(width))
 
 
@@ -74,6 +86,8 @@ def register(kind: ModelKind) -> ModelKind:
         raise ValueError(f"model kind {kind.name!r} is already registered")
     if kind.loss not in LOSSES:
         raise ValueError(f"model kind {kind.name!r}: loss must be one of {LOSSES}")
+    if (kind.discriminator is None) != kind.paired:
+        raise ValueError(f"model kind {kind.name!r}: a discriminator unless (only if) paired")
     _REGISTRY[kind.name] = kind
     return kind
 
@@ -111,3 +125,12 @@ for _resolution in (128, 256):
         generator=lambda w, r=_resolution: FastGANGenerator(256, w, r),
         discriminator=lambda w, r=_resolution: FastGANDiscriminator(w, r),
     ))
+
+register(ModelKind(
+    name="dream2dream",
+    description="one-pass dreams: a residual image-to-image network trained on (photo, dream) "
+                "pairs with pixel + perceptual (Lite0) losses; one condition per data set",
+    resolution=0, z_dim=0, default_width=D2D_WIDTH, loss="pixel+perceptual",
+    generator=lambda w, conditions=1: Dream2Dream(width=w, conditions=conditions),
+    discriminator=None, betas=(0.9, 0.99), paired=True,
+))

@@ -87,6 +87,10 @@ def load_generator(store: ArtifactStore, checkpoint_key: str,
     eval mode on ``device`` (default: CUDA when present), and its model kind."""
     state = load_checkpoint(store, checkpoint_key)
     kind = get_model_kind(state["kind"])
+    if kind.paired:
+        raise InvalidArgument(f"a {kind.name} model maps photos to their dreams: it has no latents "
+                              "to sample; export it (`dreamsuite gan export MODEL`) and send it "
+                              "photos")
     with torch.random.fork_rng(devices=[]):  # the random init is replaced: keep the caller's RNG
         generator = kind.build_generator(state["width"])
     generator.load_state_dict(state["G_ema"])

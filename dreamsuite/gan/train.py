@@ -1,14 +1,17 @@
 """A GAN training job: ``python -m dreamsuite.gan.train --config FILE.json``.
 
 The job trains a model kind (:mod:`dreamsuite.gan.models`) on a dreamed data set
-(:mod:`dreamsuite.gan.data`) and keeps everything in the artifact store:
+(:mod:`dreamsuite.gan.data`), or ``dream2dream`` on the (photo, dream) pairs of one or more data
+sets, one per condition (``datasets``; :mod:`dreamsuite.gan.paired`), and keeps everything in
+the artifact store:
 
 - checkpoints ``jobs/<job>/checkpoints/step-<step:08d>.pt`` and the ``latest`` pointer
   (:mod:`dreamsuite.gan.checkpoint`) every ``checkpoint_every`` steps and at the end; a started
   job resumes from ``latest``, and on the CPU with ``deterministic=True`` a job killed (even with
   SIGKILL) and restarted ends with exactly the weights of an uninterrupted run;
 - previews ``jobs/<job>/previews/step-<step:08d>.png``: a grid of the EMA generator's images for
-  seeds ``0 .. preview_seeds - 1``, at every checkpoint;
+  seeds ``0 .. preview_seeds - 1`` (dream2dream: rows of photo | dream | one-pass output), at
+  every checkpoint;
 - the model record ``models/<job>.json`` and ``jobs/<job>/status.json`` (the latest event, for
   jobs followed through the store, e.g. on Kubernetes).
 
@@ -42,9 +45,10 @@ from dreamsuite.errors import DreamsuiteError, InvalidArgument, shorten
 from dreamsuite.gan.augment import parse_policy
 from dreamsuite.gan.checkpoint import job_prefix, load_latest
 from dreamsuite.gan.data import dataset_prefix, load_split, read_manifest
+from dreamsuite.gan.dream2dream import MIN_SIDE
 from dreamsuite.gan.job import Job
 from dreamsuite.gan.loop import Trainer
-from dreamsuite.gan.models import get_model_kind
+from dreamsuite.gan.models import ModelKind, get_model_kind
 
 __all__ = ["TrainConfig", "run", "main", "DETERMINISTIC_THREADS", "Emit"]
 
@@ -53,11 +57,18 @@ __all__ = ["TrainConfig", "run", "main", "DETERMINISTIC_THREADS", "Emit"]
 DETERMINISTIC_THREADS = 1
 
 Emit = Callable[[dict[str, Any]], None]
+#: Most data sets (conditions) of one dream2dream model.
+MAX_CONDITIONS = 64
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training job needs (``to_dict`` is the launchers' job config)."""
+    """Everything a training job needs (``to_dict`` is the launchers' job config).
+
+    ``dataset`` is the data set of a GAN. A ``dream2dream`` model trains on ``datasets``, one
+    condition each, in order (``dataset`` is then ``datasets[0]``); with ``datasets`` empty, on
+    ``dataset`` alone. ``crop``: dream2dream's training crop in pixels (0: half the data sets'
+    side, see :func:`dreamsuite.gan.paired.default_crop`)."""
 
     job_id: str
     artifacts: str
@@ -75,6 +86,17 @@ class TrainConfig:
     device: str | None = None
     deterministic: bool = False
     preview_seeds: int = 16
+    datasets: tuple[str, ...] = ()
+    crop: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.datasets, list):  # from JSON
+            object.__setattr__(self, "datasets", tuple(self.datasets))
+
+    @property
+    def dataset_ids(self) -> list[str]:
+        """The data sets trained on, in condition order."""
+        return list(self.datasets) or [self.dataset]
 
     def validate(self) -> TrainConfig:
         """``self`` if every field is valid; :class:`InvalidArgument` naming the field."""
@@ -88,6 +110,7 @@ class TrainConfig:
             kind = get_model_kind(self.model)
         except InvalidArgument as exc:
             raise type(exc)(f"model: {exc}") from None
+        self._check_datasets(kind)
         kind.check_width(self.width)
         for name, low, high in (("steps", 1, 10_000_000), ("batch", 1, 4096),
                                 ("seed", 0, 2**63 - 1), ("checkpoint_every", 1, 10_000_000),
@@ -108,6 +131,32 @@ class TrainConfig:
         if not isinstance(self.deterministic, bool):
             raise InvalidArgument("deterministic: must be true or false")
         return self
+
+    def _check_datasets(self, kind: ModelKind) -> None:
+        ids = self.datasets
+        if not isinstance(ids, tuple) or not all(isinstance(d, str) for d in ids):
+            raise InvalidArgument("datasets: must be a list of data set ids")
+        for dataset in ids:
+            try:
+                dataset_prefix(dataset)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"datasets: {exc}") from None
+        if ids and ids[0] != self.dataset:
+            raise InvalidArgument(f"datasets: the first must be dataset ({shorten(self.dataset)!r}),"
+                                  f" not {shorten(ids[0])!r}")
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("datasets: a data set is named twice")
+        if kind.paired:
+            if self.crop != 0:
+                _check_int("crop", self.crop, MIN_SIDE, 4096)
+            if len(ids) > MAX_CONDITIONS:
+                raise InvalidArgument(f"datasets: at most {MAX_CONDITIONS} (one per condition)")
+            return
+        if len(ids) > 1:
+            raise InvalidArgument(f"datasets: a {kind.name} trains on one data set (dataset); "
+                                  "several data sets are conditions of dream2dream")
+        if self.crop != 0:
+            raise InvalidArgument(f"crop: only dream2dream trains on crops, not {kind.name}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,6 +269,8 @@ def run(config: TrainConfig, store: ArtifactStore | None = None, *,
 def _train(config: TrainConfig, store: ArtifactStore, world: _World, device: torch.device,
            emit: Emit, should_stop: Callable[[], bool]) -> str:
     kind = get_model_kind(config.model)
+    if kind.paired:
+        return _train_paired(config, store, world, device, emit, should_stop)
     manifest = read_manifest(store, config.dataset)
     train = load_split(store, manifest, "train", size=kind.resolution)
     if not len(train):
@@ -237,13 +288,42 @@ def _train(config: TrainConfig, store: ArtifactStore, world: _World, device: tor
     return job.run(lambda: _stop_requested(should_stop, world))
 
 
+def _train_paired(config: TrainConfig, store: ArtifactStore, world: _World,
+                  device: torch.device, emit: Emit, should_stop: Callable[[], bool]) -> str:
+    from dreamsuite.gan.paired import PairTrainer, conditions_of, load_pairs
+
+    kind = get_model_kind(config.model)
+    manifests = [read_manifest(store, dataset) for dataset in config.dataset_ids]
+    train = load_pairs(store, manifests, "train")
+    if not len(train):
+        raise InvalidArgument(f"datasets: {', '.join(config.dataset_ids)} hold no training pairs")
+    holdout = load_pairs(store, manifests, "holdout") if world.rank == 0 else None
+    trainer = PairTrainer(kind, train, conditions_of(manifests), width=config.width,
+                          batch=config.batch, lr=config.lr, ema_decay=config.ema_decay,
+                          crop=config.crop, seed=config.seed, device=device, holdout=holdout,
+                          rank=world.rank, world=world.size)
+    state = load_latest(store, config.job_id)
+    if state is not None:
+        _check_resumable(config, state)
+        trainer.load_state_dict(state)
+    job = Job(config, store, trainer, manifests[0], emit if world.rank == 0 else None,
+              resumed_from=state)
+    return job.run(lambda: _stop_requested(should_stop, world))
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
     before = state.get("config", {})
-    for name in ("model", "dataset", "seed", "batch", "width", "augment"):
-        if before.get(name) != getattr(config, name):
+    for name in ("model", "dataset", "seed", "batch", "width", "augment", "datasets", "crop"):
+        was, now = before.get(name, _DEFAULTS[name]), getattr(config, name)
+        if isinstance(was, list | tuple):  # a list after JSON, a tuple in the config
+            was, now = list(was), list(now)
+        if was != now:
             raise InvalidArgument(
                 f"{name}: job {config.job_id!r} was started with {name}="
-                f"{shorten(repr(before.get(name)))}, not {shorten(repr(getattr(config, name)))}; "
+                f"{shorten(repr(was))}, not {shorten(repr(now))}; "
                 "start a new job (another job_id) to change it")
 
 

@@ -41,7 +41,7 @@ from dreamsuite.v1 import gan_pb2
 from dreamsuite.wire.convert import request_from_config
 
 __all__ = ["build_dataset_command", "train_command", "watch_command", "model_records",
-           "sample_command", "evaluate_command", "demo", "store_of"]
+           "sample_command", "evaluate_command", "export_command", "demo", "store_of"]
 
 #: The dream every demo photo gets: the default config, a little lighter for 64 px crops.
 DEMO_DREAM = DreamConfig(octaves=3, steps=8, seed=0)
@@ -150,13 +150,15 @@ def build_dataset_command(args: argparse.Namespace) -> int:
 
 
 def _train_fields(args: argparse.Namespace) -> dict:
-    fields = {"dataset": args.dataset, "model": args.model, "steps": args.steps,
+    datasets = [args.dataset] if isinstance(args.dataset, str) else list(args.dataset)
+    fields = {"dataset": datasets[0], "model": args.model, "steps": args.steps,
               "batch": args.batch, "seed": args.seed, "checkpoint_every": args.checkpoint_every,
               "eval_every": args.eval_every}
-    if args.width is not None:
-        fields["width"] = args.width
-    if args.lr is not None:
-        fields["lr"] = args.lr
+    if len(datasets) > 1:
+        fields["datasets"] = datasets
+    for name in ("width", "lr", "crop"):
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
     return fields
 
 
@@ -171,8 +173,14 @@ def train_local(store: ArtifactStore, config: TrainConfig, *, quiet: bool = Fals
     def emit(event: dict) -> None:
         if event.get("event") == "progress":
             bar.n = int(event.get("step", 0))
-            bar.set_postfix(d=f"{event.get('d_loss', 0):.3f}", g=f"{event.get('g_loss', 0):.3f}",
-                            real=f"{event.get('d_real_sign', 0):+.2f}")
+            if "pixel_loss" in event:  # dream2dream: no discriminator
+                bar.set_postfix(loss=f"{event.get('g_loss') or 0:.3f}",
+                                pixel=f"{event.get('pixel_loss') or 0:.4f}",
+                                perceptual=f"{event.get('perceptual_loss') or 0:.3f}")
+            else:
+                bar.set_postfix(d=f"{event.get('d_loss', 0):.3f}",
+                                g=f"{event.get('g_loss', 0):.3f}",
+                                real=f"{event.get('d_real_sign', 0):+.2f}")
             bar.refresh()
         elif event.get("event") == "evaluation" and not quiet:
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in event.get("metrics", {}).items())
@@ -215,12 +223,12 @@ def _report(progress: gan_pb2.TrainProgress) -> int:
 def train_command(args: argparse.Namespace) -> int:
     fields = _train_fields(args)
     if args.remote:
+        optional = ("width", "lr", "crop")
         request = gan_pb2.StartTrainingRequest(**{k: v for k, v in fields.items()
-                                                  if k not in ("width", "lr")})
-        if "width" in fields:
-            request.width = fields["width"]
-        if "lr" in fields:
-            request.lr = fields["lr"]
+                                                  if k not in optional})
+        for name in optional:
+            if name in fields:
+                setattr(request, name, fields[name])
         with GanClient(args.remote, timeout=60) as client:
             job_id = client.start_training(request)
             print(f"job {job_id} started (model name {job_id})", flush=True)
@@ -229,6 +237,7 @@ def train_command(args: argparse.Namespace) -> int:
             return _report(_watch(client, job_id, args.quiet))
     store = store_of(args.artifacts)
     job_id = args.job_id or uuid.uuid4().hex
+    fields = {k: tuple(v) if k == "datasets" else v for k, v in fields.items()}
     config = TrainConfig(job_id=job_id, artifacts=store.url, **fields).validate()
     print(f"training job {job_id} (model name {job_id}; resume with --job-id {job_id})",
           flush=True)
@@ -278,6 +287,22 @@ def sample_command(args: argparse.Namespace, seeds: list[int]) -> int:
     grid = make_grid(images, nrow=max(1, round(len(seeds) ** 0.5)), padding=2, pad_value=1.0)
     path = save_png(grid, args.output)
     print(f"wrote {path} ({len(seeds)} samples of {args.model})")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``dreamsuite gan export MODEL``: the TorchServe archive of a dream2dream model."""
+    from handlers.archive import build_dream2dream_archive
+
+    store = store_of(args.artifacts)
+    path = build_dream2dream_archive(
+        store, args.model, Path(args.output), name=args.name, batch_size=args.batch_size,
+        max_batch_delay=args.max_batch_delay, workers=args.workers, max_pixels=args.max_pixels)
+    record = read_model(store, args.model)
+    names = [c.get("name", "?") for c in record.get("conditions") or []]
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): TorchServe model "
+          f"{path.stem!r}, step {record.get('step')}, {len(names)} condition(s): "
+          + ", ".join(f"{i}={n}" for i, n in enumerate(names)))
     return 0
 
 

@@ -99,7 +99,7 @@ class BuildDatasetResponse(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[DatasetFailure, _Mapping]]] = ..., existing: _Optional[bool] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("dataset", "model", "steps", "batch", "seed", "checkpoint_every", "eval_every", "width", "lr")
+    __slots__ = ("dataset", "model", "steps", "batch", "seed", "checkpoint_every", "eval_every", "width", "lr", "datasets", "crop")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,8 @@ class StartTrainingRequest(_message.Message):
     EVAL_EVERY_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: str
     steps: int
@@ -118,7 +120,9 @@ class StartTrainingRequest(_message.Message):
     eval_every: int
     width: int
     lr: float
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., width: _Optional[int] = ..., lr: _Optional[float] = ...) -> None: ...
+    datasets: _containers.RepeatedScalarFieldContainer[str]
+    crop: int
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., width: _Optional[int] = ..., lr: _Optional[float] = ..., datasets: _Optional[_Iterable[str]] = ..., crop: _Optional[int] = ...) -> None: ...
 
 class StartTrainingResponse(_message.Message):
     __slots__ = ("job_id",)
@@ -224,7 +228,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[TrainProgress, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "kind", "dataset", "step", "checkpoint", "evaluation", "finished", "size")
+    __slots__ = ("model", "kind", "dataset", "step", "checkpoint", "evaluation", "finished", "size", "conditions")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +237,7 @@ class ModelInfo(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     kind: str
     dataset: str
@@ -241,7 +246,8 @@ class ModelInfo(_message.Message):
     evaluation: Evaluation
     finished: bool
     size: int
-    def __init__(self, model: _Optional[str] = ..., kind: _Optional[str] = ..., dataset: _Optional[str] = ..., step: _Optional[int] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., finished: _Optional[bool] = ..., size: _Optional[int] = ...) -> None: ...
+    conditions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., kind: _Optional[str] = ..., dataset: _Optional[str] = ..., step: _Optional[int] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., finished: _Optional[bool] = ..., size: _Optional[int] = ..., conditions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

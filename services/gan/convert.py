@@ -52,10 +52,12 @@ def progress_message(progress: BuildProgress, manifest_uri: str = "") -> gan_pb2
 
 def train_config(request: gan_pb2.StartTrainingRequest) -> dict:
     """The trainer's config (without job id and store) for a ``StartTrainingRequest``."""
-    if not request.dataset:
+    datasets = list(request.datasets)
+    dataset = request.dataset or (datasets[0] if datasets else "")
+    if not dataset:
         raise InvalidArgument("dataset is empty: name a data set (BuildDataset returns its id)")
     config = {
-        "dataset": request.dataset,
+        "dataset": dataset,
         "model": request.model or _TRAIN_DEFAULTS["model"],
         "steps": request.steps or _TRAIN_DEFAULTS["steps"],
         "batch": request.batch or _TRAIN_DEFAULTS["batch"],
@@ -65,6 +67,10 @@ def train_config(request: gan_pb2.StartTrainingRequest) -> dict:
     }
     if request.HasField("width"):
         config["width"] = request.width
+    if datasets:
+        config["datasets"] = datasets
+    if request.HasField("crop"):
+        config["crop"] = request.crop
     if request.HasField("lr"):
         if not math.isfinite(request.lr):
             raise InvalidArgument(f"lr must be a finite number, not {request.lr}")
@@ -110,7 +116,9 @@ def model_message(record: dict) -> gan_pb2.ModelInfo:
                                       sha256=str(record.get("sha256", ""))),
         evaluation=_evaluation({"step": record.get("step", 0),
                                 "metrics": record.get("evaluation") or {}}),
-        finished=bool(record.get("finished", False)), size=int(record.get("size", 0)))
+        finished=bool(record.get("finished", False)), size=int(record.get("size", 0)),
+        conditions=[str(c.get("name", "")) for c in record.get("conditions") or []
+                    if isinstance(c, dict)])
 
 
 def samples_message(samples: Samples, *, inline: bool) -> gan_pb2.SampleResponse:

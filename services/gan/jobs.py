@@ -33,10 +33,15 @@ _STATUS_POLL_SECONDS = 2.0
 
 
 def check_training(store: ArtifactStore, config: dict) -> dict:
-    """``config`` checked by the trainer's own rules (every field named in errors), for a data
-    set that exists; returns it with the trainer's defaults filled in."""
-    read_manifest(store, config["dataset"])  # NotFound names the data set
+    """``config`` checked by the trainer's own rules (every field named in errors), for data
+    sets that exist (dream2dream: of one size); returns it with the trainer's defaults filled
+    in."""
+    ids = list(dict.fromkeys([config["dataset"], *config.get("datasets", ())]))
+    sizes = {read_manifest(store, dataset).size for dataset in ids}  # NotFound names the data set
     checked = TrainConfig(job_id="pending", artifacts=store.url, **config).validate()
+    if len(sizes) > 1:
+        raise InvalidArgument(f"datasets: the data sets of one model must have one size, not "
+                              f"{', '.join(f'{s} px' for s in sorted(sizes))}")
     return {k: v for k, v in checked.to_dict().items() if k not in ("job_id", "artifacts")}
 
 

@@ -61,3 +61,30 @@ def test_unknown_model_is_exit_code_2(tmp_path, capsys):
     assert main(["gan", "sample", "nope", "-o", str(tmp_path / "x.png"),
                  "--artifacts", str(tmp_path)]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
+
+
+def test_dream2dream_trains_on_two_data_sets_lists_and_exports_locally(tmp_path, capsys):
+    import torch
+
+    from dreamsuite.artifacts import open_store
+    from dreamsuite.gan.data import write_dataset
+
+    store = str(tmp_path / "store")
+    g = torch.Generator().manual_seed(0)
+    for name in ("dreams-a", "dreams-b"):
+        photos = [torch.rand(3, 16, 16, generator=g) for _ in range(3)]
+        write_dataset(open_store((tmp_path / "store").as_uri()), name, {
+            "train": [(f"p{i}", x, x.flip(-1)) for i, x in enumerate(photos[:2])],
+            "holdout": [("h", photos[2], photos[2].flip(-1))]}, 16)
+    assert main(["gan", "train", "dreams-a", "dreams-b", "--model", "dream2dream", "--steps", "2",
+                 "--batch", "2", "--width", "4", "--crop", "12", "--eval-every", "-1",
+                 "--job-id", "d2d", "--artifacts", store, "--quiet"]) == 0
+    assert "job d2d: done" in capsys.readouterr().out
+    assert main(["gan", "models", "--artifacts", store]) == 0
+    assert "dream2dream step 2      data sets dreams-a, dreams-b" in capsys.readouterr().out
+    assert main(["gan", "export", "d2d", "-o", str(tmp_path / "ms"), "--name", "one-pass",
+                 "--artifacts", store]) == 0
+    assert "2 condition(s): 0=dreams-a, 1=dreams-b" in capsys.readouterr().out
+    assert (tmp_path / "ms" / "one-pass.mar").is_file()
+    assert main(["gan", "train", "dreams-a", "dreams-b", "--artifacts", store, "--quiet"]) == 2
+    assert "datasets: a dcgan64 trains on one data set" in capsys.readouterr().err

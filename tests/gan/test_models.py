@@ -11,8 +11,10 @@ from dreamsuite.errors import InvalidArgument, UnknownName
 from dreamsuite.gan.models import DEFAULT_MODEL, get_model_kind, list_models
 
 WIDTH = 4  # tiny networks: the tests check shapes and wiring, not quality
-#: Every kind; the 256 px ones take seconds even when tiny.
-KINDS = [pytest.param(n, marks=pytest.mark.slow) if n.endswith("256") else n for n in list_models()]
+#: Every GAN kind (dream2dream, the paired kind, has tests of its own: tests/gan/test_dream2dream.py);
+#: the 256 px ones take seconds even when tiny.
+KINDS = [pytest.param(n, marks=pytest.mark.slow) if n.endswith("256") else n
+         for n in list_models() if not get_model_kind(n).paired]
 
 
 def test_registry_lists_the_kinds_default_first():

@@ -308,3 +308,73 @@ def test_unfinished_jobs_resume_when_the_service_restarts(built, gan_factory):
     with again.client() as client:
         final = list(client.watch(job, timeout=300))[-1]
     assert _state(final) == "SUCCEEDED" and final.step == 10
+
+
+# --- dream2dream: a one-pass dream model trained on (photo, dream) pairs as a job --------------
+
+
+def _paired_datasets(artifacts: str, sizes: tuple[int, ...] = (24, 24)) -> list[str]:
+    """Paired data sets written straight to the store (stripes stand in for dreams)."""
+    from dreamsuite.gan.data import write_dataset
+
+    store = open_store(artifacts)
+    g = torch.Generator().manual_seed(0)
+    ids = []
+    for i, size in enumerate(sizes):
+        photos = [torch.rand(3, size, size, generator=g) for _ in range(4)]
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        stripes = 0.5 + 0.5 * torch.sin((xx + (1 - 2 * i) * yy) * 0.8)
+        write_dataset(store, f"pairs{i}-{size}", {
+            "train": [(f"p{j}", x, 0.7 * x + 0.3 * stripes) for j, x in enumerate(photos[:3])],
+            "holdout": [("h", photos[3], 0.7 * photos[3] + 0.3 * stripes)]}, size)
+        ids.append(f"pairs{i}-{size}")
+    return ids
+
+
+def _train_d2d(client: GanClient, datasets: list[str], **fields) -> str:
+    request = gan_pb2.StartTrainingRequest(model="dream2dream", datasets=datasets, batch=4, seed=7,
+                                           **{"steps": 4, "checkpoint_every": 2,
+                                              "eval_every": 4, **fields})
+    request.width, request.crop, request.lr = 4, 16, 3e-3
+    return client.start_training(request)
+
+
+def test_a_dream2dream_job_trains_on_two_data_sets_and_is_evaluated(gan_factory):
+    gan = gan_factory()
+    datasets = _paired_datasets(gan.artifacts)
+    with gan.client() as client:
+        job = _train_d2d(client, datasets)
+        seen = list(client.watch(job, timeout=300))
+        (model,) = [m for m in client.models() if m.model == job]
+        with pytest.raises(InvalidArgument, match="no latents"):
+            client.sample(gan_pb2.SampleRequest(model=job, seeds=[1]))
+        with pytest.raises(InvalidArgument, match="one size, not 16 px, 24 px"):
+            _train_d2d(client, _paired_datasets(gan.artifacts, (24, 16)))
+        with pytest.raises(InvalidArgument, match="datasets: a dcgan64 trains on one"):
+            client.start_training(gan_pb2.StartTrainingRequest(model="dcgan64", datasets=datasets))
+    final = seen[-1]
+    assert _state(final) == "SUCCEEDED" and final.step == 4, final.message
+    assert final.model == "dream2dream" and final.dataset == datasets[0]
+    assert final.checkpoint.step == 4 and final.HasField("preview")
+    metrics = final.evaluation.metrics
+    assert {"l1_output_dream", "l1_photo_dream", "perceptual_output_dream",
+            "perceptual_photo_dream", "perceptual_ratio"} <= set(metrics)
+    assert metrics["pairs"] == 2 and metrics["holdout"] == 1
+    assert all(p.d_loss == 0 for p in seen) and any(p.g_loss > 0 for p in seen)
+    assert model.kind == "dream2dream" and model.finished and list(model.conditions) == datasets
+    assert model.size == 24 and model.evaluation.metrics["perceptual_ratio"] > 0
+
+
+def test_a_cancelled_dream2dream_job_checkpoints_where_it_stopped(gan_factory):
+    gan = gan_factory()
+    datasets = _paired_datasets(gan.artifacts)
+    with gan.client() as client:
+        job = _train_d2d(client, datasets, steps=100_000, checkpoint_every=1000, eval_every=-1)
+        for progress in client.watch(job, timeout=300):
+            if progress.step >= 2:
+                break
+        done = client.cancel(job)
+    assert _state(done) == "CANCELLED" and done.checkpoint.step == done.step >= 2
+    state = load_checkpoint(open_store(gan.artifacts), f"jobs/{job}/checkpoints/latest")
+    assert state["kind"] == "dream2dream" and state["step"] == done.step
+    assert [c["name"] for c in state["conditions"]] == datasets

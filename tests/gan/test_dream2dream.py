@@ -1,0 +1,247 @@
+"""dream2dream: the one-pass network (any size, conditions, batch invariance, its cost), the
+perceptual distance, and training on (photo, dream) pairs as a job (checkpoints, previews,
+evaluation, resume), in-process on tiny data sets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dreamsuite.artifacts import open_store
+from dreamsuite.errors import InvalidArgument
+from dreamsuite.gan.checkpoint import load_latest
+from dreamsuite.gan.data import write_dataset
+from dreamsuite.gan.dream2dream import (
+    DEFAULT_WIDTH,
+    Dream2Dream,
+    condition_index,
+    conv_macs,
+    export_state,
+    from_export,
+    gmac,
+    one_pass,
+    one_pass_batch,
+)
+from dreamsuite.gan.models import get_model_kind
+from dreamsuite.gan.paired import PairSet, PairTrainer, evaluate_pairs, load_dream2dream
+from dreamsuite.gan.perceptual import PerceptualDistance, stage_layers
+from dreamsuite.gan.records import read_model
+from dreamsuite.gan.sample import load_generator
+from dreamsuite.gan.train import TrainConfig, run
+from dreamsuite.images import load_image, sample_image
+
+SIZE = 24
+
+
+def fake_dream(photo: torch.Tensor, frequency: float) -> torch.Tensor:
+    """A stand-in for a dream: the photo dimmed, with stripes whose direction is ``frequency``."""
+    h, w = photo.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    stripes = 0.5 + 0.5 * torch.sin((xx + frequency * yy) * 0.8)
+    return (0.7 * photo + 0.3 * stripes).clamp(0, 1)
+
+
+def paired_dataset(store, dataset_id: str, frequency: float, *, train: int = 4, holdout: int = 2,
+                   size: int = SIZE, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    photos = [torch.rand(3, size, size, generator=g) for _ in range(train + holdout)]
+    write_dataset(store, dataset_id, {
+        "train": [(f"p{i}", x, fake_dream(x, frequency)) for i, x in enumerate(photos[:train])],
+        "holdout": [(f"h{i}", x, fake_dream(x, frequency)) for i, x in enumerate(photos[train:])],
+    }, size, dream_config={"frequency": frequency})
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(tmp_path.as_uri())
+    paired_dataset(store, "da", 1.0)
+    paired_dataset(store, "db", -1.0, seed=1)
+    return store
+
+
+def _perturbed(width: int = 4, conditions: int = 2, seed: int = 0) -> Dream2Dream:
+    """A network whose residual and conditions are not zero (as after training)."""
+    torch.manual_seed(seed)
+    net = Dream2Dream(width=width, conditions=conditions)
+    with torch.no_grad():
+        for p in (net.tail.weight, net.tail.bias, net.film.weight):
+            p.normal_(0, 0.3)
+    return net.eval()
+
+
+# --- the network --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (13, 29), (64, 48), (31, 9)])
+def test_any_size_in_gives_the_same_size_out_in_range(shape):
+    net = _perturbed()
+    image = torch.rand(3, *shape)
+    out = one_pass(net, image, 1)
+    assert out.shape == image.shape
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_an_untrained_network_returns_the_photo():
+    image = torch.rand(3, 20, 28)
+    assert torch.equal(one_pass(Dream2Dream(width=4, conditions=3).eval(), image, 2), image)
+
+
+def test_conditions_give_different_dreams_and_batches_change_nothing():
+    net = _perturbed(conditions=3)
+    a, b = torch.rand(3, 32, 40), torch.rand(3, 32, 40)
+    alone = [one_pass(net, a, 0), one_pass(net, a, 2), one_pass(net, b, 1)]
+    together = one_pass_batch(net, torch.stack([a, a, b]), [0, 2, 1])
+    for one, batched in zip(alone, together, strict=True):
+        torch.testing.assert_close(one, batched, atol=1e-5, rtol=0)
+    assert (alone[0] - alone[1]).abs().mean() > 1e-3
+
+
+def test_bad_inputs_and_conditions_are_refused():
+    net = _perturbed(conditions=2)
+    with pytest.raises(InvalidArgument, match="at least 8 px"):
+        one_pass(net, torch.rand(3, 4, 40))
+    with pytest.raises(InvalidArgument, match="condition 2"):
+        one_pass(net, torch.rand(3, 16, 16), 2)
+    with pytest.raises(InvalidArgument, match="eval mode"):
+        one_pass(net.train(), torch.rand(3, 16, 16))
+
+
+def test_condition_by_name_or_index():
+    names = ["abc", "def"]
+    assert condition_index(None, names) == 0
+    assert [condition_index(c, names) for c in ("def", "1", 1, " 0 ", "abc")] == [1, 1, 1, 0, 0]
+    for bad in ("xyz", 2, -1, "2"):
+        with pytest.raises(InvalidArgument, match="0=abc, 1=def"):
+            condition_index(bad, names)
+
+
+def test_cost_is_the_sum_of_the_convolutions():
+    w, b = 4, 3
+    net = Dream2Dream(width=w, conditions=1, blocks=b)
+    full, half, quarter = 512 * 512, 256 * 256, 128 * 128
+    expected = 9 * (full * 3 * w + half * w * 2 * w + quarter * 2 * w * 4 * w
+                    + b * 2 * quarter * (4 * w) ** 2 + half * 4 * w * 2 * w + full * 2 * w * w
+                    + full * w * 3)
+    assert conv_macs(net) == expected
+    cost = gmac(Dream2Dream(width=DEFAULT_WIDTH))
+    assert 5 < cost < 12  # the default: ~8 GMAC at 512 px
+
+
+def test_export_round_trips_to_the_same_pixels():
+    net = _perturbed(conditions=2)
+    model, names = from_export(export_state(net, ["x", "y"], step=3))
+    image = torch.rand(3, 17, 23)
+    assert names == ["x", "y"]
+    assert torch.equal(one_pass(model, image, 1), one_pass(net, image, 1))
+    with pytest.raises(InvalidArgument, match="dream2dream export"):
+        from_export({"format": 99})
+
+
+# --- the perceptual distance --------------------------------------------------------------------
+
+
+def test_perceptual_distance_is_zero_for_equal_images_and_uses_the_stages():
+    distance = PerceptualDistance("efficientnet_lite2", device="cpu")
+    assert distance.layers == tuple(stage_layers(distance.net.spec))
+    assert distance.layers[-1] == "block_20" and "block_10" in distance.layers
+    cat = sample_image("chelsea", size=48)[:, :, :48]
+    same = distance(cat[None], cat[None])
+    other = distance(cat[None], fake_dream(cat, 1.0)[None])
+    assert same.item() < 1e-3 < other.item() <= 2
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def _config(store, **overrides) -> TrainConfig:
+    fields = dict(job_id="d2d", artifacts=store.url, dataset="da", datasets=("da", "db"),
+                  model="dream2dream", steps=4, batch=4, width=4, checkpoint_every=2,
+                  lr=3e-3, crop=16, deterministic=True, preview_seeds=3, eval_every=-1)
+    return TrainConfig(**{**fields, **overrides})
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"datasets": ("db", "da")}, "^datasets: the first must be dataset"),
+    ({"datasets": ("da", "da")}, "^datasets: a data set is named twice"),
+    ({"datasets": ("da", "a/b")}, "^datasets: "),
+    ({"crop": 4}, "^crop: "),
+    ({"model": "dcgan64", "crop": 0}, "^datasets: a dcgan64 trains on one data set"),
+    ({"model": "dcgan64", "datasets": (), "crop": 16}, "^crop: only dream2dream"),
+])
+def test_config_refuses_bad_data_set_lists_and_crops(store, overrides, match):
+    with pytest.raises(InvalidArgument, match=match):
+        _config(store, **overrides).validate()
+
+
+def test_config_round_trips_through_json(store):
+    config = _config(store).validate()
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.dataset_ids == ["da", "db"]
+
+
+def test_a_two_condition_job_checkpoints_previews_evaluates_and_records(store):
+    events = []
+    assert run(_config(store, eval_every=0), store, emit=events.append) == "done"
+    json.dumps(events, allow_nan=False)
+    kinds = [e["event"] for e in events]
+    assert kinds.count("checkpoint") == 2 and kinds.count("preview") == 2
+    assert kinds[-2:] == ["evaluation", "done"]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert all(e["d_loss"] == 0 and e["g_loss"] > 0 and "perceptual_loss" in e for e in progress)
+    metrics = events[-2]["metrics"]
+    for name in ("l1_output_dream", "l1_photo_dream", "perceptual_output_dream",
+                 "perceptual_photo_dream", "perceptual_ratio", "perceptual_ratio/0",
+                 "perceptual_ratio/1"):
+        assert math.isfinite(metrics[name]), name
+    assert metrics["pairs"] == 4 and metrics["holdout"] == 1
+    # the preview: 3 rows (conditions take turns) of photo | dream | output
+    preview = load_image(store.get("jobs/d2d/previews/step-00000004.png"))
+    assert preview.shape == (3, 2 + 3 * (SIZE + 2), 2 + 3 * (SIZE + 2))
+    record = read_model(store, "d2d")
+    assert record["kind"] == "dream2dream" and record["finished"] and record["size"] == SIZE
+    assert record["datasets"] == ["da", "db"] and record["crop"] == 16
+    assert [(c["index"], c["name"], c["dream_config"]) for c in record["conditions"]] == [
+        (0, "da", {"frequency": 1.0}), (1, "db", {"frequency": -1.0})]
+    model, info = load_dream2dream(store, record["checkpoint"], "cpu")
+    assert model.conditions == 2 and info["step"] == 4
+    with pytest.raises(InvalidArgument, match="export it"):
+        load_generator(store, record["checkpoint"], "cpu")
+
+
+def test_a_stopped_job_resumes_to_the_weights_of_one_never_stopped(store):
+    run(_config(store, job_id="straight"), store)
+    calls = iter(range(100))
+    assert run(_config(store, job_id="stopped"), store,
+               should_stop=lambda: next(calls) >= 3) == "stopped"
+    assert load_latest(store, "stopped")["step"] == 3
+    assert run(_config(store, job_id="stopped"), store) == "done"
+    a, b = load_latest(store, "straight"), load_latest(store, "stopped")
+    for key in ("G", "G_ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+    assert a["rank_rng"]["crop"][0].equal(b["rank_rng"]["crop"][0])
+    with pytest.raises(InvalidArgument, match="^datasets: job 'stopped' was started"):
+        run(_config(store, job_id="stopped", steps=6, datasets=("da",)), store)
+
+
+@pytest.mark.slow
+def test_one_pair_is_learned_in_50_steps():
+    photo = sample_image("chelsea", size=32)[:, :, :32]
+    dream = fake_dream(photo, 1.0)
+    u8 = lambda x: x.mul(255).round().to(torch.uint8)[None]  # noqa: E731
+    pairs = PairSet(u8(photo), u8(dream), torch.zeros(1, dtype=torch.long))
+    torch.manual_seed(0)
+    trainer = PairTrainer(get_model_kind("dream2dream"), pairs, [{"name": "one"}], width=8,
+                          batch=2, lr=3e-3, ema_decay=0.9, crop=32, seed=0,
+                          device=torch.device("cpu"))
+    losses = []
+    for _ in range(50):
+        trainer.train_step()
+        losses.append(trainer.pop_stats()["g_loss"])
+    assert sum(losses[-5:]) < 0.75 * sum(losses[:5])
+    metrics = evaluate_pairs(trainer.G_ema, pairs)
+    assert metrics["l1_output_dream"] < metrics["l1_photo_dream"]
+    assert metrics["perceptual_output_dream"] < metrics["perceptual_photo_dream"]
