@@ -8,6 +8,10 @@ config.properties: loopback addresses only, token authorization off (safe only o
 model-control API off, ``metrics_mode=prometheus``, request/response limits raised to what the
 backbone handler returns. ``stop()`` ends the whole process tree (launcher, Java frontend,
 Python workers).
+
+``model_api=True`` turns TorchServe's model-control API on (registering an archive runs its
+code), which needs token authorization: :meth:`TorchServe.register` and
+:func:`register_model` send the management key.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ __all__ = [
     "TorchServePorts",
     "TorchServe",
     "free_port",
+    "register_model",
     "render_config",
     "require_java",
 ]
@@ -77,6 +83,7 @@ def render_config(
     models: Sequence[str] = (),
     token_auth: bool = False,
     workers: int = 1,
+    model_api: bool = False,
 ) -> str:
     """config.properties for a TorchServe that serves dreamsuite archives.
 
@@ -85,6 +92,9 @@ def render_config(
     service the inference key (``--torchserve-token``)."""
     if not token_auth and host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"token authorization may only be off on loopback, not on {host!r}")
+    if model_api and not token_auth:
+        raise ValueError("the model-control API registers archives, whose code TorchServe runs: "
+                         "it needs token authorization")
     lines = [
         f"inference_address=http://{host}:{ports.inference}",
         f"management_address=http://{host}:{ports.management}",
@@ -98,7 +108,7 @@ def render_config(
         f"load_models={','.join(f'{m}.mar' for m in models)}" if models else "",
         "metrics_mode=prometheus",
         f"disable_token_authorization={'false' if token_auth else 'true'}",
-        "enable_model_api=false",
+        f"enable_model_api={'true' if model_api else 'false'}",
         f"max_request_size={MAX_MESSAGE_BYTES}",
         f"max_response_size={MAX_MESSAGE_BYTES}",
         f"default_workers_per_model={workers}",
@@ -106,6 +116,41 @@ def render_config(
         "default_response_timeout=120",
     ]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+def register_model(management_url: str, archive: str, key: str | None, *, workers: int = 1,
+                   timeout: float = 300.0) -> str:
+    """Register the model archive ``archive`` (a ``.mar`` in TorchServe's model store, or a
+    URL its ``allowed_urls`` accept) through the model-control API at ``management_url``,
+    sending the management ``key``; blocks until its ``workers`` are up. Returns the model
+    name TorchServe gave it. A model already registered under that name is left as it is.
+    :class:`Unavailable` says why TorchServe refused."""
+    query = urllib.parse.urlencode({"url": archive, "initial_workers": workers,
+                                    "synchronous": "true"})
+    request = urllib.request.Request(f"{management_url}/models?{query}", method="POST")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    name = Path(urllib.parse.urlparse(archive).path).name.removesuffix(".mar")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            status = json.loads(reply.read() or b"{}").get("status", "")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        if exc.code == 409:  # already registered
+            return name
+        # TorchServe 0.12 answers a missing or wrong key with 400 InvalidKeyException.
+        if exc.code in (401, 403) or "InvalidKeyException" in detail:
+            raise Unavailable(f"TorchServe at {management_url} refused to register {archive!r}"
+                              f" ({exc.code}): the management key is missing or wrong") from None
+        raise Unavailable(f"TorchServe at {management_url} could not register {archive!r} "
+                          f"({exc.code}: {detail})") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unavailable(f"TorchServe's management API at {management_url} is unreachable "
+                          f"({exc})") from None
+    # "Model \"d2d\" Version: 1.0 registered with 1 initial workers"
+    if status.startswith("Model \""):
+        name = status.split("\"", 2)[1]
+    return name
 
 
 def require_java() -> str:
@@ -131,6 +176,7 @@ class TorchServe:
     workdir: Path | None = None
     startup_timeout: float = 180.0
     token_auth: bool = False
+    model_api: bool = False
     process: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -162,7 +208,7 @@ class TorchServe:
         config = self.workdir / "config.properties"
         config.write_text(render_config(model_store=self.model_store, ports=self.ports,
                                         host=self.host, models=self.models,
-                                        token_auth=self.token_auth))
+                                        token_auth=self.token_auth, model_api=self.model_api))
         command = [sys.executable, "-c", "from ts.model_server import start; start()",
                    "--start", "--foreground", "--ncs", "--ts-config", str(config),
                    "--model-store", str(self.model_store)]
@@ -191,7 +237,7 @@ class TorchServe:
             if self.process is not None and self.process.poll() is not None:
                 raise Unavailable(f"TorchServe exited with {self.process.returncode} while "
                                   f"starting:\n{self.log_tail()}")
-            if all(self._model_ready(m) for m in self.models):
+            if self._up() and all(self._model_ready(m) for m in self.models):
                 return
             time.sleep(0.5)
         raise Unavailable(f"TorchServe was not ready after {timeout:.0f} s:\n{self.log_tail()}")
@@ -206,6 +252,34 @@ class TorchServe:
     def inference_key(self) -> str:
         """The key a client of the inference API sends (``token_auth`` only)."""
         return self.keys()["inference"]
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.host}:{self.ports.management}"
+
+    def register(self, archive: str, *, workers: int = 1, timeout: float = 300.0) -> str:
+        """Register ``archive`` (a ``.mar`` file name in the model store) with ``workers``
+        workers and wait until they are ready (``model_api`` and ``token_auth`` only); returns
+        the model's name."""
+        name = register_model(self.management_url, archive, self.keys()["management"],
+                              workers=workers, timeout=timeout)
+        self.models = [*self.models, name]
+        return name
+
+    def _up(self) -> bool:
+        """Whether TorchServe's frontend answers (and has written its keys, when token
+        authorization is on): for a TorchServe started with no model to wait for."""
+        if self.token_auth and not (self.workdir is not None
+                                    and (self.workdir / "key_file.json").is_file()):
+            return False
+        url = f"http://{self.host}:{self.ports.inference}/ping"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:  # it answers (token authorization wants a key here)
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
 
     def _model_ready(self, model: str) -> bool:
         url = f"http://{self.host}:{self.ports.management}/models/{model}"

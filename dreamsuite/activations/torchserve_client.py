@@ -74,25 +74,33 @@ class TorchServeBackend:
 
     async def activations(self, request: pb.ActivationsRequest) -> pb.ActivationsResponse:
         model = request.backbone or DEFAULT_BACKBONE
-        message = tspb.PredictionsRequest(model_name=model,
-                                          input={"data": request.SerializeToString()})
+        reply = await self.predict(
+            model, {"data": request.SerializeToString()},
+            hint=f"build its archive with `dreamsuite archive --backbone {model} -o "
+                 "MODEL_STORE` and load it")
+        return pb.ActivationsResponse.FromString(reply)
+
+    async def predict(self, model: str, inputs: dict[str, bytes], *, hint: str = "") -> bytes:
+        """The prediction of TorchServe's ``model`` for ``inputs`` (the handler's request
+        fields), with the retries above. :class:`NotFound` (ending with ``hint``) when TorchServe
+        serves no such model, :class:`Unavailable` when it cannot answer."""
+        message = tspb.PredictionsRequest(model_name=model, input=inputs)
         last = ""
         for attempt in range(self.attempts):
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                reply = await self._attempt(message, model)
+                reply = await self._attempt(message, model, hint)
             except _Retry as exc:
                 last = str(exc)
                 continue
-            return pb.ActivationsResponse.FromString(reply.prediction)
+            return reply.prediction
         raise Unavailable(
-            f"activation backend TorchServe at {self.target} is unavailable after "
-            f"{self.attempts} attempts ({last}); check that TorchServe is running and serves "
-            f"the {model!r} archive"
+            f"TorchServe at {self.target} is unavailable after {self.attempts} attempts "
+            f"({last}); check that TorchServe is running and serves the {model!r} model"
         )
 
-    async def _attempt(self, message: tspb.PredictionsRequest, model: str):
+    async def _attempt(self, message: tspb.PredictionsRequest, model: str, hint: str):
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -102,27 +110,25 @@ class TorchServeBackend:
             return reply
         except grpc.aio.AioRpcError as exc:
             outcome = "unavailable"
-            raise self._translate(exc, model) from None
+            raise self._translate(exc, model, hint) from None
         finally:
             if self.observe is not None:
                 self.observe(outcome, time.perf_counter() - started)
 
-    def _translate(self, exc: grpc.aio.AioRpcError, model: str) -> Exception:
+    def _translate(self, exc: grpc.aio.AioRpcError, model: str, hint: str) -> Exception:
         code, details = exc.code(), (exc.details() or "").strip()
         lowered = details.lower()
         if code == grpc.StatusCode.UNAVAILABLE or any(s in lowered for s in _NO_WORKER):
             return _Retry(f"{code.name}: {details}")
         if "model not found" in lowered or "modelnotfound" in lowered:
-            return NotFound(
-                f"TorchServe at {self.target} serves no model {model!r}; build its archive "
-                f"with `dreamsuite archive --backbone {model} -o MODEL_STORE` and load it"
-            )
+            return NotFound(f"TorchServe at {self.target} serves no model {model!r}"
+                            + (f"; {hint}" if hint else ""))
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Unavailable(f"TorchServe at {self.target} did not answer within "
                                f"{self.timeout:.0f} s")
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return Unavailable(f"TorchServe at {self.target} refused the call ({details}); "
-                               "give the guide service its inference key (--torchserve-token)")
+                               "give the service its inference key (--torchserve-token)")
         if "worker died" in lowered:
             return Unavailable(
                 f"TorchServe at {self.target}: the {model!r} worker died while computing "

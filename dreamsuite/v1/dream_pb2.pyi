@@ -91,7 +91,7 @@ class OutputOptions(_message.Message):
     def __init__(self, preview_format: _Optional[_Union[PreviewFormat, str]] = ..., preview_max_side: _Optional[int] = ..., preview_max_bytes: _Optional[int] = ..., store_octaves: _Optional[bool] = ..., inline_images: _Optional[bool] = ...) -> None: ...
 
 class DreamRequest(_message.Message):
-    __slots__ = ("image", "backbone", "weights", "maplist", "schedule", "regularisers", "guidance", "selection", "tile", "seed", "output", "laplacian_levels", "decorrelate", "fourier_decay", "guide_regions", "layer_octave_weights")
+    __slots__ = ("image", "backbone", "weights", "maplist", "schedule", "regularisers", "guidance", "selection", "tile", "seed", "output", "laplacian_levels", "decorrelate", "fourier_decay", "guide_regions", "layer_octave_weights", "model", "condition")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +108,8 @@ class DreamRequest(_message.Message):
     FOURIER_DECAY_FIELD_NUMBER: _ClassVar[int]
     GUIDE_REGIONS_FIELD_NUMBER: _ClassVar[int]
     LAYER_OCTAVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.ImageRef
     backbone: str
     weights: _common_pb2.Weights
@@ -124,7 +126,9 @@ class DreamRequest(_message.Message):
     fourier_decay: float
     guide_regions: _containers.RepeatedCompositeFieldContainer[GuideRegion]
     layer_octave_weights: _containers.RepeatedCompositeFieldContainer[_common_pb2.LayerWeights]
-    def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., backbone: _Optional[str] = ..., weights: _Optional[_Union[_common_pb2.Weights, str]] = ..., maplist: _Optional[_Union[_common_pb2.Maplist, _Mapping]] = ..., schedule: _Optional[_Union[OctaveSchedule, _Mapping]] = ..., regularisers: _Optional[_Union[Regularisers, _Mapping]] = ..., guidance: _Optional[_Union[Guidance, _Mapping]] = ..., selection: _Optional[_Union[NeuronSelection, _Mapping]] = ..., tile: _Optional[int] = ..., seed: _Optional[int] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., laplacian_levels: _Optional[int] = ..., decorrelate: _Optional[bool] = ..., fourier_decay: _Optional[float] = ..., guide_regions: _Optional[_Iterable[_Union[GuideRegion, _Mapping]]] = ..., layer_octave_weights: _Optional[_Iterable[_Union[_common_pb2.LayerWeights, _Mapping]]] = ...) -> None: ...
+    model: str
+    condition: str
+    def __init__(self, image: _Optional[_Union[_common_pb2.ImageRef, _Mapping]] = ..., backbone: _Optional[str] = ..., weights: _Optional[_Union[_common_pb2.Weights, str]] = ..., maplist: _Optional[_Union[_common_pb2.Maplist, _Mapping]] = ..., schedule: _Optional[_Union[OctaveSchedule, _Mapping]] = ..., regularisers: _Optional[_Union[Regularisers, _Mapping]] = ..., guidance: _Optional[_Union[Guidance, _Mapping]] = ..., selection: _Optional[_Union[NeuronSelection, _Mapping]] = ..., tile: _Optional[int] = ..., seed: _Optional[int] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., laplacian_levels: _Optional[int] = ..., decorrelate: _Optional[bool] = ..., fourier_decay: _Optional[float] = ..., guide_regions: _Optional[_Iterable[_Union[GuideRegion, _Mapping]]] = ..., layer_octave_weights: _Optional[_Iterable[_Union[_common_pb2.LayerWeights, _Mapping]]] = ..., model: _Optional[str] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class GuideRegion(_message.Message):
     __slots__ = ("mask", "octave_weights")

@@ -41,6 +41,10 @@ class DreamServiceConfig:
     batching: str = "auto"
     max_batch: int = 8
     batch_window_ms: float = 25.0
+    #: TorchServe's gRPC inference API (``HOST:PORT``) for one-pass models (None: none), and
+    #: its inference key where TorchServe's token authorization is on.
+    torchserve: str | None = None
+    torchserve_token: str | None = None
 
     def validate(self) -> DreamServiceConfig:
         self.server.validate()
@@ -77,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="most dreams stepped together")
     add_env_argument(parser, "--batch-window-ms", default=25.0, cast=float,
                      help="how long a worker waits for compatible dreams to join a batch")
+    add_env_argument(parser, "--torchserve", help="TorchServe gRPC inference HOST:PORT that "
+                     "serves one-pass (dream2dream) models for requests naming a model "
+                     "(default: none; such requests are UNAVAILABLE)")
+    add_env_argument(parser, "--torchserve-token",
+                     help="TorchServe inference key, where its token authorization is on")
     add_env_argument(parser, "--preload", default=DEFAULT_BACKBONE,
                      help="comma-separated backbones to load before serving ('' for none)")
 
@@ -90,4 +99,5 @@ def config_from_args(args: argparse.Namespace) -> DreamServiceConfig:
         queue_size=args.queue_size, max_pixels=args.max_pixels, guide=args.guide or None,
         preload=tuple(name.strip() for name in args.preload.split(",") if name.strip()),
         batching=args.batching, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+        torchserve=args.torchserve or None, torchserve_token=args.torchserve_token or None,
     ).validate()

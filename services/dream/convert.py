@@ -82,6 +82,8 @@ def spec_from_request(request: dream_pb2.DreamRequest) -> DreamSpec:
         guide_masks=_guide_masks(request),
         selection=_selection(request),
         output=_output(request.output),
+        model=request.model,
+        condition=request.condition,
     )
 
 

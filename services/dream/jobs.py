@@ -82,6 +82,10 @@ class DreamSpec:
     guide_masks: tuple[ImageInput | None, ...] = ()
     selection: SelectionSpec | None = None
     output: OutputSpec = OutputSpec()
+    #: A trained one-pass model served by TorchServe (``""``: the optimised dream) and which of
+    #: its dream configs (``""``: the first).
+    model: str = ""
+    condition: str = ""
 
 
 @dataclass

@@ -43,6 +43,10 @@ class DreamMetrics:
             "dream_device_memory_bytes",
             "Device memory: CUDA allocated/peak bytes, or the process's peak RSS on the CPU.",
             ["device", "kind"], registry=registry)
+        self.one_pass_seconds = Histogram(
+            "dream_one_pass_seconds", "One-pass dreams (a trained model on TorchServe), end to "
+            "end, by model and outcome (ok, error).", ["model", "outcome"],
+            buckets=HANDLING_BUCKETS, registry=registry)
         self.store_seconds = Histogram(
             "dream_artifact_store_seconds", "Artifact-store call latency.", ["operation"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

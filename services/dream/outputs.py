@@ -187,6 +187,25 @@ class Publisher:
                             update.png, final)
 
 
+    def one_pass(self, data: bytes, uri: str, result: torch.Tensor,
+                 provenance: Mapping, spec: OutputSpec, elapsed: float) -> OctaveOutput:
+        """The single update of a one-pass dream: ``result`` stored with ``provenance`` (which
+        gains the input's artifact URI), the input kept as for any dream."""
+        source = self._keep_input(data, uri, "input")
+        provenance = {**provenance, "input": source.artifact.uri}
+        png = encode_png(result, provenance_text(provenance))
+        meta = {"dreamsuite-version": str(provenance.get("dreamsuite", "")),
+                "method": "one-pass", "input": source.artifact.uri,
+                **{key: str(provenance.get(key, "")) for key in ("model", "condition")},
+                "input-sha256": str(provenance.get("input_sha256", ""))}
+        stored = self._put(png, "image/png", meta)
+        size = (int(result.shape[-2]), int(result.shape[-1]))
+        final = FinalOutput(stored, size, json.dumps(provenance, sort_keys=True), [], [],
+                            source, self._inline(png, spec))
+        preview, preview_type = _preview(result, spec)
+        return OctaveOutput(0, 1, size, 0.0, elapsed, preview, preview_type, None, b"", final)
+
+
 def _content_type(data: bytes) -> str:
     if data.startswith(b"\x89PNG"):
         return "image/png"

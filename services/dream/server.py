@@ -18,6 +18,7 @@ from services.common.server import (
 )
 from services.dream.config import DreamServiceConfig
 from services.dream.metrics import DreamMetrics
+from services.dream.one_pass import OnePass
 from services.dream.runner import DreamRunner, GuideWeightsProvider
 from services.dream.servicer import SERVICE_NAME, DreamServicer
 from services.dream.style import SERVICE_NAME as STYLE_SERVICE_NAME
@@ -67,14 +68,17 @@ async def start_dream_server(
                          max_batch=config.max_batch,
                          batch_window=config.batch_window_ms / 1000)
     await asyncio.to_thread(runner.preload, config.preload)
+    one_pass = OnePass(config.torchserve, runner.publisher, runner.metrics,
+                       max_pixels=config.max_pixels, token=config.torchserve_token)
     bindings = [
-        ServiceBinding(SERVICE_NAME, DreamServicer(runner),
+        ServiceBinding(SERVICE_NAME, DreamServicer(runner, one_pass),
                        dream_pb2_grpc.add_DreamServiceServicer_to_server),
         ServiceBinding(STYLE_SERVICE_NAME, StyleServicer(runner),
                        style_pb2_grpc.add_StyleServiceServicer_to_server),
     ]
     running = await start_server(bindings, config.server, registry=registry)
     running.on_stop.append(runner.close)
+    running.on_stop.append(one_pass.close)
     return DreamServer(running, runner, registry)
 
 

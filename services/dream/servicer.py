@@ -15,6 +15,7 @@ import grpc
 
 from dreamsuite.v1 import dream_pb2, dream_pb2_grpc
 from services.dream.convert import backbones_response, spec_from_request, update_from_output
+from services.dream.one_pass import OnePass
 from services.dream.runner import DreamRunner
 
 __all__ = ["DreamServicer", "SERVICE_NAME"]
@@ -31,16 +32,23 @@ def caller_of(context: grpc.aio.ServicerContext) -> str:
 
 
 class DreamServicer(dream_pb2_grpc.DreamServiceServicer):
-    """Streams one ``DreamUpdate`` per octave from a :class:`DreamRunner`."""
+    """Streams one ``DreamUpdate`` per octave from a :class:`DreamRunner`, or the single update
+    of a one-pass dream (``request.model``) from :class:`OnePass`."""
 
-    def __init__(self, runner: DreamRunner):
+    def __init__(self, runner: DreamRunner, one_pass: OnePass | None = None):
         self.runner = runner
+        self.one_pass = one_pass or OnePass(None, runner.publisher, runner.metrics,
+                                            max_pixels=runner.max_pixels)
 
     async def Dream(self, request: dream_pb2.DreamRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[dream_pb2.DreamUpdate]:
+        spec = spec_from_request(request)
+        if spec.model:
+            yield update_from_output(await self.one_pass.dream(spec))
+            return
         remaining = context.time_remaining()
         job = await self.runner.start(
-            spec_from_request(request), caller=caller_of(context),
+            spec, caller=caller_of(context),
             deadline=None if remaining is None else time.monotonic() + remaining)
         # Cancellation or an expired deadline ends the call: stop the optimisation too.
         cancel = job.canceller

@@ -1,0 +1,135 @@
+"""One-pass dreams: a ``DreamRequest`` that names a trained ``dream2dream`` model is answered by
+one call to TorchServe instead of the optimisation on the device worker.
+
+The photo (bytes as sent, or the store's artifact) is checked like any dream input (a decodable
+image within ``--max-pixels``), sent to TorchServe's gRPC ``Predictions`` for the model with the
+inputs ``data`` (the image) and ``condition``, and the PNG it returns is stored with its
+provenance (``method: one-pass``, the model, the condition, the input's artifact) exactly as an
+optimised dream's result is. The stream has one update carrying the result.
+
+It never takes a place in the device queue: the work is TorchServe's (which batches it), so a
+bounded number of calls are in flight at once (``max_in_flight``); more are
+``RESOURCE_EXHAUSTED`` with a retry hint, like a full dream queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import torch
+
+from dreamsuite import __version__
+from dreamsuite.activations.torchserve_client import TorchServeBackend
+from dreamsuite.engine.config import MAX_NAME_LENGTH
+from dreamsuite.errors import InvalidArgument, ResourceExhausted, Unavailable, shorten
+from dreamsuite.images import load_image
+from services.dream.jobs import DreamSpec
+from services.dream.metrics import DreamMetrics
+from services.dream.outputs import OctaveOutput, Publisher
+
+__all__ = ["OnePass", "check_one_pass"]
+
+#: Characters of a TorchServe model name (its management API's rule).
+_MODEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def check_one_pass(spec: DreamSpec) -> None:
+    """:class:`InvalidArgument` for a one-pass request that also asks for what only the
+    optimisation does (it would be silently ignored otherwise)."""
+    if not spec.model or len(spec.model) > MAX_NAME_LENGTH or not set(spec.model) <= _MODEL_CHARS:
+        raise InvalidArgument(f"model: {shorten(spec.model)!r} is not a model name (letters, "
+                              f"digits, '_', '-', '.'; at most {MAX_NAME_LENGTH} characters)")
+    if len(spec.condition) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"condition is {len(spec.condition)} characters long; at most "
+                              f"{MAX_NAME_LENGTH}")
+    if spec.image is None:
+        raise InvalidArgument("image: a one-pass dream needs an input image")
+    for field, given in (("guidance", spec.guides or spec.guide_weights),
+                         ("selection", spec.selection), ("guide_regions", spec.guide_masks)):
+        if given:
+            raise InvalidArgument(f"{field}: a one-pass dream (model {spec.model!r}) runs the "
+                                  "trained network only; drop the field or the model")
+
+
+def _refusal(model: str, answer: bytes) -> Exception:
+    """The error a dream2dream handler answered instead of a PNG (over gRPC TorchServe 0.12
+    returns OK with the handler's JSON ``{"code", "message"}``), or a wrong-model complaint."""
+    try:
+        reason = json.loads(answer)
+        code, message = str(reason["code"]), str(reason["message"])
+    except (ValueError, KeyError, TypeError):
+        return Unavailable(f"TorchServe's model {model!r} answered something that is not an "
+                           "image; is it a dream2dream archive?")
+    if code == "INVALID_ARGUMENT":
+        return InvalidArgument(f"model {model!r}: {message}")
+    return Unavailable(f"TorchServe's model {model!r} failed: {message}")
+
+
+class OnePass:
+    """One-pass dreams through TorchServe at ``target`` (``HOST:PORT`` of its gRPC inference
+    API; None: this service has none, and such requests are ``UNAVAILABLE``)."""
+
+    def __init__(self, target: str | None, publisher: Publisher, metrics: DreamMetrics, *,
+                 max_pixels: int, token: str | None = None, timeout: float = 60.0,
+                 max_in_flight: int = 32):
+        self.backend = (TorchServeBackend(target, timeout=timeout, token=token)
+                        if target else None)
+        self.publisher = publisher
+        self.metrics = metrics
+        self.max_pixels = max_pixels
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+
+    async def dream(self, spec: DreamSpec) -> OctaveOutput:
+        """The one update of a one-pass dream (its result stored)."""
+        check_one_pass(spec)
+        if self._in_flight >= self.max_in_flight:
+            raise ResourceExhausted(f"{self._in_flight} one-pass dreams are in flight; retry "
+                                    "shortly", retry_after=0.5)
+        self._in_flight += 1
+        started, outcome = time.perf_counter(), "error"
+        try:
+            data, uri, image = await asyncio.to_thread(self._load, spec)
+            if self.backend is None:
+                raise Unavailable(f"model {spec.model!r}: this dream service has no TorchServe "
+                                  "for one-pass models (start it with --torchserve HOST:PORT)")
+            inputs = {"data": data, "condition": spec.condition.encode()}
+            hint = "export it with `dreamsuite gan export` and register it with TorchServe"
+            png = await self.backend.predict(spec.model, inputs, hint=hint)
+            output = await asyncio.to_thread(self._publish, spec, data, uri, image, png,
+                                             time.perf_counter() - started)
+            outcome = "ok"
+            return output
+        finally:
+            self._in_flight -= 1
+            self.metrics.one_pass_seconds.labels(spec.model, outcome).observe(
+                time.perf_counter() - started)
+
+    def _load(self, spec: DreamSpec) -> tuple[bytes, str, torch.Tensor]:
+        source = spec.image
+        assert source is not None
+        data = self.publisher.store.get(source.uri) if source.uri else source.data
+        try:
+            image = load_image(data, max_pixels=self.max_pixels)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{source.field}: {exc}") from None
+        return data, source.uri, image
+
+    def _publish(self, spec: DreamSpec, data: bytes, uri: str, image: torch.Tensor,
+                 png: bytes, elapsed: float) -> OctaveOutput:
+        if not png.startswith(b"\x89PNG"):
+            raise _refusal(spec.model, png)
+        result = load_image(png)
+        provenance = {
+            "dreamsuite": __version__, "method": "one-pass", "model": spec.model,
+            "condition": spec.condition, "input_sha256": hashlib.sha256(data).hexdigest(),
+            "size": list(result.shape[-2:]), "input_size": list(image.shape[-2:]),
+        }
+        return self.publisher.one_pass(data, uri, result, provenance, spec.output, elapsed)
+
+    async def close(self) -> None:
+        if self.backend is not None:
+            await self.backend.close()
