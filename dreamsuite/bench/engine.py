@@ -5,6 +5,11 @@ dreamed layer, weights frozen, eager fp32, default NCHW layout, BatchNorm unfuse
 over octaves of ``steps x`` the median time of one forward+backward pass at that octave's size.
 Floor passes are interleaved with the dream's own steps (one naive pass at the same size after
 each step, its time excluded from the dream's), so load from other processes hits both alike.
+The floor's modules are the reference ones (``spec.build()``'s own forwards and a plain
+``(x - mean) / std``), never the engine's fused stages, so speeding up the engine cannot move it.
+
+Targets (:data:`TARGET_RATIO`, per backbone): at most 0.50x the floor for EfficientNet-Lite0 and
+0.85x for VGG16; the table marks each workload ``ok`` or ``MISSED`` (``met`` in ``--json``).
 
 ``--memory`` also runs a 2048x2048 dream with 512 px tiles and a 512x512 dream, each in a fresh
 subprocess, and reports the difference of their peak RSS.
@@ -24,20 +29,22 @@ import torch
 from torch import nn
 
 from dreamsuite.backbones import get_backbone, get_backbone_spec
-from dreamsuite.backbones.loaded import Normalize
 from dreamsuite.engine import DreamConfig, dream
 from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.engine.octaves import plan_octaves
 from dreamsuite.images import resize, sample_image
 
-__all__ = ["main", "WORKLOADS", "naive_network", "measure"]
+__all__ = ["main", "WORKLOADS", "TARGET_RATIO", "naive_network", "measure", "target_ratio"]
 
 #: (backbone, weights, layer) of the standard workload.
 WORKLOADS = (
     ("efficientnet_lite0", "pretrained", "block_10"),
     ("vgg16", "random", "relu4_3"),
 )
-TARGET_RATIO = 0.90
+#: The most dream time / floor time that each workload's backbone may take.
+TARGET_RATIO = {"efficientnet_lite0": 0.50, "vgg16": 0.85}
+#: The target of a backbone outside the standard workloads.
+DEFAULT_TARGET_RATIO = 0.90
 TARGET_MEMORY_GIB = 0.5
 #: The backbone of the memory workload (the default one).
 MEMORY_BACKBONE = DreamConfig().backbone
@@ -50,6 +57,29 @@ class EngineFigure:
     dream_seconds: float
     floor_seconds: float
     ratio: float
+    target: float = DEFAULT_TARGET_RATIO
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.target
+
+
+def target_ratio(backbone: str) -> float:
+    """The target dream/floor ratio of ``backbone``'s workload."""
+    return TARGET_RATIO.get(backbone, DEFAULT_TARGET_RATIO)
+
+
+class NaiveNormalize(nn.Module):
+    """The popular dreamers' preprocessing, ``(x - mean) / std`` with ``[1, 3, 1, 1]`` tensors
+    (the floor's own, so that optimising the engine's ``Normalize`` never moves the floor)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
 def naive_network(backbone: str, layer: str) -> nn.Module:
@@ -57,7 +87,7 @@ def naive_network(backbone: str, layer: str) -> nn.Module:
     spec = get_backbone_spec(backbone)
     model = spec.build().eval().requires_grad_(False)
     stages = spec.stages(model)[: spec.layer(layer).index + 1]
-    return nn.Sequential(Normalize(spec.mean, spec.std), *(stage for _, stage in stages))
+    return nn.Sequential(NaiveNormalize(spec.mean, spec.std), *(stage for _, stage in stages))
 
 
 def _naive_pass(net: nn.Module, size: tuple[int, int]) -> float:
@@ -105,7 +135,8 @@ def measure(backbone: str, weights: str, layer: str, size: int, octaves: int, st
         dream_times.append(time.perf_counter() - started - floor.spent)
         floors.append(sum(steps * statistics.median(t) for t in floor.passes.values()))
     dream_seconds, floor = statistics.median(dream_times), statistics.median(floors)
-    return EngineFigure(backbone, layer, dream_seconds, floor, dream_seconds / floor)
+    return EngineFigure(backbone, layer, dream_seconds, floor, dream_seconds / floor,
+                        target_ratio(backbone))
 
 
 def _peak_rss_child(size: int, tile: int) -> int:
@@ -141,7 +172,7 @@ def main(args: argparse.Namespace) -> int:
         memory = {"peak_rss_512_gib": small / 2**30, "peak_rss_2048_gib": large / 2**30,
                   "delta_gib": (large - small) / 2**30}
     if args.json:
-        rows = [asdict(f) for f in figures]
+        rows = [{**asdict(f), "met": f.met} for f in figures]
         if memory:  # the memory workload dreams with the default backbone: report it there
             row = next((r for r in rows if r["backbone"] == MEMORY_BACKBONE), None)
             if row is None:
@@ -159,9 +190,9 @@ def _print_table(figures: list[EngineFigure], memory: dict | None, args) -> None
           f"{torch.get_num_threads()}")
     print(f"{'backbone':<20}{'layer':<10}{'dream s':>10}{'floor s':>10}{'ratio':>8}  target")
     for f in figures:
-        ok = "ok" if f.ratio <= TARGET_RATIO else "MISSED"
+        ok = "ok" if f.met else "MISSED"
         print(f"{f.backbone:<20}{f.layer:<10}{f.dream_seconds:>10.2f}{f.floor_seconds:>10.2f}"
-              f"{f.ratio:>8.3f}  <= {TARGET_RATIO} {ok}")
+              f"{f.ratio:>8.3f}  <= {f.target:.2f} {ok}")
     if memory:
         ok = "ok" if memory["delta_gib"] <= TARGET_MEMORY_GIB else "MISSED"
         print(f"peak RSS: 512 px {memory['peak_rss_512_gib']:.2f} GiB, 2048 px (tile 512) "
