@@ -22,6 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dream_options(p)
     _add_clean_options(p)
     _add_shaping_options(p)
+    g = p.add_argument_group("one-pass dreams (a trained dream2dream model instead of the "
+                             "optimisation)")
+    g.add_argument("--model", help="the model: locally its id in --artifacts' store (as `gan "
+                   "train` named it); with --remote the TorchServe model the dream service "
+                   "forwards to (`gan export`'s name)")
+    g.add_argument("--condition", default="", help="which of the model's dream configs (its "
+                   "data set id or index; default the first)")
+    g.add_argument("--artifacts", default="artifacts",
+                   help="store holding local --model (default ./artifacts)")
     p.set_defaults(func=cmd_dream)
 
 
@@ -99,6 +108,8 @@ def _recorded(args: argparse.Namespace):
 
 
 def cmd_dream(args: argparse.Namespace) -> int:
+    if args.model:
+        return _one_pass(args)
     if args.preset is not None and args.from_png:
         raise InvalidArgument("give --preset or --from-png, not both: each sets the whole dream")
     recorded = _recorded(args)
@@ -185,4 +196,56 @@ def _dream_remote(args, config, source: str, guides: list[str], octave_dir: Path
     path.write_bytes(artifact_bytes(result.image, result.artifact))
     print(f"wrote {path} ({result.width}x{result.height}, final loss "
           f"{result.octave_losses[-1]:.4g}); stored as {result.artifact.uri}")
+    return 0
+
+
+def _one_pass(args: argparse.Namespace) -> int:
+    """``--model``: one forward pass of a trained dream2dream network, here or through the
+    dream service (which asks TorchServe); the options of the optimisation do not apply."""
+    if not args.input:
+        raise InvalidArgument("give the INPUT image to dream with --model")
+    if args.from_png or args.preset or args.guide:
+        raise InvalidArgument("--model runs a trained network: --from-png, --preset and "
+                              "--guide do not apply")
+    path = Path(args.output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if args.remote:
+        from dreamsuite.clients.dream import DreamClient, artifact_bytes
+        from dreamsuite.v1 import dream_pb2
+        from dreamsuite.wire.convert import image_ref
+
+        request = dream_pb2.DreamRequest(
+            image=image_ref(args.input), model=args.model, condition=args.condition,
+            output=dream_pb2.OutputOptions(preview_format=dream_pb2.PREVIEW_FORMAT_NONE,
+                                           inline_images=True))
+        with DreamClient(args.remote) as client:
+            result = client.run(request)
+        path.write_bytes(artifact_bytes(result.image, result.artifact))
+        print(f"wrote {path} ({result.width}x{result.height}, one pass of {args.model!r}); "
+              f"stored as {result.artifact.uri}")
+        return 0
+    # heavy (torch): see options.config_from_args.
+    from dreamsuite.artifacts import open_store
+    from dreamsuite.engine import provenance_text
+    from dreamsuite.gan.dream2dream import condition_index, one_pass
+    from dreamsuite.gan.paired import load_dream2dream
+    from dreamsuite.gan.records import read_model
+    from dreamsuite.images import load_image, save_png
+
+    artifacts = args.artifacts
+    store = open_store(artifacts if "://" in artifacts else Path(artifacts).resolve().as_uri())
+    record = read_model(store, args.model)
+    if record.get("kind") != "dream2dream":
+        raise InvalidArgument(f"model {args.model!r} is a {record.get('kind')!r} model; --model "
+                              "needs a dream2dream model (`gan train ... --model dream2dream`)")
+    network, info = load_dream2dream(store, record["checkpoint"], args.device or "cpu")
+    names = [c["name"] for c in info["conditions"]]
+    index = condition_index(args.condition or None, names)
+    image = load_image(args.input)
+    result = one_pass(network, image, condition=index)
+    provenance = {"method": "one-pass", "model": args.model, "condition": names[index],
+                  "checkpoint": record["checkpoint"], "input": str(Path(args.input).resolve())}
+    save_png(result, path, provenance_text(provenance))
+    print(f"wrote {path} ({result.shape[2]}x{result.shape[1]}, one pass of {args.model!r}, "
+          f"condition {names[index]!r})")
     return 0

@@ -11,6 +11,7 @@ import grpc
 import pytest
 import torch
 
+from dreamsuite.cli import main
 from dreamsuite.errors import Unavailable
 from dreamsuite.gan.dream2dream import one_pass
 from dreamsuite.images import encode_png, load_image
@@ -79,7 +80,7 @@ def _requests_for(server: TorchServe, model: str) -> float:
 
 @pytest.mark.slow
 def test_a_registered_model_answers_a_dream_request_in_one_pass(registered, trained,
-                                                                 dream_server, svc):
+                                                                 dream_server, svc, tmp_path):
     model = trained.name
     config = (registered.workdir / "config.properties").read_text()
     assert "enable_model_api=true" in config and "disable_token_authorization=false" in config
@@ -117,6 +118,26 @@ def test_a_registered_model_answers_a_dream_request_in_one_pass(registered, trai
     assert server.sample("dream_one_pass_seconds_count",
                          {"model": model, "outcome": "ok"}) == 1
     assert server.sample("dream_in_flight") == 0
+    # The CLI's --model --remote takes the same path and writes the same picture.
+    source, out = tmp_path / "photo.png", tmp_path / "remote.png"
+    source.write_bytes(png)
+    assert main(["dream", str(source), "-o", str(out), "--model", model,
+                 "--condition", "stripes-b", "--remote", server.address]) == 0
+    assert torch.equal(load_image(out), got)
+
+
+def test_the_cli_runs_a_model_locally_from_its_store(trained, tmp_path, capsys):
+    photo = torch.rand(3, 18, 30, generator=torch.Generator().manual_seed(5))
+    source, out = tmp_path / "photo.png", tmp_path / "local.png"
+    source.write_bytes(encode_png(photo))
+    assert main(["dream", str(source), "-o", str(out), "--model", trained.name,
+                 "--condition", "1", "--artifacts", trained.store.url]) == 0
+    expected = one_pass(trained.model, load_image(source), condition=1)
+    assert (load_image(out) - expected).abs().max() <= 1 / 255 + 1e-6
+    assert "condition 'stripes-b'" in capsys.readouterr().out
+    assert main(["dream", str(source), "-o", str(out), "--model", trained.name,
+                 "--condition", "nope", "--artifacts", trained.store.url]) == 2
+    assert "unknown condition 'nope'" in capsys.readouterr().err
 
 
 def photo_from_png(png: bytes) -> torch.Tensor:
