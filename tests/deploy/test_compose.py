@@ -65,6 +65,12 @@ def test_torchserve_is_health_checked_through_its_grpc_ping(compose):
         "service_healthy")
 
 
+def test_both_dream_profiles_reach_torchserve_for_one_pass_models(compose):
+    for name in ("dream", "dream-cpu"):
+        assert compose["services"][name]["environment"]["DREAMSUITE_TORCHSERVE"] == (
+            "torchserve:7070")
+
+
 def test_gan_service_follows_the_dream_service_in_each_profile(compose):
     services = compose["services"]
     gan, cpu = services["gan"], services["gan-cpu"]

@@ -133,8 +133,11 @@ def test_network_policies_deny_by_default_and_admit_the_callers(manifests, overl
     policies = _objects(manifests, overlay, "NetworkPolicy")
     assert policies["default-deny-ingress"]["spec"]["podSelector"] == {}
     torchserve = policies["torchserve-ingress"]["spec"]["ingress"][0]
-    assert torchserve["from"] == [{"podSelector": {"matchLabels": {
-        "app.kubernetes.io/name": "guide"}}}]
+    # The guide service (activations) and the dream service (one-pass models), no one else.
+    assert torchserve["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "guide"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dream"}}}]
+    assert torchserve["ports"] == [{"port": 7070, "protocol": "TCP"}]
     guide_callers = policies["guide-ingress"]["spec"]["ingress"][0]["from"]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dream"}}} in guide_callers
     # The GAN service admits labelled clients like the dream service, and dreams its data sets.
