@@ -45,7 +45,8 @@ class DreamMetrics:
             ["device", "kind"], registry=registry)
         self.one_pass_seconds = Histogram(
             "dream_one_pass_seconds", "One-pass dreams (a trained model on TorchServe), end to "
-            "end, by model and outcome (ok, error).", ["model", "outcome"],
+            "end, by model (\"other\" until a model has answered once) and outcome (ok, error).",
+            ["model", "outcome"],
             buckets=HANDLING_BUCKETS, registry=registry)
         self.store_seconds = Histogram(
             "dream_artifact_store_seconds", "Artifact-store call latency.", ["operation"],

@@ -82,6 +82,8 @@ class OnePass:
         self.max_pixels = max_pixels
         self.max_in_flight = max_in_flight
         self._in_flight = 0
+        # Models that answered: the metric's model label, which callers cannot grow at will.
+        self._served: set[str] = set()
 
     async def dream(self, spec: DreamSpec) -> OctaveOutput:
         """The one update of a one-pass dream (its result stored)."""
@@ -102,10 +104,12 @@ class OnePass:
             output = await asyncio.to_thread(self._publish, spec, data, uri, image, png,
                                              time.perf_counter() - started)
             outcome = "ok"
+            self._served.add(spec.model)
             return output
         finally:
             self._in_flight -= 1
-            self.metrics.one_pass_seconds.labels(spec.model, outcome).observe(
+            label = spec.model if spec.model in self._served else "other"
+            self.metrics.one_pass_seconds.labels(label, outcome).observe(
                 time.perf_counter() - started)
 
     def _load(self, spec: DreamSpec) -> tuple[bytes, str, torch.Tensor]:
