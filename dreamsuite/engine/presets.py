@@ -6,8 +6,9 @@ defaults, and options given alongside override the preset's. The paper names Inc
 layers in Keras numbering (``mixed3``); the registry resolves those aliases to torchvision's
 names (``mixed_6a``), so the presets say what the paper says.
 
-The paper's schedule is the Keras DeepDream example's: 3 octaves 1.4 apart, 20 steps each of
-0.01 on gradients divided by their mean absolute value, no jitter. Keras feeds Inception V3
+The paper names the layers; for the schedule these presets assume the Keras DeepDream
+example's, whose layer numbering the paper uses: 3 octaves 1.4 apart, 20 steps each of 0.01 on
+gradients divided by their mean absolute value, no jitter. Keras feeds Inception V3
 pixels in ``[-1, 1]``, the engine steps pixels in ``[0, 1]``: the same step is 0.005 here. The
 plain pixel step (no Laplacian normalisation, no colour decorrelation) is the example's too.
 """
