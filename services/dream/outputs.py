@@ -91,7 +91,29 @@ def artifact_metadata(provenance: Mapping) -> dict[str, str]:
     compact = json.dumps(maplist, separators=(",", ":"))
     if len(compact) <= 1000:  # long (guided) maplists live in the PNG's provenance only
         meta["maplist"] = compact
-    return meta
+    return _within_budget(meta)
+
+
+#: S3 keeps at most 2 KiB of user metadata (keys and values); a put over it fails, so the
+#: metadata of an artifact stays under this, whatever the request held.
+METADATA_BUDGET = 1800
+
+
+def _within_budget(meta: dict[str, str]) -> dict[str, str]:
+    """``meta`` without its longest values until keys and values fit :data:`METADATA_BUDGET`
+    bytes (what is dropped stays in the PNG's provenance); ``truncated`` names them."""
+    def with_note(m: dict[str, str], dropped: list[str]) -> dict[str, str]:
+        return {**m, "truncated": ",".join(dropped)} if dropped else m
+
+    def size(m: dict[str, str]) -> int:
+        return sum(len(k.encode()) + len(v.encode()) for k, v in m.items())
+
+    dropped: list[str] = []
+    while meta and size(with_note(meta, dropped)) > METADATA_BUDGET:
+        longest = max(meta, key=lambda k: len(meta[k].encode()))
+        dropped.append(longest)
+        meta = {k: v for k, v in meta.items() if k != longest}
+    return with_note(meta, dropped)
 
 
 class InstrumentedStore(ArtifactStore):
