@@ -59,6 +59,9 @@ DEFAULT_BLOCKS = 4
 MULTIPLE = 4
 #: Smallest input side (the reflect padding of the 1/4 stage needs 2 pixels there).
 MIN_SIDE = 8
+#: Images with a side over this are dreamed in tiles of this side (plus a margin that covers
+#: the network's receptive field), so memory stays bounded at any size; same pixels.
+TILE_SIDE = 1024
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -155,16 +158,46 @@ def condition_index(condition: int | str | None, names: Sequence[str]) -> int:
                           f"{len(names)}: {shorten(valid, 400)} (give the name or the index)")
 
 
+def receptive_margin(model: Dream2Dream) -> int:
+    """Input pixels on each side that can reach an output pixel, rounded up to
+    :data:`MULTIPLE`: the stem, the two strided convolutions, ``blocks`` x 2 convolutions at
+    1/4, the two after upsampling (and its nearest-neighbour offset), the tail."""
+    radius = 1 + 1 + 2 + 2 * 4 * model.blocks + 2 + 1 + 1 + 3
+    return -(-radius // MULTIPLE) * MULTIPLE
+
+
+def _tiled(model: Dream2Dream, x: torch.Tensor, index: torch.Tensor, tile: int) -> torch.Tensor:
+    """``model(x, index)`` computed tile by tile: each tile of side ``tile`` (a multiple of
+    :data:`MULTIPLE`, so every tile keeps the strided stages' grid) runs with
+    :func:`receptive_margin` of context, whose output is dropped; the borders of the image are
+    the image's own in every tile, so the pixels are those of one pass over the whole."""
+    height, width = x.shape[-2:]
+    margin = receptive_margin(model)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            t0, l0 = max(0, top - margin), max(0, left - margin)
+            t1, l1 = min(height, top + tile + margin), min(width, left + tile + margin)
+            bottom, right = min(height, top + tile), min(width, left + tile)
+            piece = model(x[..., t0:t1, l0:l1].contiguous(memory_format=torch.channels_last),
+                          index)
+            out[..., top:bottom, left:right] = piece[
+                ..., top - t0:bottom - t0, left - l0:right - l0].float().cpu()
+    return out
+
+
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.no_grad()
 def one_pass_batch(model: Dream2Dream, images: torch.Tensor,
-                   conditions: Sequence[int] | torch.Tensor) -> torch.Tensor:
+                   conditions: Sequence[int] | torch.Tensor, *,
+                   tile: int = TILE_SIDE) -> torch.Tensor:
     """Dreams of ``images`` ``[N, 3, H, W]`` in ``[0, 1]`` (one size) with one condition index
     each, as float ``[N, 3, H, W]`` in ``[0, 1]`` on the CPU. ``model`` must be in eval mode;
-    it runs in float32 on its own device (the handler's arithmetic), clamped."""
+    it runs in float32 on its own device (the handler's arithmetic), clamped. Images with a
+    side over ``tile`` (a multiple of :data:`MULTIPLE`) run in tiles (:func:`_tiled`)."""
     if model.training:
         raise InvalidArgument("one_pass needs the model in eval mode")
     device = _device_of(model)
@@ -174,18 +207,24 @@ def one_pass_batch(model: Dream2Dream, images: torch.Tensor,
     if min(images.shape[-2:]) < MIN_SIDE:
         raise InvalidArgument(f"the image is {images.shape[-1]}x{images.shape[-2]} px; a one-pass "
                               f"dream needs at least {MIN_SIDE} px on each side")
+    if tile < 2 * MULTIPLE or tile % MULTIPLE:
+        raise InvalidArgument(f"tile must be a multiple of {MULTIPLE} of at least "
+                              f"{2 * MULTIPLE}, not {tile}")
     x = images.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+    if max(x.shape[-2:]) > tile:
+        return _tiled(model, x, index, tile)
     return model(x, index).float().cpu().contiguous()
 
 
-def one_pass(model: Dream2Dream, image: torch.Tensor, condition: int = 0) -> torch.Tensor:
+def one_pass(model: Dream2Dream, image: torch.Tensor, condition: int = 0, *,
+             tile: int = TILE_SIDE) -> torch.Tensor:
     """The one-pass dream of one ``[3, H, W]`` image in ``[0, 1]``: ``[3, H, W]`` in ``[0, 1]``
-    (what the TorchServe handler answers, before PNG encoding)."""
+    (what the TorchServe handler answers, before PNG encoding); tiled over ``tile`` px."""
     if image.dim() != 3:
         raise InvalidArgument("one_pass takes one [3, H, W] image")
     if not 0 <= condition < model.conditions:
         raise InvalidArgument(f"condition {condition} is not in [0, {model.conditions})")
-    return one_pass_batch(model, image.unsqueeze(0), [condition])[0]
+    return one_pass_batch(model, image.unsqueeze(0), [condition], tile=tile)[0]
 
 
 def conv_macs(model: nn.Module, size: tuple[int, int] = (512, 512)) -> int:

@@ -12,6 +12,7 @@ import torch
 
 from dreamsuite.artifacts import open_store
 from dreamsuite.errors import InvalidArgument
+from dreamsuite.gan import dream2dream
 from dreamsuite.gan.checkpoint import load_latest
 from dreamsuite.gan.data import write_dataset
 from dreamsuite.gan.dream2dream import (
@@ -97,6 +98,20 @@ def test_conditions_give_different_dreams_and_batches_change_nothing():
     for one, batched in zip(alone, together, strict=True):
         torch.testing.assert_close(one, batched, atol=1e-5, rtol=0)
     assert (alone[0] - alone[1]).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(72, 100), (61, 130)])
+def test_tiles_give_the_pixels_of_one_pass_over_the_whole(shape, monkeypatch):
+    net = _perturbed(conditions=2, seed=3)
+    image = torch.rand(3, *shape, generator=torch.Generator().manual_seed(4))
+    whole = one_pass(net, image, 1, tile=256)
+    tiled = one_pass(net, image, 1, tile=32)  # 3 x 4 or 2 x 5 tiles, edges included
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+    # The margin is what makes it exact: without context the tile seams show.
+    monkeypatch.setattr(dream2dream, "receptive_margin", lambda model: 0)
+    inner = image[:, :64, :96]
+    seamed = one_pass(net, inner, 1, tile=32)
+    assert (seamed - one_pass(net, inner, 1, tile=256)).abs().max() > 1e-3
 
 
 def test_bad_inputs_and_conditions_are_refused():
