@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from dreamsuite.launcher.prometheus import prometheus_argv
 from dreamsuite.torchserve import TorchServe, TorchServePorts, free_port
 from handlers import handler_file
 
-__all__ = ["Suite", "ensure_archive", "model_store_dir"]
+__all__ = ["Suite", "ensure_archive", "model_store_dir", "one_pass_archives"]
 
 def model_store_dir() -> Path:
     """Where built archives are kept: keyed by the dreamsuite version and the handler source, so
@@ -148,7 +149,9 @@ class Suite:
     def _start_torchserve(self) -> None:
         store = self.model_store or model_store_dir()
         ensure_archive(self.backbone, store)
-        server = TorchServe(store, [self.backbone], host=HOST, ports=TorchServePorts.free(HOST),
+        # Beside the backbone: every one-pass model exported into the store (`gan export`).
+        models = [self.backbone, *one_pass_archives(store)]
+        server = TorchServe(store, models, host=HOST, ports=TorchServePorts.free(HOST),
                             workdir=self.run_dir / "torchserve",
                             startup_timeout=self.startup_timeout)
         ports = server.ports
@@ -178,7 +181,9 @@ class Suite:
                 "--activations", f"torchserve://{HOST}:{torchserve.ports['grpc']}"]
 
     def _dream_args(self, ports: dict[str, int]) -> list[str]:
-        return [*self._common_args(ports), "--guide", self.get("guide").endpoint]
+        torchserve = self.get("torchserve")
+        return [*self._common_args(ports), "--guide", self.get("guide").endpoint,
+                "--torchserve", f"{HOST}:{torchserve.ports['grpc']}"]
 
     def describe(self) -> list[str]:
         """The endpoints of the started suite, one line each (for people)."""
@@ -202,3 +207,16 @@ class Suite:
 
 # -- Prometheus ------------------------------------------------------------------------------
 
+
+def one_pass_archives(store: str | os.PathLike) -> list[str]:
+    """Names of the dream2dream archives (``dreamsuite gan export``) in the model store
+    ``store``, sorted; other archives and unreadable files are left out."""
+    names = []
+    for path in sorted(Path(store).glob("*.mar")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if "dream2dream.json" in archive.namelist():
+                    names.append(path.stem)
+        except (OSError, zipfile.BadZipFile):
+            continue
+    return names

@@ -72,3 +72,25 @@ def test_local_prometheus_config_points_every_job_at_loopback(tmp_path):
     proc = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_launcher_serves_exported_one_pass_models_beside_the_backbone(tmp_path):
+    import zipfile
+
+    from dreamsuite.launcher.processes import ServiceProcess
+    from dreamsuite.launcher.suite import Suite, one_pass_archives
+
+    for name, members in (("efficientnet_lite0", ["backbone_handler.py"]),
+                          ("d2d-b", ["dream2dream_handler.py", "dream2dream.json"]),
+                          ("d2d-a", ["dream2dream.json"])):
+        with zipfile.ZipFile(tmp_path / f"{name}.mar", "w") as archive:
+            for member in members:
+                archive.writestr(member, "{}")
+    (tmp_path / "broken.mar").write_bytes(b"not a zip")
+    assert one_pass_archives(tmp_path) == ["d2d-a", "d2d-b"]
+    # The dream service is told where TorchServe's gRPC inference API is: the fast path.
+    suite = Suite(tmp_path / "run", model_store=tmp_path)
+    suite.processes = [ServiceProcess("torchserve", 1, {"grpc": 7070}, "", "torchserve"),
+                       ServiceProcess("guide", 2, {"grpc": 50052}, "", "grpc")]
+    args = suite._dream_args({"grpc": 50051, "metrics": 9101})
+    assert args[args.index("--torchserve") + 1].endswith(":7070")
