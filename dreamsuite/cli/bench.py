@@ -109,7 +109,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     c.set_defaults(func=_clean)
 
+    o = which.add_parser("one-pass", help="one-pass dreams (dream2dream on TorchServe) vs the "
+                                          "optimised dream: end to end and dreams/min")
+    o.add_argument("--json", action="store_true", help="print the figures as JSON")
+    o.add_argument("--size", type=int, default=512, help="photo side in pixels (default 512)")
+    o.add_argument("--rounds", type=int, default=3,
+                   help="end to end: interleaved rounds (default 3; median)")
+    o.add_argument("--users", type=int, default=4,
+                   help="under load: concurrent users (default 4)")
+    o.add_argument("--duration", type=_duration, default="30s", metavar="TIME",
+                   help="under load: how long each side runs, e.g. 30s, 2m (default 30s)")
+    o.add_argument("--octaves", type=int, default=4, help="optimised dreams (default 4)")
+    o.add_argument("--steps", type=int, default=10, help="optimised dreams (default 10)")
+    o.add_argument("--vgg16", action=argparse.BooleanOptionalAction, default=True,
+                   help="also one VGG16 relu4_3 dream with random weights (slow on a CPU)")
+    o.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    o.set_defaults(func=_one_pass)
+
     register_loadtest_bench(which)
+
+
+def _duration(text: str) -> float:
+    """Seconds of ``--duration`` (the load tester's syntax), checked before any work."""
+    from dreamsuite.errors import InvalidArgument
+    from dreamsuite.loadtest.scenario import parse_duration
+
+    try:
+        seconds = parse_duration(text, "--duration")
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--duration: ")) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("--duration: must be above 0")
+    return seconds
 
 
 # heavy (torch, servers, TorchServe tooling): each benchmark loads when it runs, so building
@@ -154,3 +185,9 @@ def _gan(args: argparse.Namespace) -> int:
     from dreamsuite.bench import gan
 
     return gan.main(args)
+
+
+def _one_pass(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import one_pass
+
+    return one_pass.main(args)

@@ -66,6 +66,10 @@ def _request_arguments(calls: argparse._ArgumentGroup) -> None:
     calls.add_argument("--invalid", type=float, metavar="FRACTION",
                        help="share of deliberately malformed requests (default 0)")
     calls.add_argument("--gan-model", dest="model", metavar="NAME", help="model for Sample")
+    calls.add_argument("--dream-model", metavar="NAME", help="one-pass dreams: the trained "
+                       "dream2dream model the dream service asks TorchServe for")
+    calls.add_argument("--condition", metavar="NAME", help="with --dream-model: the model's "
+                       "dream config (a condition name or index)")
     calls.add_argument("--token", help="bearer token (default: $DREAMSUITE_TOKEN)")
 
 

@@ -19,7 +19,8 @@ from dreamsuite.loadtest.summary import format_table
 __all__ = ["plan_from_args", "run_command"]
 
 _FLAG_FIELDS = ("mix", "wait", "token", "backbone", "layers", "sizes", "images", "octaves",
-                "steps", "octave_scale", "deadline", "invalid", "model")
+                "steps", "octave_scale", "deadline", "invalid", "model",
+                "dream_model", "condition")
 
 
 def plan_from_args(args: argparse.Namespace) -> RunPlan:

@@ -4,6 +4,7 @@ Images are scikit-image's bundled photos scaled with Pillow (no torch: a Locust 
 small and starts in a second) or the scenario's files, sent as they are. A malformed request of
 each kind (image bytes that are no image; a ``Sample`` of no seeds) is kept beside the valid
 ones for the scenario's ``invalid`` fraction: the service must answer it ``INVALID_ARGUMENT``.
+A dream with a ``model`` is a one-pass request (image, model, condition and output only).
 """
 
 from __future__ import annotations
@@ -65,15 +66,18 @@ def _refs(images: list[bytes], start: int, count: int) -> list[common_pb2.ImageR
 
 
 def _dream(calls: Calls, image: bytes) -> dream_pb2.DreamRequest:
+    output = None if calls.preview else dream_pb2.OutputOptions(
+        preview_format=dream_pb2.PREVIEW_FORMAT_NONE)
+    if calls.model:  # a one-pass dream: the image, the model and its condition only
+        return dream_pb2.DreamRequest(image=common_pb2.ImageRef(data=image), model=calls.model,
+                                      condition=calls.condition, output=output)
     schedule = {name: getattr(calls, name) for name in ("octaves", "steps", "octave_scale")
                 if getattr(calls, name) is not None}
     maplist = common_pb2.Maplist(layers=[common_pb2.LayerTerm(layer=name) for name in calls.layers])
     return dream_pb2.DreamRequest(
         image=common_pb2.ImageRef(data=image), backbone=calls.backbone,
         maplist=maplist if calls.layers else None,
-        schedule=dream_pb2.OctaveSchedule(**schedule),
-        output=None if calls.preview else dream_pb2.OutputOptions(
-            preview_format=dream_pb2.PREVIEW_FORMAT_NONE))
+        schedule=dream_pb2.OctaveSchedule(**schedule), output=output)
 
 
 def _guide_weights(calls: Calls, images: list[bytes], start: int) -> guide_pb2.GuideWeightsRequest:

@@ -12,12 +12,17 @@ A scenario file (JSON is YAML too; every key optional)::
     deadline: 60s
     invalid: 0.05         # fraction of deliberately malformed requests (INVALID_ARGUMENT)
     dream: {octaves: 1, steps: 2, octave_scale: 1.4, preview: true, deadline: 5m}  # ... or one
+    # or one-pass dreams: the trained dream2dream model (and condition) the dream service asks
+    # TorchServe for; the optimisation's keys (backbone, layers, schedule) do not apply then
+    # dream: {model: d2d-..., condition: stripes-b}
     guide_weights: {guides: 1}
     select_neurons: {batch: 4, top_k: 2, bottom_k: 0}   # images per call
     sample: {model: dcgan64-..., count: 1, inline: false}
 
-Flags override the file, for every kind the key applies to. Nothing here imports grpc: the
-command line validates a scenario before it starts the Locust process.
+Flags override the file, for every kind the key applies to; two name one kind's ``model``:
+``model`` (``--gan-model``) is Sample's, ``dream_model`` (``--dream-model``) the dream's.
+Nothing here imports grpc: the command line validates a scenario before it starts the Locust
+process.
 """
 
 from __future__ import annotations
@@ -55,12 +60,14 @@ SERVICES = {"dream": "dream", "guide_weights": "guide", "select_neurons": "guide
 
 _COMMON = {"weight", "backbone", "layers", "sizes", "images", "deadline", "invalid"}
 _KEYS = {
-    "dream": _COMMON | {"octaves", "steps", "octave_scale", "preview"},
+    "dream": _COMMON | {"octaves", "steps", "octave_scale", "preview", "model", "condition"},
     "guide_weights": _COMMON | {"guides"},
     "select_neurons": _COMMON | {"batch", "top_k", "bottom_k"},
     "sample": {"weight", "deadline", "invalid", "model", "count", "inline"},
 }
 _TOP = {"mix", "wait", "token", *KINDS, *_COMMON - {"weight"}}
+#: Flags that set a field of one kind only: flag -> (kind, field).
+_ONE_KIND_FLAGS = {"model": ("sample", "model"), "dream_model": ("dream", "model")}
 _DEFAULT_DEADLINES = {"dream": 600.0, "guide_weights": 60.0, "select_neurons": 60.0,
                       "sample": 60.0}
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -87,7 +94,8 @@ class Calls:
     batch: int = 4
     top_k: int = 2
     bottom_k: int = 0
-    model: str = ""
+    model: str = ""  # sample: the GAN model; dream: a one-pass model ("": optimised dreams)
+    condition: str = ""  # dream with a model: the model's dream config (name or index)
     count: int = 1
     inline: bool = False
 
@@ -231,7 +239,7 @@ def _field(kind: str, key: str, value: Any) -> Any:
     what = f"{kind}.{key}"
     if key in ("weight",):
         return _integer(value, what, 0, 10_000)
-    if key == "backbone" or key == "model":
+    if key in ("backbone", "model", "condition"):
         if not isinstance(value, str):
             raise InvalidArgument(f"{what}: expected a name, got {shorten(value)!r}")
         return value
@@ -303,6 +311,9 @@ def _kind_values(data: Mapping[str, Any], kind: str, flags: Mapping[str, Any]) -
         raise InvalidArgument(f"{kind}: expected a mapping of its settings")
     _check_keys(section, _KEYS[kind], kind)
     values: dict[str, Any] = {"deadline": _DEFAULT_DEADLINES[kind]}
+    own = {name: flags[flag] for flag, (k, name) in _ONE_KIND_FLAGS.items()
+           if k == kind and flag in flags}
+    flags = {k: v for k, v in flags.items() if k not in _ONE_KIND_FLAGS} | own
     for layer in ({k: v for k, v in data.items() if k in _COMMON}, section, flags):
         for key, value in layer.items():
             if key in _KEYS[kind] and value is not None:
@@ -314,9 +325,10 @@ def load_scenario(path: str | os.PathLike | None = None, *, flags: Mapping[str, 
                   targets: Targets = Targets()) -> Scenario:
     """The checked scenario of the file at ``path`` (or none) with ``flags`` on top.
 
-    ``flags`` may hold ``mix`` (text or mapping), ``wait``, ``token`` and any field of
-    :class:`Calls`; None values are ignored. Without a mix, every service given in ``targets``
-    gets users (the GAN service only with a ``model``)."""
+    ``flags`` may hold ``mix`` (text or mapping), ``wait``, ``token``, any field of
+    :class:`Calls` and ``dream_model`` (``model`` is Sample's); None values are ignored.
+    Without a mix, every service given in ``targets`` gets users (the GAN service only with a
+    ``model``)."""
     data = _read(path) if path else {}
     _check_keys(data, _TOP, f"scenario {path}")
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -359,3 +371,6 @@ def check_targets(scenario: Scenario, targets: Targets) -> None:
         if calls.kind == "sample" and not calls.model:
             raise InvalidArgument("sample users need a model: sample.model in the scenario or "
                                   "--gan-model NAME")
+        if calls.kind == "dream" and calls.condition and not calls.model:
+            raise InvalidArgument("dream.condition is a one-pass model's: give dream.model in "
+                                  "the scenario or --dream-model NAME")

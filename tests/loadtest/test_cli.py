@@ -58,3 +58,15 @@ def test_a_bad_scenario_file_exits_2(tmp_path, capsys):
     path.write_text("dream: {octaves: many}\n")
     assert cli.main(["h:1", "--scenario", str(path)]) == 2
     assert "dream.octaves" in capsys.readouterr().err
+
+
+def test_dream_model_and_condition_flags_make_one_pass_dream_users():
+    from dreamsuite.loadtest.command import plan_from_args
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["h:1", "--dream-model", "d2d", "--condition", "stripes-b",
+                              "--gan", "g:1", "--gan-model", "dcgan", "--mix", "dream=1,sample=1"])
+    calls = plan_from_args(args).scenario.calls
+    assert (calls["dream"].model, calls["dream"].condition) == ("d2d", "stripes-b")
+    assert calls["sample"].model == "dcgan"

@@ -107,3 +107,31 @@ def test_the_plan_survives_its_json(tmp_path):
     path = plan.write(tmp_path / "plan.json")
     assert path.stat().st_mode & 0o777 == 0o600  # it carries the token
     assert RunPlan.read(path) == plan
+
+
+def test_dream_users_may_send_one_pass_requests(tmp_path):
+    from dreamsuite.loadtest.payloads import INVALID_IMAGE, build_payloads
+
+    path = tmp_path / "scenario.yaml"
+    path.write_text("mix: {dream: 1}\nsizes: [32]\ndream: {model: d2d, condition: b, "
+                    "octaves: 2}\n")
+    dream = load_scenario(path, targets=ALL).calls["dream"]
+    assert (dream.model, dream.condition) == ("d2d", "b")
+    payloads = build_payloads(dream)
+    for request in payloads.valid:
+        assert (request.model, request.condition) == ("d2d", "b") and request.image.data
+        # Only the image, the model and its condition: nothing of the optimisation.
+        assert not request.HasField("schedule") and not request.backbone
+    assert payloads.invalid.model == "d2d" and payloads.invalid.image.data == INVALID_IMAGE
+    # --dream-model sets the dream's model, --gan-model (flag "model") Sample's alone.
+    flags = {"mix": "dream=1,sample=1", "dream_model": "d2d-2", "model": "dcgan"}
+    scenario = load_scenario(path, flags=flags, targets=ALL)
+    assert scenario.calls["dream"].model == "d2d-2" and scenario.calls["sample"].model == "dcgan"
+    plain = load_scenario(flags={"mix": "dream=1,sample=1", "model": "dcgan"}, targets=ALL)
+    assert plain.calls["dream"].model == ""
+    assert build_payloads(plain.calls["dream"]).valid[0].HasField("schedule")
+    with pytest.raises(InvalidArgument, match="dream.condition"):
+        load_scenario(flags={"condition": "b"}, targets=ALL)
+    # The plan carries them to the Locust process.
+    plan = RunPlan(targets=ALL, scenario=scenario)
+    assert RunPlan.from_json(plan.to_json()) == plan
