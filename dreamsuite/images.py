@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +32,8 @@ __all__ = [
     "load_image",
     "to_pil",
     "encode_png",
+    "png_with_text",
+    "png_size",
     "encode_preview",
     "save_png",
     "read_png_text",
@@ -153,6 +157,33 @@ def to_pil(image: torch.Tensor) -> Image.Image:
         image = image[0]
     array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
     return Image.fromarray(array.numpy(), mode="RGB")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """``(H, W)`` of PNG bytes from their header; :class:`InvalidArgument` if they are not a
+    PNG."""
+    if len(png) < 24 or not png.startswith(_PNG_SIGNATURE) or png[12:16] != b"IHDR":
+        raise InvalidArgument("not a PNG image")
+    width, height = struct.unpack(">II", png[16:24])
+    return height, width
+
+
+def png_with_text(png: bytes, text: dict[str, str]) -> bytes:
+    """``png`` with ``text`` added as iTXt chunks before its end, pixels untouched (what
+    :func:`encode_png` would write for the same image, without decoding and encoding it)."""
+    png_size(png)  # a PNG at all
+    end = png.rfind(b"IEND")
+    if end < 4:
+        raise InvalidArgument("not a complete PNG image")
+    chunks = b""
+    for key, value in text.items():
+        body = key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
+        chunks += (struct.pack(">I", len(body)) + b"iTXt" + body
+                   + struct.pack(">I", zlib.crc32(b"iTXt" + body) & 0xFFFFFFFF))
+    return png[:end - 4] + chunks + png[end - 4:]
 
 
 def encode_png(image: torch.Tensor, text: dict[str, str] | None = None) -> bytes:

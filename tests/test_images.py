@@ -102,3 +102,22 @@ def test_unknown_sample_lists_the_samples():
         sample_image("lena")
     for name in SAMPLES:
         assert name in str(info.value)
+
+
+def test_text_is_added_to_a_png_without_touching_its_pixels():
+    from PIL import Image
+
+    from dreamsuite.errors import InvalidArgument
+    from dreamsuite.images import encode_png, load_image, png_size, png_with_text
+
+    image = torch.rand(3, 13, 21, generator=torch.Generator().manual_seed(0))
+    png = encode_png(image)
+    tagged = png_with_text(png, {"dreamsuite": '{"model": "d2d", "ünïcode": 1}', "b": "2"})
+    assert png_size(tagged) == (13, 21)
+    opened = Image.open(io.BytesIO(tagged))
+    opened.load()  # every chunk's CRC is checked on the way
+    assert opened.text == {"dreamsuite": '{"model": "d2d", "ünïcode": 1}', "b": "2"}
+    assert torch.equal(load_image(tagged), load_image(png))
+    for bad in (b"", b"GIF89a" + bytes(40), png[:20]):
+        with pytest.raises(InvalidArgument):
+            png_with_text(bad, {"k": "v"})

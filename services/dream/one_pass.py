@@ -25,7 +25,7 @@ from dreamsuite import __version__
 from dreamsuite.activations.torchserve_client import TorchServeBackend
 from dreamsuite.engine.config import MAX_NAME_LENGTH
 from dreamsuite.errors import InvalidArgument, ResourceExhausted, Unavailable, shorten
-from dreamsuite.images import load_image
+from dreamsuite.images import load_image, png_size
 from services.dream.jobs import DreamSpec
 from services.dream.metrics import DreamMetrics
 from services.dream.outputs import OctaveOutput, Publisher
@@ -126,13 +126,16 @@ class OnePass:
                  png: bytes, elapsed: float) -> OctaveOutput:
         if not png.startswith(b"\x89PNG"):
             raise _refusal(spec.model, png)
-        result = load_image(png)
+        try:
+            size = png_size(png)
+        except InvalidArgument:
+            raise _refusal(spec.model, png) from None
         provenance = {
             "dreamsuite": __version__, "method": "one-pass", "model": spec.model,
             "condition": spec.condition, "input_sha256": hashlib.sha256(data).hexdigest(),
-            "size": list(result.shape[-2:]), "input_size": list(image.shape[-2:]),
+            "size": list(size), "input_size": list(image.shape[-2:]),
         }
-        return self.publisher.one_pass(data, uri, result, provenance, spec.output, elapsed)
+        return self.publisher.one_pass(data, uri, png, provenance, spec.output, elapsed)
 
     async def close(self) -> None:
         if self.backend is not None:

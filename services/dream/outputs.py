@@ -14,7 +14,14 @@ import torch
 
 from dreamsuite.artifacts import Artifact, ArtifactStore, Listing
 from dreamsuite.engine import DreamProgress, DreamResult, provenance_text
-from dreamsuite.images import encode_png, encode_preview, to_pil
+from dreamsuite.images import (
+    encode_png,
+    encode_preview,
+    load_image,
+    png_size,
+    png_with_text,
+    to_pil,
+)
 from services.dream.jobs import OutputSpec, PreparedJob
 from services.dream.metrics import DreamMetrics
 
@@ -209,22 +216,24 @@ class Publisher:
                             update.png, final)
 
 
-    def one_pass(self, data: bytes, uri: str, result: torch.Tensor,
-                 provenance: Mapping, spec: OutputSpec, elapsed: float) -> OctaveOutput:
-        """The single update of a one-pass dream: ``result`` stored with ``provenance`` (which
-        gains the input's artifact URI), the input kept as for any dream."""
+    def one_pass(self, data: bytes, uri: str, png: bytes, provenance: Mapping,
+                 spec: OutputSpec, elapsed: float) -> OctaveOutput:
+        """The single update of a one-pass dream: the model's ``png`` stored with
+        ``provenance`` (which gains the input's artifact URI) in its text, pixels untouched,
+        and the input kept as for any dream."""
         source = self._keep_input(data, uri, "input")
         provenance = {**provenance, "input": source.artifact.uri}
-        png = encode_png(result, provenance_text(provenance))
+        size = png_size(png)
+        png = png_with_text(png, provenance_text(provenance))
         meta = {"dreamsuite-version": str(provenance.get("dreamsuite", "")),
                 "method": "one-pass", "input": source.artifact.uri,
                 **{key: str(provenance.get(key, "")) for key in ("model", "condition")},
                 "input-sha256": str(provenance.get("input_sha256", ""))}
-        stored = self._put(png, "image/png", meta)
-        size = (int(result.shape[-2]), int(result.shape[-1]))
+        stored = self._put(png, "image/png", _within_budget(meta))
         final = FinalOutput(stored, size, json.dumps(provenance, sort_keys=True), [], [],
                             source, self._inline(png, spec))
-        preview, preview_type = _preview(result, spec)
+        preview, preview_type = (b"", "") if spec.preview_format == "none" else _preview(
+            load_image(png), spec)
         return OctaveOutput(0, 1, size, 0.0, elapsed, preview, preview_type, None, b"", final)
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from dreamsuite.cli import main
+from dreamsuite.engine.provenance import PROVENANCE_KEY
 from dreamsuite.errors import Unavailable
 from dreamsuite.gan.dream2dream import one_pass
-from dreamsuite.images import encode_png, load_image
+from dreamsuite.images import encode_png, load_image, read_png_text
 from dreamsuite.torchserve import TorchServe, register_model, require_java
 from dreamsuite.v1 import common_pb2, dream_pb2
 
@@ -114,6 +115,7 @@ def test_a_registered_model_answers_a_dream_request_in_one_pass(registered, trai
     assert (got - expected).abs().max() <= 1 / 255 + 1e-6
     provenance = json.loads(result.provenance_json)
     assert provenance["method"] == "one-pass" and provenance["model"] == model
+    assert json.loads(read_png_text(result.image)[PROVENANCE_KEY]) == provenance  # in the PNG
     assert provenance["input"] == result.input_artifact.uri
     assert _requests_for(registered, model) >= before + 2  # TorchServe answered both
     assert server.sample("dream_one_pass_seconds_count",
