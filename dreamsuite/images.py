@@ -30,6 +30,7 @@ __all__ = [
     "image_files",
     "ImageSource",
     "load_image",
+    "check_image_header",
     "to_pil",
     "encode_png",
     "png_with_text",
@@ -135,6 +136,24 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None) -> torch.T
     except Exception as exc:  # Pillow's decoders raise anything: SyntaxError, EOFError, ...
         raise _unreadable(name, exc, limit) from None
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def check_image_header(source: ImageSource, *, max_pixels: int | None = None
+                       ) -> tuple[int, int]:
+    """``(H, W)`` from the header of an image file or bytes, without decoding its pixels: the
+    refusals :func:`load_image` makes before decoding (not an image, a format it does not
+    read, more pixels than ``max_pixels``). A file that passes may still fail to decode."""
+    name = _name(source)
+    limit = max_pixels_limit(max_pixels)
+    try:
+        with _open(source, name, IMAGE_FORMATS) as img:
+            _check_declared_size(img.size, name, limit)
+            width, height = img.size
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # Pillow's header parsers raise anything too
+        raise _unreadable(name, exc, limit) from None
+    return height, width
 
 
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:

@@ -77,7 +77,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                   with_prometheus=args.with_prometheus, startup_timeout=args.timeout,
                   model_store=args.model_store)
     stop = threading.Event()
-    # SIGTERM (`dreamsuite down`) and SIGHUP end the wait like Ctrl-C does.
+    # SIGTERM (`dreamsuite down`) and SIGHUP end the wait like Ctrl-C does. Ctrl-C (SIGINT)
+    # raises KeyboardInterrupt even where it was inherited ignored (a shell starts background
+    # jobs so, and Python then leaves it ignored), so it also interrupts a slow start.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     print(f"starting the suite in {suite.run_dir} ...", flush=True)

@@ -32,9 +32,10 @@ from dreamsuite.engine.config import (
 from dreamsuite.engine.guide import GUIDE_MAX_SIDE, check_image_side, check_selection
 from dreamsuite.engine.octaves import plan_octaves
 from dreamsuite.errors import InvalidArgument
-from dreamsuite.images import load_image
+from dreamsuite.images import check_image_header, load_image
 
 __all__ = ["ImageInput", "SelectionSpec", "OutputSpec", "DreamSpec", "PreparedJob", "prepare",
+           "check_request",
            "PREVIEW_FORMATS", "batch_key", "work_size"]
 
 PREVIEW_FORMATS = ("jpeg", "png", "none")
@@ -195,14 +196,29 @@ def batch_key(job: PreparedJob) -> tuple:
             config.octave_scale, config.steps, config.tile)
 
 
-def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> PreparedJob:
-    """Check ``spec`` and decode its images (blocking: run it off the event loop). Everything
-    the dream would refuse is refused here, before the job takes a place in the queue."""
+def check_request(spec: DreamSpec, *, max_pixels: int | None = None
+                  ) -> tuple[CheckedConfig, dict[str, torch.Tensor] | None]:
+    """The checks of ``spec`` that need no image decoded (config, guidance, selection,
+    output, the inline images' headers): a bad request is ``INVALID_ARGUMENT`` even when the
+    queue is full, so clients do not retry it. Returns the checked config and guide
+    weights."""
     if spec.image is None:
         raise InvalidArgument("image: required; give image.data (encoded bytes) or image.uri")
     _check_output(spec.output)
     checked = check_config(spec.config)
     weights = _check_guidance(spec, checked)
+    _check_selection(spec, checked)
+    for source in (spec.image, *spec.guides):  # sent inline: their headers (no decoding)
+        if source.data:
+            with field_errors(source.field):
+                check_image_header(source.data, max_pixels=max_pixels)
+    return checked, weights
+
+
+def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> PreparedJob:
+    """Check ``spec`` and decode its images (blocking: run it off the event loop). Everything
+    the dream would refuse is refused here, before the job takes a place in the queue."""
+    checked, weights = check_request(spec, max_pixels=max_pixels)
     # From here on the job names layers as the engine does (aliases resolved).
     spec = dataclasses.replace(spec, config=checked.config,
                                selection=_check_selection(spec, checked))

@@ -37,7 +37,14 @@ from dreamsuite.engine.objectives import Maplist
 from dreamsuite.errors import Cancelled, DreamsuiteError, ResourceExhausted, WeightsMissing
 from dreamsuite.images import DEFAULT_MAX_PIXELS
 from services.dream.config import BATCHING
-from services.dream.jobs import DreamSpec, PreparedJob, batch_key, prepare, work_size
+from services.dream.jobs import (
+    DreamSpec,
+    PreparedJob,
+    batch_key,
+    check_request,
+    prepare,
+    work_size,
+)
 from services.dream.metrics import DreamMetrics
 from services.dream.outputs import InstrumentedStore, OctaveOutput, Publisher
 from services.dream.scheduler import Scheduler, Ticket
@@ -203,7 +210,10 @@ class DreamRunner:
         """Check ``spec``, decode its images and queue it for a device. ``caller`` names who
         asks (callers take turns); ``deadline`` (``time.monotonic()``) is when the call ends:
         a dream still queued then is dropped unstarted."""
-        self.check_capacity()  # refuse before decoding anything when full
+        # A bad request is refused as such, even when the queue is full (clients retry a
+        # RESOURCE_EXHAUSTED); a full queue is refused before any image is decoded.
+        await asyncio.to_thread(check_request, spec, max_pixels=self.max_pixels)
+        self.check_capacity()
         job = await asyncio.to_thread(self._prepare, spec)
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()

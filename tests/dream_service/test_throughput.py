@@ -161,3 +161,25 @@ def test_a_queued_dream_past_its_deadline_is_dropped_unstarted(dream_server, svc
                          {"backbone": "efficientnet_lite0", "outcome": "ok"}) == 1
     assert server.sample("dream_job_seconds_count",
                          {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+
+
+def test_a_bad_request_is_invalid_even_when_the_queue_is_full(dream_server, svc):
+    # Clients retry RESOURCE_EXHAUSTED: a request that can never run must not get it.
+    png = encode_png(sample_image("coffee", size=64))
+    server = dream_server(batching="off", queue_size=0)
+    with server.client() as client:
+        long_call = client.stub.Dream(request(svc, png, 0, "block_10", octaves=1, steps=10_000))
+        deadline = time.monotonic() + 60
+        while server.sample("dream_in_flight") < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        error = svc.expect_code(
+            lambda: list(client.dream(request(svc, png, 1, "no_such_layer"), timeout=30)),
+            grpc.StatusCode.INVALID_ARGUMENT)
+        assert "no_such_layer" in error.details()
+        broken = request(svc, b"not an image at all", 3, "block_4")
+        error = svc.expect_code(lambda: list(client.dream(broken, timeout=30)),
+                                grpc.StatusCode.INVALID_ARGUMENT)
+        assert error.details().startswith("image")
+        svc.expect_code(lambda: list(client.dream(request(svc, png, 2, "block_4"), timeout=30)),
+                        grpc.StatusCode.RESOURCE_EXHAUSTED)  # a good one is refused: full
+        long_call.cancel()
