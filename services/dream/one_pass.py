@@ -19,13 +19,11 @@ import hashlib
 import json
 import time
 
-import torch
-
 from dreamsuite import __version__
 from dreamsuite.activations.torchserve_client import TorchServeBackend
 from dreamsuite.engine.config import MAX_NAME_LENGTH
 from dreamsuite.errors import InvalidArgument, ResourceExhausted, Unavailable, shorten
-from dreamsuite.images import load_image, png_size
+from dreamsuite.images import check_image_header, png_size
 from services.dream.jobs import DreamSpec
 from services.dream.metrics import DreamMetrics
 from services.dream.outputs import OctaveOutput, Publisher
@@ -94,14 +92,14 @@ class OnePass:
         self._in_flight += 1
         started, outcome = time.perf_counter(), "error"
         try:
-            data, uri, image = await asyncio.to_thread(self._load, spec)
+            data, uri, input_size = await asyncio.to_thread(self._load, spec)
             if self.backend is None:
                 raise Unavailable(f"model {spec.model!r}: this dream service has no TorchServe "
                                   "for one-pass models (start it with --torchserve HOST:PORT)")
             inputs = {"data": data, "condition": spec.condition.encode()}
             hint = "export it with `dreamsuite gan export` and register it with TorchServe"
             png = await self.backend.predict(spec.model, inputs, hint=hint)
-            output = await asyncio.to_thread(self._publish, spec, data, uri, image, png,
+            output = await asyncio.to_thread(self._publish, spec, data, uri, input_size, png,
                                              time.perf_counter() - started)
             outcome = "ok"
             self._served.add(spec.model)
@@ -112,17 +110,19 @@ class OnePass:
             self.metrics.one_pass_seconds.labels(label, outcome).observe(
                 time.perf_counter() - started)
 
-    def _load(self, spec: DreamSpec) -> tuple[bytes, str, torch.Tensor]:
+    def _load(self, spec: DreamSpec) -> tuple[bytes, str, tuple[int, int]]:
+        """The input's bytes, its artifact URI (if it came from the store) and its size, from
+        its header: TorchServe's handler decodes it, not the dream service."""
         source = spec.image
         assert source is not None
         data = self.publisher.store.get(source.uri) if source.uri else source.data
         try:
-            image = load_image(data, max_pixels=self.max_pixels)
+            size = check_image_header(data, max_pixels=self.max_pixels)
         except InvalidArgument as exc:
             raise InvalidArgument(f"{source.field}: {exc}") from None
-        return data, source.uri, image
+        return data, source.uri, size
 
-    def _publish(self, spec: DreamSpec, data: bytes, uri: str, image: torch.Tensor,
+    def _publish(self, spec: DreamSpec, data: bytes, uri: str, input_size: tuple[int, int],
                  png: bytes, elapsed: float) -> OctaveOutput:
         if not png.startswith(b"\x89PNG"):
             raise _refusal(spec.model, png)
@@ -133,7 +133,7 @@ class OnePass:
         provenance = {
             "dreamsuite": __version__, "method": "one-pass", "model": spec.model,
             "condition": spec.condition, "input_sha256": hashlib.sha256(data).hexdigest(),
-            "size": list(size), "input_size": list(image.shape[-2:]),
+            "size": list(size), "input_size": list(input_size),
         }
         return self.publisher.one_pass(data, uri, png, provenance, spec.output, elapsed)
 
