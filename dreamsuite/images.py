@@ -205,13 +205,20 @@ def png_with_text(png: bytes, text: dict[str, str]) -> bytes:
     return png[:end - 4] + chunks + png[end - 4:]
 
 
+#: zlib level of the PNGs the suite writes: at 512 px, level 1 encodes in about a third of the
+#: time of Pillow's default 6 (38 against 107 ms here) for files about 10% larger; dreams and
+#: one-pass answers are encoded on every request, so speed wins.
+PNG_COMPRESS_LEVEL = 1
+
+
 def encode_png(image: torch.Tensor, text: dict[str, str] | None = None) -> bytes:
-    """PNG bytes of ``image`` with ``text`` stored as PNG text chunks."""
+    """PNG bytes of ``image`` with ``text`` stored as PNG text chunks (fast compression:
+    :data:`PNG_COMPRESS_LEVEL`)."""
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_itxt(key, value)
     buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG", pnginfo=info)
+    to_pil(image).save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
