@@ -7,6 +7,7 @@ batches) with values in ``[0, 1]``; preprocessing for a backbone happens inside 
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import zlib
@@ -33,6 +34,7 @@ __all__ = [
     "check_image_header",
     "to_pil",
     "encode_png",
+    "image_grid",
     "png_with_text",
     "png_size",
     "encode_preview",
@@ -260,6 +262,19 @@ def read_png_text(source: ImageSource, *, max_pixels: int | None = None) -> dict
     except Exception as exc:  # as in load_image: any decoder failure is the file's fault
         raise InvalidArgument(f"{name} is not a readable PNG ({type(exc).__name__}: "
                               f"{shorten(exc, 200)})") from None
+
+
+def image_grid(images: torch.Tensor, *, columns: int, padding: int = 2) -> torch.Tensor:
+    """``[N, 3, H, W]`` -> one ``[3, H', W']`` image: rows of ``columns`` images on white, with
+    ``padding`` pixels around each (torchvision's ``make_grid`` layout, without importing
+    torchvision, which costs seconds at start)."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / columns)
+    grid = images.new_ones(c, padding + rows * (h + padding), padding + columns * (w + padding))
+    for i, image in enumerate(images):
+        top, left = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
+        grid[:, top:top + h, left:left + w] = image
+    return grid
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

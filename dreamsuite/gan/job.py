@@ -35,7 +35,7 @@ from dreamsuite.gan.data import Manifest, load_split
 from dreamsuite.gan.loop import Trainer
 from dreamsuite.gan.paired import PairTrainer
 from dreamsuite.gan.sample import sample
-from dreamsuite.images import encode_png
+from dreamsuite.images import encode_png, image_grid
 
 if TYPE_CHECKING:
     from dreamsuite.gan.train import TrainConfig
@@ -256,19 +256,6 @@ class Job:
                      {**event, "updated": _now()})
         except Exception as exc:  # already failing; say so and keep the original error
             print(f"cannot write {status_key(config.job_id)}: {exc}", file=sys.stderr)
-
-
-def image_grid(images: torch.Tensor, *, columns: int, padding: int = 2) -> torch.Tensor:
-    """``[N, 3, H, W]`` -> one ``[3, H', W']`` image: rows of ``columns`` images on white, with
-    ``padding`` pixels around each (torchvision's ``make_grid`` layout, without importing
-    torchvision, which costs seconds at start)."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    grid = images.new_ones(c, padding + rows * (h + padding), padding + columns * (w + padding))
-    for i, image in enumerate(images):
-        top, left = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
-        grid[:, top:top + h, left:left + w] = image
-    return grid
 
 
 def _now() -> str:

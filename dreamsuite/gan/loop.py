@@ -30,7 +30,7 @@ from torch import nn
 from dreamsuite.gan.augment import diff_augment, parse_policy
 from dreamsuite.gan.models import ModelKind
 
-__all__ = ["DataOrder", "Trainer", "stream_seed", "to_model_range"]
+__all__ = ["DataOrder", "Trainer", "gather_per_rank", "stream_seed", "to_model_range"]
 
 
 def stream_seed(*parts: int) -> int:
@@ -41,6 +41,15 @@ def stream_seed(*parts: int) -> int:
         value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF
         value ^= value >> 29
     return value & 0x7FFFFFFFFFFFFFFF
+
+
+def gather_per_rank(value: Any, world: int) -> list[Any]:
+    """``value`` of every rank, in rank order (collective under DDP: call on every rank)."""
+    if world == 1:
+        return [value]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -208,12 +217,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next steps depend on (collective under DDP: call on every rank)."""
-        rngs = [self.noise.get_state(), self.augment_rng.get_state()]
-        if self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, rngs)
-        else:
-            gathered = [rngs]
+        gathered = gather_per_rank([self.noise.get_state(), self.augment_rng.get_state()],
+                                   self.world)
         return {
             "step": self.step, "kind": self.kind.name, "width": self.width, "batch": self.batch,
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from dreamsuite.artifacts import ArtifactStore
@@ -42,8 +41,9 @@ from dreamsuite.errors import InvalidArgument
 from dreamsuite.gan.checkpoint import load_checkpoint
 from dreamsuite.gan.data import Manifest, load_split
 from dreamsuite.gan.dream2dream import MIN_SIDE, Dream2Dream, one_pass_batch
-from dreamsuite.gan.loop import DataOrder, stream_seed
+from dreamsuite.gan.loop import DataOrder, gather_per_rank, stream_seed
 from dreamsuite.gan.models import ModelKind, get_model_kind
+from dreamsuite.images import image_grid
 
 __all__ = [
     "PIXEL_WEIGHT",
@@ -289,7 +289,7 @@ class PairTrainer:
             return torch.ones(3, 8, 8)
         outputs = one_pass_batch(self.G_ema, _to_float(pairs.photos), pairs.conditions)
         tiles = torch.stack([_to_float(pairs.photos), _to_float(pairs.dreams), outputs], dim=1)
-        return _grid(tiles.flatten(0, 1), columns=3)
+        return image_grid(tiles.flatten(0, 1), columns=3)
 
     def evaluation_metrics(self) -> dict[str, float]:
         """:func:`evaluate_pairs` of the EMA network on the held-out pairs (the training
@@ -305,12 +305,7 @@ class PairTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next steps depend on (collective under DDP: call on every rank)."""
-        rngs = self.crop_rng.get_state()
-        if self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, rngs)
-        else:
-            gathered = [rngs]
+        gathered = gather_per_rank(self.crop_rng.get_state(), self.world)
         return {
             "step": self.step, "kind": self.kind.name, "width": self.width, "batch": self.batch,
             "crop": self.crop, "conditions": [dict(c) for c in self.conditions],
@@ -333,19 +328,9 @@ class PairTrainer:
             self.crop_rng.manual_seed(stream_seed(self.seed, 2, self.rank, self.step))
 
 
-def _grid(images: torch.Tensor, *, columns: int, padding: int = 2) -> torch.Tensor:
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    grid = images.new_ones(c, padding + rows * (h + padding), padding + columns * (w + padding))
-    for i, image in enumerate(images):
-        top, left = padding + (i // columns) * (h + padding), padding + (i % columns) * (w + padding)
-        grid[:, top:top + h, left:left + w] = image
-    return grid
-
-
 def pair_grid(photos: torch.Tensor, dreams: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     """Rows of photo | dream | one-pass output (each ``[N, 3, H, W]`` in ``[0, 1]``)."""
-    return _grid(torch.stack([photos, dreams, outputs], dim=1).flatten(0, 1), columns=3)
+    return image_grid(torch.stack([photos, dreams, outputs], dim=1).flatten(0, 1), columns=3)
 
 
 @torch.no_grad()
