@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -35,7 +36,7 @@ from dreamsuite.errors import InvalidArgument
 from dreamsuite.images import check_image_header, load_image
 
 __all__ = ["ImageInput", "SelectionSpec", "OutputSpec", "DreamSpec", "PreparedJob", "prepare",
-           "check_request",
+           "check_request", "CheckedRequest",
            "PREVIEW_FORMATS", "batch_key", "work_size"]
 
 PREVIEW_FORMATS = ("jpeg", "png", "none")
@@ -196,32 +197,40 @@ def batch_key(job: PreparedJob) -> tuple:
             config.octave_scale, config.steps, config.tile)
 
 
-def check_request(spec: DreamSpec, *, max_pixels: int | None = None
-                  ) -> tuple[CheckedConfig, dict[str, torch.Tensor] | None]:
+class CheckedRequest(NamedTuple):
+    """What :func:`check_request` found: the checked config, the guide weights given with the
+    request (None: none) and the selection with its layers resolved."""
+
+    checked: CheckedConfig
+    weights: dict[str, torch.Tensor] | None
+    selection: SelectionSpec | None
+
+
+def check_request(spec: DreamSpec, *, max_pixels: int | None = None) -> CheckedRequest:
     """The checks of ``spec`` that need no image decoded (config, guidance, selection,
     output, the inline images' headers): a bad request is ``INVALID_ARGUMENT`` even when the
-    queue is full, so clients do not retry it. Returns the checked config and guide
-    weights."""
+    queue is full, so clients do not retry it."""
     if spec.image is None:
         raise InvalidArgument("image: required; give image.data (encoded bytes) or image.uri")
     _check_output(spec.output)
     checked = check_config(spec.config)
     weights = _check_guidance(spec, checked)
-    _check_selection(spec, checked)
+    selection = _check_selection(spec, checked)
     for source in (spec.image, *spec.guides):  # sent inline: their headers (no decoding)
         if source.data:
             with field_errors(source.field):
                 check_image_header(source.data, max_pixels=max_pixels)
-    return checked, weights
+    return CheckedRequest(checked, weights, selection)
 
 
-def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int) -> PreparedJob:
-    """Check ``spec`` and decode its images (blocking: run it off the event loop). Everything
-    the dream would refuse is refused here, before the job takes a place in the queue."""
-    checked, weights = check_request(spec, max_pixels=max_pixels)
+def prepare(spec: DreamSpec, store: ArtifactStore, *, max_pixels: int,
+            request: CheckedRequest | None = None) -> PreparedJob:
+    """Check ``spec`` (unless ``request`` is its :func:`check_request` already) and decode its
+    images (blocking: run it off the event loop). Everything the dream would refuse is refused
+    here, before the job takes a place in the queue."""
+    checked, weights, selection = request or check_request(spec, max_pixels=max_pixels)
     # From here on the job names layers as the engine does (aliases resolved).
-    spec = dataclasses.replace(spec, config=checked.config,
-                               selection=_check_selection(spec, checked))
+    spec = dataclasses.replace(spec, config=checked.config, selection=selection)
     data = _read(spec.image, store)
     with field_errors(spec.image.field):
         image = load_image(data, max_pixels=max_pixels)

@@ -38,6 +38,7 @@ from dreamsuite.errors import Cancelled, DreamsuiteError, ResourceExhausted, Wei
 from dreamsuite.images import DEFAULT_MAX_PIXELS
 from services.dream.config import BATCHING
 from services.dream.jobs import (
+    CheckedRequest,
     DreamSpec,
     PreparedJob,
     batch_key,
@@ -212,9 +213,9 @@ class DreamRunner:
         a dream still queued then is dropped unstarted."""
         # A bad request is refused as such, even when the queue is full (clients retry a
         # RESOURCE_EXHAUSTED); a full queue is refused before any image is decoded.
-        await asyncio.to_thread(check_request, spec, max_pixels=self.max_pixels)
+        request = await asyncio.to_thread(check_request, spec, max_pixels=self.max_pixels)
         self.check_capacity()
-        job = await asyncio.to_thread(self._prepare, spec)
+        job = await asyncio.to_thread(self._prepare, spec, request)
         events = _Events(asyncio.get_running_loop())
         cancel = threading.Event()
         ticket = Ticket((job, events, cancel), caller=caller, deadline=deadline,
@@ -274,8 +275,8 @@ class DreamRunner:
             self.metrics.rejected.inc()
             raise
 
-    def _prepare(self, spec: DreamSpec) -> PreparedJob:
-        return prepare(spec, self.store, max_pixels=self.max_pixels)
+    def _prepare(self, spec: DreamSpec, request: CheckedRequest | None = None) -> PreparedJob:
+        return prepare(spec, self.store, max_pixels=self.max_pixels, request=request)
 
     def _batch_size(self, ticket: Ticket) -> int:
         """How many dreams like ``ticket``'s to step together on this device."""
