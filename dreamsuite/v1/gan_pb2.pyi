@@ -99,7 +99,7 @@ class BuildDatasetResponse(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., failed: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[DatasetFailure, _Mapping]]] = ..., existing: _Optional[bool] = ..., dataset: _Optional[_Union[DatasetInfo, _Mapping]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("dataset", "model", "steps", "batch", "seed", "checkpoint_every", "eval_every", "width", "lr", "datasets", "crop")
+    __slots__ = ("dataset", "model", "steps", "batch", "seed", "checkpoint_every", "eval_every", "width", "lr", "datasets", "crop", "loss")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class StartTrainingRequest(_message.Message):
     LR_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     model: str
     steps: int
@@ -122,7 +123,8 @@ class StartTrainingRequest(_message.Message):
     lr: float
     datasets: _containers.RepeatedScalarFieldContainer[str]
     crop: int
-    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., width: _Optional[int] = ..., lr: _Optional[float] = ..., datasets: _Optional[_Iterable[str]] = ..., crop: _Optional[int] = ...) -> None: ...
+    loss: str
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., batch: _Optional[int] = ..., seed: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., eval_every: _Optional[int] = ..., width: _Optional[int] = ..., lr: _Optional[float] = ..., datasets: _Optional[_Iterable[str]] = ..., crop: _Optional[int] = ..., loss: _Optional[str] = ...) -> None: ...
 
 class StartTrainingResponse(_message.Message):
     __slots__ = ("job_id",)
@@ -294,3 +296,27 @@ class SampleResponse(_message.Message):
     step: int
     images: _containers.RepeatedCompositeFieldContainer[SampledImage]
     def __init__(self, model: _Optional[str] = ..., step: _Optional[int] = ..., images: _Optional[_Iterable[_Union[SampledImage, _Mapping]]] = ...) -> None: ...
+
+class PublishModelRequest(_message.Message):
+    __slots__ = ("model", "name", "batch_size", "max_batch_delay_ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    name: str
+    batch_size: int
+    max_batch_delay_ms: int
+    def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ...) -> None: ...
+
+class PublishModelResponse(_message.Message):
+    __slots__ = ("name", "archive", "registered", "conditions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    archive: _common_pb2.Artifact
+    registered: _containers.RepeatedScalarFieldContainer[str]
+    conditions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., archive: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ..., registered: _Optional[_Iterable[str]] = ..., conditions: _Optional[_Iterable[str]] = ...) -> None: ...

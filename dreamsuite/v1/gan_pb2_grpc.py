@@ -69,6 +69,11 @@ class GanServiceStub:
                 request_serializer=dreamsuite_dot_v1_dot_gan__pb2.SampleRequest.SerializeToString,
                 response_deserializer=dreamsuite_dot_v1_dot_gan__pb2.SampleResponse.FromString,
                 _registered_method=True)
+        self.PublishModel = channel.unary_unary(
+                '/dreamsuite.v1.GanService/PublishModel',
+                request_serializer=dreamsuite_dot_v1_dot_gan__pb2.PublishModelRequest.SerializeToString,
+                response_deserializer=dreamsuite_dot_v1_dot_gan__pb2.PublishModelResponse.FromString,
+                _registered_method=True)
 
 
 class GanServiceServicer:
@@ -123,6 +128,15 @@ class GanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishModel(self, request, context):
+        """Export a dream2dream model (the EMA network of its latest checkpoint) as a TorchServe
+        archive, keep it in the artifact store and register it with the suite's TorchServe through
+        its management API (token authorization), so the dream service's fast path serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +174,11 @@ def add_GanServiceServicer_to_server(servicer, server):
                     servicer.Sample,
                     request_deserializer=dreamsuite_dot_v1_dot_gan__pb2.SampleRequest.FromString,
                     response_serializer=dreamsuite_dot_v1_dot_gan__pb2.SampleResponse.SerializeToString,
+            ),
+            'PublishModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishModel,
+                    request_deserializer=dreamsuite_dot_v1_dot_gan__pb2.PublishModelRequest.FromString,
+                    response_serializer=dreamsuite_dot_v1_dot_gan__pb2.PublishModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +370,33 @@ class GanService:
             '/dreamsuite.v1.GanService/Sample',
             dreamsuite_dot_v1_dot_gan__pb2.SampleRequest.SerializeToString,
             dreamsuite_dot_v1_dot_gan__pb2.SampleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dreamsuite.v1.GanService/PublishModel',
+            dreamsuite_dot_v1_dot_gan__pb2.PublishModelRequest.SerializeToString,
+            dreamsuite_dot_v1_dot_gan__pb2.PublishModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
