@@ -126,6 +126,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     o.set_defaults(func=_one_pass)
 
+    d = which.add_parser("dream2dream-loss", help="dream2dream's training losses (paired, "
+                                                  "pix2pix) trained and evaluated side by side")
+    d.add_argument("datasets", nargs="+", metavar="DATASET",
+                   help="paired data sets (build-dataset ids), one condition each")
+    d.add_argument("--artifacts", default="artifacts", help="store (default ./artifacts)")
+    d.add_argument("--losses", nargs="+", default=["paired", "pix2pix"],
+                   help="losses to compare (default paired pix2pix)")
+    d.add_argument("--steps", type=int, default=1000, help="training steps each (default 1000)")
+    d.add_argument("--batch", type=int, default=8, help="batch (default 8)")
+    d.add_argument("--eval-every", type=int, default=250, help="evaluate every N steps "
+                                                                "(default 250)")
+    d.add_argument("--crop", type=int, default=0, help="training crop (default half the side)")
+    d.add_argument("--width", type=int, default=None, help="network width (default 16)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--png", default=None, help="write held-out photo | dream | each loss here")
+    d.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
+    d.add_argument("--json", action="store_true", help="print the figures as JSON")
+    d.set_defaults(func=_dream2dream_loss)
+
     register_loadtest_bench(which)
 
 
@@ -185,6 +204,12 @@ def _gan(args: argparse.Namespace) -> int:
     from dreamsuite.bench import gan
 
     return gan.main(args)
+
+
+def _dream2dream_loss(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import dream2dream_loss
+
+    return dream2dream_loss.main(args)
 
 
 def _one_pass(args: argparse.Namespace) -> int:

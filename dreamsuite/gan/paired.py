@@ -16,6 +16,13 @@ output and the dream, the perceptual term on EfficientNet-Lite0 (the embedded we
 ends of its stages up to ``block_10`` (:mod:`~dreamsuite.gan.perceptual`, squared form); Adam,
 then the EMA of the weights. On CUDA: fp16 autocast, a grad scaler, channels_last.
 
+``loss="pix2pix"`` adds what Isola et al. add to a pixel loss: a conditional patch
+discriminator (:class:`PatchDiscriminator`, which sees the photo beside the dream or the output,
+and judges ~70 px patches) trained with the least-squares GAN loss, and its adversarial term
+(weight :data:`ADVERSARIAL_WEIGHT`) in the network's loss. ``"paired"`` (the default) has no
+discriminator. Which is better is measured, not assumed: ``dreamsuite bench dream2dream-loss``
+trains both on the same pairs, seed and steps and compares their held-out quality.
+
 Evaluation (:func:`evaluate_pairs`) runs the EMA network once over whole held-out photos and
 compares the result with their dreams: mean L1 and the perceptual distance on EfficientNet-Lite2
 (a network neither the dreams nor the training used), and the same for the photo itself; the
@@ -46,6 +53,10 @@ from dreamsuite.gan.models import ModelKind, get_model_kind
 from dreamsuite.images import image_grid
 
 __all__ = [
+    "LOSSES",
+    "ADVERSARIAL_WEIGHT",
+    "PATCH_MIN_SIDE",
+    "PatchDiscriminator",
     "PIXEL_WEIGHT",
     "PERCEPTUAL_WEIGHT",
     "LOSS_UP_TO",
@@ -69,6 +80,37 @@ LOSS_UP_TO = "block_10"
 #: Evaluation compares at most this many held-out pairs.
 MAX_EVAL_PAIRS = 256
 _EVAL_CHUNK = 16
+#: The training losses of a dream2dream network (see the module docstring).
+LOSSES = ("paired", "pix2pix")
+#: pix2pix: weight of the adversarial term in the network's loss. Isola et al. weigh L1 100x
+#: the GAN loss on [-1, 1] pixels; with 10 x L1 on [0, 1] pixels and the perceptual term, 0.1
+#: keeps the adversarial term about the same share of the whole.
+ADVERSARIAL_WEIGHT = 0.1
+#: Smallest crop the patch discriminator takes (three halvings, then two 4x4 convolutions).
+PATCH_MIN_SIDE = 24
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix's conditional PatchGAN: ``(photos, images)`` ``[N, 3, H, W]`` each -> a score
+    map ``[N, 1, h, w]``, one score per ~70 px patch (three 4x4 stride-2 convolutions, two 4x4
+    stride-1: the 70x70 receptive field of Isola et al.). Spectral normalisation instead of
+    batch normalisation: no batch statistics, and a Lipschitz-bounded critic on small data."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        widths = (6, 2 * width, 4 * width, 8 * width, 8 * width)
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(zip(widths, widths[1:], strict=False)):
+            stride = 2 if i < 3 else 1
+            layers += [spectral_norm(nn.Conv2d(cin, cout, 4, stride, 1)),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        layers.append(spectral_norm(nn.Conv2d(widths[-1], 1, 4, 1, 1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, photos: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([photos, images], dim=1))
 
 
 @dataclass(frozen=True)
@@ -159,9 +201,12 @@ class PairTrainer:
     def __init__(self, kind: ModelKind, train: PairSet, conditions: Sequence[dict[str, Any]], *,
                  width: int | None, batch: int, lr: float, ema_decay: float, crop: int,
                  seed: int, device: torch.device, holdout: PairSet | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, loss: str = "paired"):
         if not len(train):
             raise InvalidArgument("datasets: no training pairs")
+        if loss not in LOSSES:
+            raise InvalidArgument(f"loss: {loss!r} is not one of {', '.join(LOSSES)}")
+        self.loss = loss
         self.kind, self.device, self.rank, self.world = kind, device, rank, world
         self.width = kind.check_width(width)
         self.conditions = [dict(c) for c in conditions]
@@ -194,6 +239,24 @@ class PairTrainer:
             ids = [device.index] if self.cuda else None
             self.G_train = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
         self.loss_net = _perceptual("loss", device)
+        self.D: nn.Module | None = None
+        if loss == "pix2pix":
+            if self.crop < PATCH_MIN_SIDE:
+                raise InvalidArgument(f"crop: pix2pix's patch discriminator needs crops of at "
+                                      f"least {PATCH_MIN_SIDE} px, not {self.crop}")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stream_seed(seed, 3))
+                D = PatchDiscriminator(self.width)
+            self.D = D.to(device, memory_format=self.memory_format)
+            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=(0.5, 0.999),
+                                          **fused)
+            self.scaler_D = torch.amp.GradScaler(device.type, enabled=self.cuda)
+            self.D_train: nn.Module = self.D
+            if world > 1:
+                ids = [device.index] if self.cuda else None
+                self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+        # Sums of: loss, pixel, perceptual, D's loss, mean sign of D on real pairs.
+        self._sums = torch.zeros(5, device=device)
 
     def _autocast(self):
         if self.cuda:
@@ -219,12 +282,19 @@ class PairTrainer:
     def losses(self, photos: torch.Tensor, dreams: torch.Tensor, conditions: torch.Tensor,
                net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(total, pixel, perceptual)`` of ``net`` (default: the trained one) on float
-        photos and dreams ``[N, 3, c, c]`` in ``[0, 1]`` on the device."""
+        photos and dreams ``[N, 3, c, c]`` in ``[0, 1]`` on the device (the paired terms;
+        pix2pix's adversarial term is added in :meth:`train_step`)."""
+        total, pixel, perceptual, _ = self._losses(photos, dreams, conditions, net)
+        return total, pixel, perceptual
+
+    def _losses(self, photos: torch.Tensor, dreams: torch.Tensor, conditions: torch.Tensor,
+                net: nn.Module | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         with self._autocast():
             out = (net or self.G_train)(photos, conditions, clamp=False)
             perceptual = self.loss_net(out, dreams).float().mean()
         pixel = (out.float() - dreams).abs().mean()
-        return PIXEL_WEIGHT * pixel + PERCEPTUAL_WEIGHT * perceptual, pixel, perceptual
+        return PIXEL_WEIGHT * pixel + PERCEPTUAL_WEIGHT * perceptual, pixel, perceptual, out
 
     def train_step(self) -> None:
         """One optimiser step on the next batch, then the EMA update."""
@@ -238,7 +308,15 @@ class PairTrainer:
             memory_format=self.memory_format)
         conditions = pairs.conditions.to(self.device)
         self.G.train()
-        loss, pixel, perceptual = self.losses(photos, dreams, conditions)
+        loss, pixel, perceptual, out = self._losses(photos, dreams, conditions)
+        d_loss = real_sign = torch.zeros((), device=self.device)
+        if self.D is not None:
+            d_loss, real_sign = self._discriminator_step(photos, dreams, out.detach())
+            # The unwrapped D: no gradient of D here, so nothing for DDP to reduce.
+            self.D.requires_grad_(False)
+            with self._autocast():
+                fake = self.D(photos, out.clamp(0, 1)).float()
+            loss = loss + ADVERSARIAL_WEIGHT * (fake - 1).square().mean()
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
@@ -246,8 +324,25 @@ class PairTrainer:
         self._update_ema()
         self.step += 1
         with torch.no_grad():
-            self._sums += torch.stack([loss.detach(), pixel.detach(), perceptual.detach()])
+            self._sums += torch.stack([loss.detach(), pixel.detach(), perceptual.detach(),
+                                       d_loss, real_sign])
         self._count += 1
+
+    def _discriminator_step(self, photos: torch.Tensor, dreams: torch.Tensor,
+                            outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One least-squares step of D: real pairs toward 1, the network's toward 0 (its
+        output clamped, as served). Returns D's loss and the mean sign of ``D(real) - 1/2``."""
+        assert self.D is not None
+        self.D.requires_grad_(True)
+        with self._autocast():
+            real = self.D_train(photos, dreams).float()
+            fake = self.D_train(photos, outputs.clamp(0, 1)).float()
+        d_loss = (real - 1).square().mean() + fake.square().mean()
+        self.opt_D.zero_grad(set_to_none=True)
+        self.scaler_D.scale(d_loss).backward()
+        self.scaler_D.step(self.opt_D)
+        self.scaler_D.update()
+        return d_loss.detach(), (real.detach() - 0.5).sign().mean()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -258,15 +353,16 @@ class PairTrainer:
 
     def pop_stats(self) -> dict[str, float]:
         """Mean losses since the last call, in the GAN trainer's progress fields: ``g_loss``
-        is the total loss; ``d_loss`` and ``d_real_sign`` are 0 (no discriminator); plus
-        ``pixel_loss`` and ``perceptual_loss``."""
+        is the network's total loss; ``d_loss`` and ``d_real_sign`` the patch
+        discriminator's (pix2pix; 0 without one); plus ``pixel_loss`` and
+        ``perceptual_loss``."""
         if not self._count:
             return {}
-        total, pixel, perceptual = (self._sums / self._count).tolist()
+        total, pixel, perceptual, d_loss, real_sign = (self._sums / self._count).tolist()
         self._sums.zero_()
         self._count = 0
-        return {"d_loss": 0.0, "g_loss": total, "d_real_sign": 0.0, "pixel_loss": pixel,
-                "perceptual_loss": perceptual}
+        return {"d_loss": d_loss, "g_loss": total, "d_real_sign": real_sign,
+                "pixel_loss": pixel, "perceptual_loss": perceptual}
 
     # --- previews and evaluation (rank 0) --------------------------------------------------
 
@@ -306,19 +402,26 @@ class PairTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything the next steps depend on (collective under DDP: call on every rank)."""
         gathered = gather_per_rank(self.crop_rng.get_state(), self.world)
-        return {
+        state = {
             "step": self.step, "kind": self.kind.name, "width": self.width, "batch": self.batch,
-            "crop": self.crop, "conditions": [dict(c) for c in self.conditions],
+            "crop": self.crop, "loss": self.loss, "conditions": [dict(c) for c in self.conditions],
             "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "scaler_G": self.scaler_G.state_dict(),
             "data": self.order.state_dict(), "rank_rng": {"crop": gathered},
         }
+        if self.D is not None:
+            state.update(D=self.D.state_dict(), opt_D=self.opt_D.state_dict(),
+                         scaler_D=self.scaler_D.state_dict())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (from a run with any number of ranks: with another
         number, each rank's crop generator is reseeded from the seed, rank and step)."""
         self.step = int(state["step"])
-        for name in ("G", "G_ema", "opt_G", "scaler_G"):
+        names = ("G", "G_ema", "opt_G", "scaler_G")
+        if self.D is not None:
+            names += ("D", "opt_D", "scaler_D")
+        for name in names:
             getattr(self, name).load_state_dict(state[name])
         self.order.load_state_dict(state["data"])
         crops = state["rank_rng"]["crop"]
@@ -398,5 +501,6 @@ def load_dream2dream(store: ArtifactStore, checkpoint_key: str,
     model.load_state_dict(state["G_ema"])
     model = model.to(select_device(device), memory_format=torch.channels_last)
     info = {k: v for k, v in state.items()
-            if k in ("kind", "width", "step", "conditions", "crop", "batch", "config")}
+            if k in ("kind", "width", "step", "conditions", "crop", "batch", "loss",
+                     "config")}
     return model.eval().requires_grad_(False), info

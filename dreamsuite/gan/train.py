@@ -49,6 +49,7 @@ from dreamsuite.gan.dream2dream import MIN_SIDE
 from dreamsuite.gan.job import Job
 from dreamsuite.gan.loop import Trainer
 from dreamsuite.gan.models import ModelKind, get_model_kind
+from dreamsuite.gan.paired import LOSSES as DREAM2DREAM_LOSSES
 
 __all__ = ["TrainConfig", "run", "main", "DETERMINISTIC_THREADS", "Emit"]
 
@@ -68,7 +69,8 @@ class TrainConfig:
     ``dataset`` is the data set of a GAN. A ``dream2dream`` model trains on ``datasets``, one
     condition each, in order (``dataset`` is then ``datasets[0]``); with ``datasets`` empty, on
     ``dataset`` alone. ``crop``: dream2dream's training crop in pixels (0: half the data sets'
-    side, see :func:`dreamsuite.gan.paired.default_crop`)."""
+    side, see :func:`dreamsuite.gan.paired.default_crop`). ``loss``: dream2dream's training
+    loss, ``paired`` or ``pix2pix`` (:data:`dreamsuite.gan.paired.LOSSES`)."""
 
     job_id: str
     artifacts: str
@@ -88,6 +90,7 @@ class TrainConfig:
     preview_seeds: int = 16
     datasets: tuple[str, ...] = ()
     crop: int = 0
+    loss: str = "paired"
 
     def __post_init__(self) -> None:
         if isinstance(self.datasets, list):  # from JSON
@@ -147,6 +150,9 @@ class TrainConfig:
         if len(set(ids)) != len(ids):
             raise InvalidArgument("datasets: a data set is named twice")
         if kind.paired:
+            if self.loss not in DREAM2DREAM_LOSSES:
+                raise InvalidArgument(f"loss: {shorten(repr(self.loss))} is not one of "
+                                      f"{', '.join(DREAM2DREAM_LOSSES)}")
             if self.crop != 0:
                 _check_int("crop", self.crop, MIN_SIDE, 4096)
             if len(ids) > MAX_CONDITIONS:
@@ -157,6 +163,8 @@ class TrainConfig:
                                   "several data sets are conditions of dream2dream")
         if self.crop != 0:
             raise InvalidArgument(f"crop: only dream2dream trains on crops, not {kind.name}")
+        if self.loss != "paired":
+            raise InvalidArgument(f"loss: only dream2dream takes a loss, not {kind.name}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -301,7 +309,7 @@ def _train_paired(config: TrainConfig, store: ArtifactStore, world: _World,
     trainer = PairTrainer(kind, train, conditions_of(manifests), width=config.width,
                           batch=config.batch, lr=config.lr, ema_decay=config.ema_decay,
                           crop=config.crop, seed=config.seed, device=device, holdout=holdout,
-                          rank=world.rank, world=world.size)
+                          rank=world.rank, world=world.size, loss=config.loss)
     state = load_latest(store, config.job_id)
     if state is not None:
         _check_resumable(config, state)
@@ -316,7 +324,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
     before = state.get("config", {})
-    for name in ("model", "dataset", "seed", "batch", "width", "augment", "datasets", "crop"):
+    for name in ("model", "dataset", "seed", "batch", "width", "augment", "datasets", "crop",
+                 "loss"):
         was, now = before.get(name, _DEFAULTS[name]), getattr(config, name)
         if isinstance(was, list | tuple):  # a list after JSON, a tuple in the config
             was, now = list(was), list(now)

@@ -156,7 +156,7 @@ def _train_fields(args: argparse.Namespace) -> dict:
               "eval_every": args.eval_every}
     if len(datasets) > 1:
         fields["datasets"] = datasets
-    for name in ("width", "lr", "crop"):
+    for name in ("width", "lr", "crop", "loss"):
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
     return fields

@@ -71,6 +71,8 @@ def train_config(request: gan_pb2.StartTrainingRequest) -> dict:
         config["datasets"] = datasets
     if request.HasField("crop"):
         config["crop"] = request.crop
+    if request.loss:
+        config["loss"] = request.loss
     if request.HasField("lr"):
         if not math.isfinite(request.lr):
             raise InvalidArgument(f"lr must be a finite number, not {request.lr}")

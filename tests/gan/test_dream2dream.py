@@ -4,6 +4,7 @@ evaluation, resume), in-process on tiny data sets."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -27,7 +28,15 @@ from dreamsuite.gan.dream2dream import (
     one_pass_batch,
 )
 from dreamsuite.gan.models import get_model_kind
-from dreamsuite.gan.paired import PairSet, PairTrainer, evaluate_pairs, load_dream2dream
+from dreamsuite.gan.paired import (
+    LOSSES,
+    PERCEPTUAL_WEIGHT,
+    PIXEL_WEIGHT,
+    PairSet,
+    PairTrainer,
+    evaluate_pairs,
+    load_dream2dream,
+)
 from dreamsuite.gan.perceptual import PerceptualDistance, stage_layers
 from dreamsuite.gan.records import read_model
 from dreamsuite.gan.sample import load_generator
@@ -185,6 +194,9 @@ def _config(store, **overrides) -> TrainConfig:
     ({"crop": 4}, "^crop: "),
     ({"model": "dcgan64", "crop": 0}, "^datasets: a dcgan64 trains on one data set"),
     ({"model": "dcgan64", "datasets": (), "crop": 16}, "^crop: only dream2dream"),
+    ({"loss": "johnson"}, "^loss: 'johnson' is not one of paired, pix2pix"),
+    ({"model": "dcgan64", "datasets": (), "crop": 0, "loss": "pix2pix"},
+     "^loss: only dream2dream"),
 ])
 def test_config_refuses_bad_data_set_lists_and_crops(store, overrides, match):
     with pytest.raises(InvalidArgument, match=match):
@@ -226,20 +238,73 @@ def test_a_two_condition_job_checkpoints_previews_evaluates_and_records(store):
         load_generator(store, record["checkpoint"], "cpu")
 
 
-def test_a_stopped_job_resumes_to_the_weights_of_one_never_stopped(store):
-    run(_config(store, job_id="straight"), store)
+@pytest.mark.parametrize("loss", ["paired", "pix2pix"])
+def test_a_stopped_job_resumes_to_the_weights_of_one_never_stopped(store, loss):
+    config = functools.partial(_config, store, loss=loss, crop=24)
+    run(config(job_id="straight"), store)
     calls = iter(range(100))
-    assert run(_config(store, job_id="stopped"), store,
+    assert run(config(job_id="stopped"), store,
                should_stop=lambda: next(calls) >= 3) == "stopped"
     assert load_latest(store, "stopped")["step"] == 3
-    assert run(_config(store, job_id="stopped"), store) == "done"
+    assert run(config(job_id="stopped"), store) == "done"
     a, b = load_latest(store, "straight"), load_latest(store, "stopped")
-    for key in ("G", "G_ema"):
+    keys = ("G", "G_ema", "D") if loss == "pix2pix" else ("G", "G_ema")
+    assert ("D" in a) == (loss == "pix2pix") and a["loss"] == loss
+    for key in keys:
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
     assert a["rank_rng"]["crop"][0].equal(b["rank_rng"]["crop"][0])
     with pytest.raises(InvalidArgument, match="^datasets: job 'stopped' was started"):
-        run(_config(store, job_id="stopped", steps=6, datasets=("da",)), store)
+        run(config(job_id="stopped", steps=6, datasets=("da",)), store)
+    other = "paired" if loss == "pix2pix" else "pix2pix"
+    with pytest.raises(InvalidArgument, match=f"^loss: job 'stopped' was started with "
+                                              f"loss='{loss}', not '{other}'"):
+        run(config(job_id="stopped", steps=6, loss=other), store)
+
+
+def test_pix2pix_trains_a_patch_discriminator_beside_the_network(store):
+    events = []
+    assert run(_config(store, loss="pix2pix", crop=24, steps=3, eval_every=-1), store,
+               emit=events.append) == "done"
+    progress = [e for e in events if e["event"] == "progress"]
+    # D's least-squares loss is reported and the network's loss holds the adversarial term
+    assert progress and all(e["d_loss"] > 0 and -1 <= e["d_real_sign"] <= 1 for e in progress)
+    for e in progress:
+        paired = PIXEL_WEIGHT * e["pixel_loss"] + PERCEPTUAL_WEIGHT * e["perceptual_loss"]
+        assert e["g_loss"] > paired
+    state = load_latest(store, "d2d")
+    assert state["loss"] == "pix2pix" and any(k.startswith("net.") for k in state["D"])
+    with pytest.raises(InvalidArgument, match="^crop: pix2pix's patch discriminator needs"):
+        run(_config(store, job_id="small", loss="pix2pix", crop=16), store)
+
+
+def test_the_cli_offers_the_trainers_losses():
+    from dreamsuite.cli import build_parser
+
+    parser = build_parser()
+    train = parser.parse_args(["gan", "train", "da", "--model", "dream2dream", "--loss",
+                               "pix2pix"])
+    assert train.loss == "pix2pix"
+    actions = {a.dest: a for a in _subparser(parser, "gan", "train")._actions}
+    assert tuple(actions["loss"].choices) == LOSSES
+
+
+def _subparser(parser, *names):
+    import argparse
+
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def test_the_grpc_request_carries_the_loss():
+    from dreamsuite.v1 import gan_pb2
+    from services.gan.convert import train_config
+
+    request = gan_pb2.StartTrainingRequest(dataset="da", model="dream2dream", loss="pix2pix")
+    assert train_config(request)["loss"] == "pix2pix"
+    assert "loss" not in train_config(gan_pb2.StartTrainingRequest(dataset="da"))
 
 
 @pytest.mark.slow
