@@ -127,12 +127,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.set_defaults(func=_one_pass)
 
     d = which.add_parser("dream2dream-loss", help="dream2dream's training losses (paired, "
-                                                  "pix2pix) trained and evaluated side by side")
+                                                  "pix2pix, objective) trained and evaluated "
+                                                  "side by side")
     d.add_argument("datasets", nargs="+", metavar="DATASET",
                    help="paired data sets (build-dataset ids), one condition each")
     d.add_argument("--artifacts", default="artifacts", help="store (default ./artifacts)")
-    d.add_argument("--losses", nargs="+", default=["paired", "pix2pix"],
-                   help="losses to compare (default paired pix2pix)")
+    d.add_argument("--losses", nargs="+", default=["paired", "pix2pix", "objective"],
+                   help="losses to compare (default paired pix2pix objective)")
     d.add_argument("--steps", type=int, default=1000, help="training steps each (default 1000)")
     d.add_argument("--batch", type=int, default=8, help="batch (default 8)")
     d.add_argument("--eval-every", type=int, default=250, help="evaluate every N steps "

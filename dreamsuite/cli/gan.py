@@ -55,9 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dream2dream: one-pass dreams, trained on (photo, dream) pairs")
     t.add_argument("--crop", type=int, default=None,
                    help="dream2dream: training crop side in px (default half the data sets')")
-    t.add_argument("--loss", choices=("paired", "pix2pix"), default=None,  # paired.LOSSES
-                   help="dream2dream: paired (default: L1 + perceptual) or pix2pix (plus a "
-                        "patch discriminator)")
+    t.add_argument("--loss", choices=("paired", "pix2pix", "objective"),  # paired.LOSSES
+                   default=None,
+                   help="dream2dream: paired (default: L1 + perceptual to the dream), pix2pix "
+                        "(plus a patch discriminator) or objective (no pairs: the dream "
+                        "objective itself, Johnson et al.)")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)

@@ -20,8 +20,14 @@ then the EMA of the weights. On CUDA: fp16 autocast, a grad scaler, channels_las
 discriminator (:class:`PatchDiscriminator`, which sees the photo beside the dream or the output,
 and judges ~70 px patches) trained with the least-squares GAN loss, and its adversarial term
 (weight :data:`ADVERSARIAL_WEIGHT`) in the network's loss. ``"paired"`` (the default) has no
-discriminator. Which is better is measured, not assumed: ``dreamsuite bench dream2dream-loss``
-trains both on the same pairs, seed and steps and compares their held-out quality.
+discriminator. ``loss="objective"`` trains without the pairs, as Johnson et al. train on the
+loss an optimisation minimises: the network maximises the log of its output's dream objective
+over the photo's (each condition's own dream config, :mod:`~dreamsuite.gan.dream_objective`)
+against a perceptual content term toward the photo (weight :data:`CONTENT_WEIGHT`); the
+optimised dreams are used only to evaluate (the progress stream's ``pixel_loss`` is still the L1
+to them, as a signal; ``perceptual_loss`` is the content term). Which is best is measured, not
+assumed: ``dreamsuite bench dream2dream-loss`` trains each on the same data sets, seed and steps
+and compares their held-out quality.
 
 Evaluation (:func:`evaluate_pairs`) runs the EMA network once over whole held-out photos and
 compares the result with their dreams: mean L1 and the perceptual distance on EfficientNet-Lite2
@@ -56,6 +62,7 @@ __all__ = [
     "LOSSES",
     "ADVERSARIAL_WEIGHT",
     "PATCH_MIN_SIDE",
+    "CONTENT_WEIGHT",
     "PatchDiscriminator",
     "PIXEL_WEIGHT",
     "PERCEPTUAL_WEIGHT",
@@ -81,11 +88,13 @@ LOSS_UP_TO = "block_10"
 MAX_EVAL_PAIRS = 256
 _EVAL_CHUNK = 16
 #: The training losses of a dream2dream network (see the module docstring).
-LOSSES = ("paired", "pix2pix")
+LOSSES = ("paired", "pix2pix", "objective")
 #: pix2pix: weight of the adversarial term in the network's loss. Isola et al. weigh L1 100x
 #: the GAN loss on [-1, 1] pixels; with 10 x L1 on [0, 1] pixels and the perceptual term, 0.1
 #: keeps the adversarial term about the same share of the whole.
 ADVERSARIAL_WEIGHT = 0.1
+#: objective: weight of the perceptual content term (to the photo) against -log(gain).
+CONTENT_WEIGHT = 1.0
 #: Smallest crop the patch discriminator takes (three halvings, then two 4x4 convolutions).
 PATCH_MIN_SIDE = 24
 
@@ -255,6 +264,12 @@ class PairTrainer:
             if world > 1:
                 ids = [device.index] if self.cuda else None
                 self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+        self.objective_gain: nn.Module | None = None
+        if loss == "objective":
+            from dreamsuite.gan.dream_objective import DreamObjectiveGain
+
+            self.objective_gain = DreamObjectiveGain(
+                [c.get("dream_config") or {} for c in self.conditions], device)
         # Sums of: loss, pixel, perceptual, D's loss, mean sign of D on real pairs.
         self._sums = torch.zeros(5, device=device)
 
@@ -308,7 +323,10 @@ class PairTrainer:
             memory_format=self.memory_format)
         conditions = pairs.conditions.to(self.device)
         self.G.train()
-        loss, pixel, perceptual, out = self._losses(photos, dreams, conditions)
+        if self.objective_gain is not None:
+            loss, pixel, perceptual, out = self._objective_losses(photos, dreams, conditions)
+        else:
+            loss, pixel, perceptual, out = self._losses(photos, dreams, conditions)
         d_loss = real_sign = torch.zeros((), device=self.device)
         if self.D is not None:
             d_loss, real_sign = self._discriminator_step(photos, dreams, out.detach())
@@ -327,6 +345,20 @@ class PairTrainer:
             self._sums += torch.stack([loss.detach(), pixel.detach(), perceptual.detach(),
                                        d_loss, real_sign])
         self._count += 1
+
+    def _objective_losses(self, photos: torch.Tensor, dreams: torch.Tensor,
+                          conditions: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Johnson et al.'s loss for a dream: ``-log(gain) + CONTENT_WEIGHT * perceptual(out,
+        photo)``; the dreams give only the reported L1."""
+        assert self.objective_gain is not None
+        with self._autocast():
+            out = self.G_train(photos, conditions, clamp=False)
+            content = self.loss_net(out, photos).float().mean()
+            gain = self.objective_gain(photos, out.clamp(0, 1), conditions)
+        loss = -gain.float().clamp_min(1e-6).log().mean() + CONTENT_WEIGHT * content
+        pixel = (out.detach().float() - dreams).abs().mean()
+        return loss, pixel, content, out
 
     def _discriminator_step(self, photos: torch.Tensor, dreams: torch.Tensor,
                             outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

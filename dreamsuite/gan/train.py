@@ -70,7 +70,7 @@ class TrainConfig:
     condition each, in order (``dataset`` is then ``datasets[0]``); with ``datasets`` empty, on
     ``dataset`` alone. ``crop``: dream2dream's training crop in pixels (0: half the data sets'
     side, see :func:`dreamsuite.gan.paired.default_crop`). ``loss``: dream2dream's training
-    loss, ``paired`` or ``pix2pix`` (:data:`dreamsuite.gan.paired.LOSSES`)."""
+    loss, ``paired``, ``pix2pix`` or ``objective`` (:data:`dreamsuite.gan.paired.LOSSES`)."""
 
     job_id: str
     artifacts: str

@@ -22,7 +22,7 @@ def test_the_bench_trains_both_losses_alike_and_picks_by_held_out_ratio(tmp_path
     png = tmp_path / "losses.png"
     assert cli_main(["bench", "dream2dream-loss", "da", "--artifacts", store.url, "--steps", "4",
                      "--batch", "2", "--eval-every", "2", "--crop", "24", "--width", "4",
-                     "--png", str(png), "--json"]) == 0
+                     "--png", str(png), "--json", "--losses", "paired", "pix2pix"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     jobs = report["jobs"]
     assert list(jobs) == ["paired", "pix2pix"]
@@ -44,4 +44,4 @@ def test_the_bench_trains_both_losses_alike_and_picks_by_held_out_ratio(tmp_path
 def test_unknown_losses_are_refused(tmp_path, capsys):
     assert cli_main(["bench", "dream2dream-loss", "da", "--artifacts", tmp_path.as_uri(),
                      "--losses", "paired", "johnson"]) != 0
-    assert "--losses: give distinct losses among paired, pix2pix" in capsys.readouterr().err
+    assert "--losses: give distinct losses among paired, pix2pix, objective" in capsys.readouterr().err

@@ -194,7 +194,7 @@ def _config(store, **overrides) -> TrainConfig:
     ({"crop": 4}, "^crop: "),
     ({"model": "dcgan64", "crop": 0}, "^datasets: a dcgan64 trains on one data set"),
     ({"model": "dcgan64", "datasets": (), "crop": 16}, "^crop: only dream2dream"),
-    ({"loss": "johnson"}, "^loss: 'johnson' is not one of paired, pix2pix"),
+    ({"loss": "johnson"}, "^loss: 'johnson' is not one of paired, pix2pix, objective"),
     ({"model": "dcgan64", "datasets": (), "crop": 0, "loss": "pix2pix"},
      "^loss: only dream2dream"),
 ])
@@ -276,6 +276,41 @@ def test_pix2pix_trains_a_patch_discriminator_beside_the_network(store):
     assert state["loss"] == "pix2pix" and any(k.startswith("net.") for k in state["D"])
     with pytest.raises(InvalidArgument, match="^crop: pix2pix's patch discriminator needs"):
         run(_config(store, job_id="small", loss="pix2pix", crop=16), store)
+
+
+def test_the_objective_loss_grows_the_dream_objective_without_the_dreams(tmp_path):
+    """Johnson et al.'s training: the network learns to raise its condition's dream objective
+    (gain 1 for the photo) although the data set's dreams are replaced by the photos."""
+    from dreamsuite.engine import DreamConfig, Maplist, parse_layer_spec
+    from dreamsuite.gan.dream_objective import DreamObjectiveGain
+
+    store = open_store(tmp_path.as_uri())
+    config = DreamConfig(maplist=Maplist([parse_layer_spec("block_3")])).to_dict()
+    g = torch.Generator().manual_seed(0)
+    photos = [torch.rand(3, 32, 32, generator=g) for _ in range(3)]
+    # the "dreams" are the photos: nothing to learn from the pairs
+    write_dataset(store, "obj", {"train": [(f"p{i}", x, x) for i, x in enumerate(photos[:2])],
+                                 "holdout": [("h", photos[2], photos[2])]}, 32,
+                  dream_config=config)
+    gain = DreamObjectiveGain([config])
+    photo = photos[2][None]
+    assert float(gain(photo, photo, torch.zeros(1, dtype=torch.long))) == pytest.approx(1.0)
+    events = []
+    run(TrainConfig(job_id="obj", artifacts=store.url, dataset="obj", model="dream2dream",
+                    loss="objective", steps=12, batch=2, width=4, crop=32, lr=1e-2,
+                    checkpoint_every=12, eval_every=-1, deterministic=True), store,
+        emit=events.append)
+    model, info = load_dream2dream(store, read_model(store, "obj")["checkpoint"], "cpu")
+    assert info["loss"] == "objective"
+    # the raw network (not its slow EMA) after 12 steps dreams: the objective went up
+    state = load_latest(store, "obj")
+    net = Dream2Dream(width=4, conditions=1)
+    net.load_state_dict(state["G"])
+    out = one_pass(net.eval(), photos[2])[None]
+    assert float(gain(photo, out, torch.zeros(1, dtype=torch.long))) > 1.05
+    # a data set whose dream config is no dream config cannot train on its objective
+    with pytest.raises(InvalidArgument, match="^loss: the objective loss needs"):
+        DreamObjectiveGain([{"frequency": 1.0}])
 
 
 def test_the_cli_offers_the_trainers_losses():
