@@ -91,7 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     y.add_argument("--rounds", type=int, default=2, help="speed: interleaved rounds")
     y.add_argument("--quality-size", type=int, default=256)
     y.add_argument("--quality-iterations", type=int, default=100)
-    y.add_argument("--content-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    y.add_argument("--content-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0],
+                   help="quality: content weights of the softmax transform (default 1 10 100)")
+    y.add_argument("--gram-content-weights", type=float, nargs="+",
+                   default=[1e3, 1e4, 1e5],
+                   help="quality: content weights of plain Gatys, whose Gram losses are far "
+                        "larger (default 1e3 1e4 1e5)")
     y.set_defaults(func=_style)
 
     c = which.add_parser("clean", help="high-frequency share and objective gain of each "
