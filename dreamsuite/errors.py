@@ -11,6 +11,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "UnknownName",
+    "FailedPrecondition",
     "WeightsMissing",
     "ResourceExhausted",
     "Unavailable",
@@ -42,7 +43,12 @@ class UnknownName(InvalidArgument):
     valid ones. It is the caller's mistake, so it is an :class:`InvalidArgument`."""
 
 
-class WeightsMissing(DreamsuiteError, FileNotFoundError):
+class FailedPrecondition(DreamsuiteError):
+    """The system is not in a state the call needs (a service started without the setting the
+    call depends on, weights not installed); the message says what to set up first."""
+
+
+class WeightsMissing(FailedPrecondition, FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine."""
 
 

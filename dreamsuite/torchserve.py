@@ -11,13 +11,18 @@ Python workers).
 
 ``model_api=True`` turns TorchServe's model-control API on (registering an archive runs its
 code), which needs token authorization: :meth:`TorchServe.register` and
-:func:`register_model` send the management key.
+:func:`register_model` send the management key. TorchServe 0.12 takes no keys from outside: it
+generates them at every start into ``key_file.json`` in its working directory (readable by its
+user only); :func:`read_management_key` reads the management key from there, or from a file
+holding just the key. :func:`management_endpoints` turns one management URL into one per
+replica (every address of its host name: a headless Kubernetes Service has one per pod).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,10 +42,16 @@ from dreamsuite.errors import Unavailable
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "MODEL_NAME",
+    "TOKEN_MINUTES",
     "TorchServePorts",
     "TorchServe",
     "free_port",
+    "management_endpoints",
+    "read_management_key",
     "register_model",
+    "served_models",
+    "unregister_model",
     "render_config",
     "require_java",
 ]
@@ -49,6 +60,13 @@ __all__ = [
 #: (DEFAULT_MAX_RESPONSE_BYTES) so that the handler, not the frame limit, refuses big answers.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 assert MAX_MESSAGE_BYTES > DEFAULT_MAX_RESPONSE_BYTES
+
+#: Names TorchServe accepts for a model: letters, digits, '_', '-', '.'; a letter or digit first.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+#: Lifetime of TorchServe's generated keys (``token_expiration_min``; its default is 60): the
+#: services read a key once, so a key must live as long as the TorchServe that made it.
+TOKEN_MINUTES = 60 * 24 * 365
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -108,6 +126,7 @@ def render_config(
         f"load_models={','.join(f'{m}.mar' for m in models)}" if models else "",
         "metrics_mode=prometheus",
         f"disable_token_authorization={'false' if token_auth else 'true'}",
+        f"token_expiration_min={TOKEN_MINUTES}" if token_auth else "",
         f"enable_model_api={'true' if model_api else 'false'}",
         f"max_request_size={MAX_MESSAGE_BYTES}",
         f"max_response_size={MAX_MESSAGE_BYTES}",
@@ -116,6 +135,32 @@ def render_config(
         "default_response_timeout=120",
     ]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+def _call(request: urllib.request.Request, key: str | None, what: str,
+          timeout: float) -> tuple[int, bytes]:
+    """Send ``request`` to TorchServe's management API with the management ``key``: its status
+    and body; 404 and 409 come back as statuses, other failures as :class:`Unavailable`."""
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    where = urllib.parse.urlsplit(request.full_url)
+    base = f"{where.scheme}://{where.netloc}"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        if exc.code in (404, 409):
+            return exc.code, detail.encode()
+        # TorchServe 0.12 answers a missing or wrong key with 400 InvalidKeyException.
+        if exc.code in (401, 403) or "InvalidKeyException" in detail:
+            raise Unavailable(f"TorchServe at {base} refused to {what} ({exc.code}): the "
+                              "management key is missing or wrong") from None
+        raise Unavailable(f"TorchServe at {base} could not {what} ({exc.code}: {detail})"
+                          ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unavailable(f"TorchServe's management API at {base} is unreachable ({exc})"
+                          ) from None
 
 
 def register_model(management_url: str, archive: str, key: str | None, *, workers: int = 1,
@@ -128,29 +173,65 @@ def register_model(management_url: str, archive: str, key: str | None, *, worker
     query = urllib.parse.urlencode({"url": archive, "initial_workers": workers,
                                     "synchronous": "true"})
     request = urllib.request.Request(f"{management_url}/models?{query}", method="POST")
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
     name = Path(urllib.parse.urlparse(archive).path).name.removesuffix(".mar")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            status = json.loads(reply.read() or b"{}").get("status", "")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        if exc.code == 409:  # already registered
-            return name
-        # TorchServe 0.12 answers a missing or wrong key with 400 InvalidKeyException.
-        if exc.code in (401, 403) or "InvalidKeyException" in detail:
-            raise Unavailable(f"TorchServe at {management_url} refused to register {archive!r}"
-                              f" ({exc.code}): the management key is missing or wrong") from None
-        raise Unavailable(f"TorchServe at {management_url} could not register {archive!r} "
-                          f"({exc.code}: {detail})") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise Unavailable(f"TorchServe's management API at {management_url} is unreachable "
-                          f"({exc})") from None
+    code, body = _call(request, key, f"register {archive!r}", timeout)
+    if code == 404:
+        raise Unavailable(f"TorchServe at {management_url} found no archive {archive!r} "
+                          f"({body.decode(errors='replace')[:200]})")
+    if code == 409:  # already registered
+        return name
     # "Model \"d2d\" Version: 1.0 registered with 1 initial workers"
+    status = json.loads(body or b"{}").get("status", "")
     if status.startswith("Model \""):
         name = status.split("\"", 2)[1]
     return name
+
+
+def unregister_model(management_url: str, name: str, key: str | None, *,
+                     timeout: float = 120.0) -> bool:
+    """Unregister the model ``name`` (its default version; it stops its workers); ``False``
+    when TorchServe at ``management_url`` serves no such model."""
+    request = urllib.request.Request(f"{management_url}/models/{urllib.parse.quote(name)}",
+                                     method="DELETE")
+    code, _ = _call(request, key, f"unregister {name!r}", timeout)
+    return code != 404
+
+
+def served_models(management_url: str, key: str | None, *, timeout: float = 10.0) -> list[str]:
+    """Names of the models TorchServe at ``management_url`` serves."""
+    request = urllib.request.Request(f"{management_url}/models?limit=1000")
+    _, body = _call(request, key, "list its models", timeout)
+    return [m["modelName"] for m in json.loads(body or b"{}").get("models", [])]
+
+
+def management_endpoints(management_url: str) -> list[str]:
+    """One management URL per address of ``management_url``'s host, sorted (a headless
+    Kubernetes Service resolves to one address per ready pod); :class:`Unavailable` when the
+    name does not resolve."""
+    where = urllib.parse.urlsplit(management_url)
+    if not where.hostname:
+        raise Unavailable(f"{management_url!r} is no management URL (http://HOST:PORT)")
+    port = where.port or (443 if where.scheme == "https" else 80)
+    try:
+        found = socket.getaddrinfo(where.hostname, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise Unavailable(f"cannot resolve TorchServe's management host {where.hostname!r} "
+                          f"({exc})") from None
+    addresses = sorted({info[4][0] for info in found})
+    return [f"{where.scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addresses]
+
+
+def read_management_key(path: str | os.PathLike) -> str:
+    """The management key in ``path``: TorchServe's ``key_file.json`` or a file that holds
+    only the key (a mounted Secret). Read at every call: TorchServe writes new keys when it
+    restarts."""
+    text = Path(path).read_text().strip()
+    if text.startswith("{"):
+        try:
+            return str(json.loads(text)["management"]["key"])
+        except (ValueError, KeyError, TypeError):
+            raise Unavailable(f"{path} is no TorchServe key file (no management key)") from None
+    return text
 
 
 def require_java() -> str:

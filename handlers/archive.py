@@ -13,7 +13,6 @@ record: conditions with their dream configs, step, evaluation) and a model-confi
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.gan.dream2dream import export_state
 from dreamsuite.gan.paired import load_dream2dream
 from dreamsuite.gan.records import read_model
+from dreamsuite.torchserve import MODEL_NAME
 from handlers import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCH_DELAY_MS,
@@ -41,9 +41,6 @@ from handlers import (
 from handlers.dream2dream_handler import DEFAULT_MAX_PIXELS
 
 __all__ = ["build_archive", "model_config", "build_dream2dream_archive", "dream2dream_config"]
-
-#: Names TorchServe accepts for a model.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 #: Backbones whose weights an installed package ships as a file: archived as they are.
 _PACKAGE_FILES: dict[str, Callable[[], str]] = {"efficientnet_lite0": lite0_file}
@@ -120,7 +117,7 @@ def build_dream2dream_archive(
         raise InvalidArgument(f"model {shorten(model)!r} is a {record.get('kind')!r} model; only "
                               "dream2dream models are exported to TorchServe")
     name = name or model
-    if not _MODEL_NAME.match(name):
+    if not MODEL_NAME.match(name):
         raise InvalidArgument(f"{shorten(name)!r} is no TorchServe model name (letters, digits, "
                               "'_', '-', '.'; a letter or digit first)")
     if batch_size < 1 or workers < 1 or max_batch_delay < 0:

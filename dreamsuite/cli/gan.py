@@ -129,6 +129,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "store, e.g. s3://BUCKET?endpoint=HOST:PORT, for a remote model)")
     x.set_defaults(func=cmd_export)
 
+    u = which.add_parser("publish", help="a dream2dream model served by the suite's TorchServe "
+                                         "(the dream service's --model) without a restart")
+    u.add_argument("model", help="the model (the id of the job that trained it)")
+    u.add_argument("--name", default="", help="TorchServe model name (default: the model); a "
+                                              "name already served is replaced")
+    u.add_argument("--batch-size", type=int, default=0,
+                   help=f"TorchServe batch size (default {DEFAULT_BATCH_SIZE})")
+    u.add_argument("--max-batch-delay", type=int, default=0,
+                   help="milliseconds TorchServe waits to fill a batch "
+                        f"(default {DEFAULT_MAX_BATCH_DELAY_MS})")
+    u.add_argument("--json", action="store_true")
+    _add_target(u, remote_only=True)
+    u.set_defaults(func=cmd_publish)
+
     d = which.add_parser("demo", help="built-in photos -> data set -> GAN -> samples, evaluation")
     d.add_argument("--out", default="out/gan", help="output folder (default out/gan)")
     d.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
@@ -251,6 +265,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dreamsuite.launcher import gan
 
     return gan.export_command(args)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from dreamsuite.clients.gan import GanClient
+    from dreamsuite.v1 import gan_pb2
+
+    request = gan_pb2.PublishModelRequest(model=args.model, name=args.name,
+                                          batch_size=args.batch_size,
+                                          max_batch_delay_ms=args.max_batch_delay)
+    with GanClient(args.remote, timeout=900) as client:  # builds, then waits for workers
+        published = client.publish(request)
+    if args.json:
+        print(json.dumps(MessageToDict(published), indent=2))
+        return 0
+    print(f"published {args.model} as TorchServe model {published.name!r} (dream --model "
+          f"{published.name}); conditions: "
+          + ", ".join(f"{i}={n}" for i, n in enumerate(published.conditions)))
+    print(f"  archive  {published.archive.uri} ({published.archive.size_bytes / 1e6:.1f} MB)")
+    for endpoint in published.registered:
+        print(f"  served   {endpoint}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

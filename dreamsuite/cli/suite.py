@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--service", default="", help="service name (default: the whole server)")
     p.add_argument("--torchserve", action="store_true",
                    help="TARGET is TorchServe's gRPC inference API: ask its Ping")
+    p.add_argument("--torchserve-token", default=os.environ.get("DREAMSUITE_TORCHSERVE_TOKEN"),
+                   help="with --torchserve: its inference key, where its token authorization "
+                        "is on [env DREAMSUITE_TORCHSERVE_TOKEN]")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     p.set_defaults(func=cmd_health)
 
@@ -144,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     if args.torchserve:
-        status = check_torchserve(args.target, args.timeout)
+        status = check_torchserve(args.target, args.timeout, args.torchserve_token)
     else:
         status = check_health(args.target, args.service, args.timeout)
     print(f"{args.target} {args.service or ('TorchServe' if args.torchserve else '(server)')}: "

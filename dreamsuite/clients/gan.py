@@ -70,6 +70,10 @@ class GanClient:
     def sample(self, request: gan_pb2.SampleRequest) -> gan_pb2.SampleResponse:
         return self._unary(self.stub.Sample, request)
 
+    def publish(self, request: gan_pb2.PublishModelRequest, *,
+                timeout: float | None = None) -> gan_pb2.PublishModelResponse:
+        return self._unary(self.stub.PublishModel, request, timeout)
+
     def close(self) -> None:
         self.channel.close()
 

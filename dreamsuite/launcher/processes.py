@@ -54,17 +54,19 @@ def check_health(target: str, service: str = "", timeout: float = 2.0) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def check_torchserve(target: str, timeout: float = 2.0) -> str:
+def check_torchserve(target: str, timeout: float = 2.0, token: str | None = None) -> str:
     """TorchServe's health through its gRPC inference API (``Ping``; it implements no
     grpc.health.v1): ``SERVING`` when it says Healthy, ``NOT_SERVING`` when it answers
-    otherwise (e.g. a model without a worker), ``UNREACHABLE`` when it does not answer."""
+    otherwise (e.g. a model without a worker), ``UNREACHABLE`` when it does not answer.
+    ``token``: its inference key, where its token authorization is on."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     with grpc.insecure_channel(target) as channel:
         ping = channel.unary_unary(
             "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping",
             request_serializer=empty_pb2.Empty.SerializeToString,
             response_deserializer=tspb.TorchServeHealthResponse.FromString)
         try:
-            reply = ping(empty_pb2.Empty(), timeout=timeout)
+            reply = ping(empty_pb2.Empty(), timeout=timeout, metadata=metadata)
         except grpc.RpcError:
             return "UNREACHABLE"
     healthy = '"Healthy"' in reply.health or reply.health.strip() == "Healthy"
@@ -90,6 +92,8 @@ class ServiceProcess:
     #: How to ask it whether it serves: "grpc" (grpc.health.v1), "torchserve" (TorchServe's
     #: gRPC Ping) or an HTTP URL.
     health: str = "grpc"
+    #: TorchServe with token authorization: its key_file.json (the Ping sends the inference key).
+    key_file: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -108,12 +112,21 @@ class ServiceProcess:
         if self.health == "grpc":
             return check_health(self.endpoint, "", timeout)
         if self.health == "torchserve":
-            return check_torchserve(self.endpoint, timeout)
+            return check_torchserve(self.endpoint, timeout, _inference_key(self.key_file))
         return "SERVING" if _http_ok(self.health, timeout) else "UNREACHABLE"
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM to the group, SIGKILL to whatever is left after ``grace`` seconds."""
         _terminate(os.killpg, self.pid, grace)
+
+
+def _inference_key(key_file: str) -> str | None:
+    if not key_file:
+        return None
+    try:
+        return str(json.loads(Path(key_file).read_text())["inference"]["key"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _exists(kill, target: int) -> bool:

@@ -1,5 +1,10 @@
 """The :class:`Suite`: start TorchServe, the services and Prometheus in order, stop them in
-reverse."""
+reverse.
+
+TorchServe listens on loopback with its model-control API and token authorization on: the
+guide and dream services get its inference key, the GAN service its management URL, the path
+of its key_file.json and the model store, so ``dreamsuite gan publish MODEL --remote GAN``
+makes the dream service's fast path serve a model without a restart (PublishModel)."""
 
 from __future__ import annotations
 
@@ -84,8 +89,8 @@ class Suite:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         try:
             self._start_torchserve()
-            self._start_service("guide", self._guide_args)
-            self._start_service("dream", self._dream_args)
+            self._start_service("guide", self._guide_args, self._torchserve_env())
+            self._start_service("dream", self._dream_args, self._torchserve_env())
             self._start_service("gan", self._gan_args)
             if self.with_prometheus:
                 self._start_prometheus()
@@ -153,7 +158,9 @@ class Suite:
         models = [self.backbone, *one_pass_archives(store)]
         server = TorchServe(store, models, host=HOST, ports=TorchServePorts.free(HOST),
                             workdir=self.run_dir / "torchserve",
-                            startup_timeout=self.startup_timeout)
+                            startup_timeout=self.startup_timeout, token_auth=True,
+                            model_api=True)
+        self.model_store = store
         ports = server.ports
         server_ports = {"grpc": ports.grpc_inference, "http": ports.inference,
                         "management": ports.management, "metrics": ports.metrics}
@@ -163,12 +170,22 @@ class Suite:
             if server.process is not None:
                 self._record(ServiceProcess(
                     "torchserve", server.process.pid, server_ports, str(server.log_file),
-                    health="torchserve"))
+                    health="torchserve", key_file=str(self._key_file())))
 
-    def _start_service(self, name: str, args_for) -> None:
+    def _key_file(self) -> Path:
+        """TorchServe's key_file.json (it writes it in its working directory at start)."""
+        return self.run_dir / "torchserve" / "key_file.json"
+
+    def _torchserve_env(self) -> dict[str, str]:
+        """The inference key for the guide and dream services, in the environment (flags are
+        visible to every user of the machine)."""
+        keys = json.loads(self._key_file().read_text())
+        return {"DREAMSUITE_TORCHSERVE_TOKEN": str(keys["inference"]["key"])}
+
+    def _start_service(self, name: str, args_for, env: dict[str, str] | None = None) -> None:
         ports = {"grpc": free_port(HOST), "metrics": free_port(HOST)}
         argv = [*_dreamsuite_argv(), "serve", name, *args_for(ports)]
-        proc = self._spawn(name, argv, ports)
+        proc = self._spawn(name, argv, ports, env=env)
         wait_serving(proc, self.startup_timeout)
 
     def _common_args(self, ports: dict[str, int]) -> list[str]:
@@ -196,7 +213,11 @@ class Suite:
         return lines
 
     def _gan_args(self, ports: dict[str, int]) -> list[str]:
-        return [*self._common_args(ports), "--dream", self.get("dream").endpoint]
+        torchserve = self.get("torchserve")
+        return [*self._common_args(ports), "--dream", self.get("dream").endpoint,
+                "--torchserve-management", f"http://{HOST}:{torchserve.ports['management']}",
+                "--torchserve-management-key-file", str(self._key_file()),
+                "--torchserve-model-store", str(self.model_store)]
 
     def _start_prometheus(self) -> None:
         targets = {p.name: f"{HOST}:{p.ports['metrics']}" for p in self.processes}

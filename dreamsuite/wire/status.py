@@ -19,13 +19,18 @@ STATUS_CODES: tuple[tuple[type[errors.DreamsuiteError], grpc.StatusCode], ...] =
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),  # includes UnknownName
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.WeightsMissing, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.Cancelled, grpc.StatusCode.CANCELLED),
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
-_BY_CODE = {code: cls for cls, code in STATUS_CODES}
+#: Read backwards, the first class of a code wins (FAILED_PRECONDITION: WeightsMissing, a
+#: FailedPrecondition).
+_BY_CODE: dict[grpc.StatusCode, type[errors.DreamsuiteError]] = {}
+for _cls, _code in STATUS_CODES:
+    _BY_CODE.setdefault(_code, _cls)
 
 #: Longest status message sent, in characters and in bytes on the wire: details travel in
 #: trailing metadata (8 KiB by default, all of it), percent-encoded, so a character outside

@@ -53,6 +53,16 @@ class GanServiceConfig:
     #: Kubernetes launcher: the image of the trainer Job and the namespace.
     image: str = "dreamsuite:latest"
     namespace: str = "dreamsuite"
+    #: PublishModel: TorchServe's management API (``http://HOST:PORT``; a name with one address
+    #: per replica reaches them all), its management key (a file read at every use:
+    #: TorchServe's key_file.json or the bare key; or the key itself), the model store folder
+    #: TorchServe reads too (None: archives go through each replica's management gateway) and
+    #: how often every replica is checked for the published models (0: at start only).
+    torchserve_management: str | None = None
+    torchserve_management_key_file: Path | None = None
+    torchserve_management_key: str | None = None
+    torchserve_model_store: Path | None = None
+    torchserve_resync: float = 0.0
 
     def validate(self) -> GanServiceConfig:
         self.server.validate()
@@ -63,6 +73,14 @@ class GanServiceConfig:
         for root in self.folder_roots:
             if not Path(root).is_dir():
                 raise InvalidArgument(f"--folder-roots: {str(root)!r} is not a folder")
+        management = self.torchserve_management
+        if management and not management.startswith(("http://", "https://")):
+            raise InvalidArgument("--torchserve-management: give http://HOST:PORT")
+        store = self.torchserve_model_store
+        if store is not None and not Path(store).is_dir():
+            raise InvalidArgument(f"--torchserve-model-store: {str(store)!r} is not a folder")
+        if self.torchserve_resync < 0:
+            raise InvalidArgument("--torchserve-resync must be >= 0 seconds")
         return self
 
 
@@ -93,6 +111,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="kubernetes launcher: image of the trainer Job")
     add_env_argument(parser, "--namespace", default="dreamsuite",
                      env="DREAMSUITE_GAN_NAMESPACE", help="kubernetes launcher: namespace")
+    add_env_argument(parser, "--torchserve-management",
+                     help="PublishModel: TorchServe's management API, http://HOST:PORT (a name "
+                          "with one address per replica: each gets the model)")
+    add_env_argument(parser, "--torchserve-management-key-file", metavar="PATH",
+                     help="PublishModel: TorchServe's key_file.json, or a file with just the "
+                          "management key (read at every use)")
+    add_env_argument(parser, "--torchserve-management-key",
+                     help="PublishModel: the management key itself (prefer the environment "
+                          "variable: flags are visible)")
+    add_env_argument(parser, "--torchserve-model-store", metavar="DIR",
+                     help="PublishModel: a model store folder TorchServe reads too (NAME.mar is "
+                          "written there); unset: uploaded through each replica's management "
+                          "gateway (python -m dreamsuite.torchserve_gateway)")
+    add_env_argument(parser, "--torchserve-resync", default=0.0, cast=float,
+                     help="PublishModel: seconds between checks that every TorchServe replica "
+                          "serves the published models (0: once, at start)")
 
 
 def config_from_args(args: argparse.Namespace) -> GanServiceConfig:
@@ -106,4 +140,13 @@ def config_from_args(args: argparse.Namespace) -> GanServiceConfig:
         folder_roots=roots, device=args.device, train_device=args.train_device,
         stop_grace=args.stop_grace, image=args.image, namespace=args.namespace,
         deterministic=args.deterministic,
+        torchserve_management=args.torchserve_management or None,
+        torchserve_management_key_file=_path(args.torchserve_management_key_file),
+        torchserve_management_key=args.torchserve_management_key or None,
+        torchserve_model_store=_path(args.torchserve_model_store),
+        torchserve_resync=args.torchserve_resync,
     ).validate()
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text).resolve() if text else None

@@ -10,10 +10,11 @@ from dreamsuite.gan.dataset import BuildProgress
 from dreamsuite.v1 import common_pb2, gan_pb2
 from services.gan.datasets import DatasetRequest
 from services.gan.jobs import JobSnapshot, StoredRef
+from services.gan.publish import Published, PublishRequest
 from services.gan.sampling import Samples
 
 __all__ = ["dataset_request", "progress_message", "train_config", "job_message",
-           "model_message", "samples_message"]
+           "model_message", "samples_message", "publish_request", "published_message"]
 
 _STATES = {name.removeprefix("JOB_STATE_"): number
            for name, number in gan_pb2.JobState.items() if number}
@@ -131,3 +132,17 @@ def samples_message(samples: Samples, *, inline: bool) -> gan_pb2.SampleResponse
                 uri=image.artifact.uri, presigned_url=image.url, sha256=image.artifact.sha256,
                 size_bytes=image.artifact.size, content_type=image.artifact.content_type))
         for image in samples.images])
+
+
+def publish_request(request: gan_pb2.PublishModelRequest) -> PublishRequest:
+    return PublishRequest.checked(request.model, request.name, request.batch_size,
+                                  request.max_batch_delay_ms)
+
+
+def published_message(published: Published) -> gan_pb2.PublishModelResponse:
+    archive = published.archive
+    return gan_pb2.PublishModelResponse(
+        name=published.name, registered=published.registered, conditions=published.conditions,
+        archive=common_pb2.Artifact(uri=archive.uri, presigned_url=published.url,
+                                    sha256=archive.sha256, size_bytes=archive.size,
+                                    content_type=archive.content_type))

@@ -4,6 +4,7 @@ servicer and the common server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from services.gan.jobs import JobManager, check_training
 from services.gan.kube import KubernetesLauncher
 from services.gan.launchers import Launcher, LocalLauncher
 from services.gan.metrics import GanMetrics
+from services.gan.publish import Publisher
 from services.gan.sampling import Sampler
 from services.gan.servicer import SERVICE_NAME, GanServicer
 
@@ -39,6 +41,7 @@ class GanServer:
     jobs: JobManager
     registry: CollectorRegistry
     store: ArtifactStore
+    publisher: Publisher
 
     @property
     def port(self) -> int:
@@ -75,17 +78,32 @@ async def start_gan_server(config: GanServiceConfig, *,
     datasets = DatasetBuilder(store, metrics, dream_target=config.dream,
                               folder_roots=config.folder_roots, max_pixels=config.max_pixels)
     sampler = Sampler(store, metrics, device=config.device)
-    servicer = GanServicer(datasets, jobs, sampler, functools.partial(check_training, store))
+    publisher = Publisher(store, management=config.torchserve_management,
+                          key_file=config.torchserve_management_key_file,
+                          key=config.torchserve_management_key,
+                          model_store=config.torchserve_model_store,
+                          resync=config.torchserve_resync)
+    servicer = GanServicer(datasets, jobs, sampler, functools.partial(check_training, store),
+                           publisher)
     binding = ServiceBinding(SERVICE_NAME, servicer, gan_pb2_grpc.add_GanServiceServicer_to_server)
     running = await start_server([binding], config.server, registry=registry)
     running.on_stop.append(jobs.close)
+    # Every TorchServe replica (started later, restarted) gets the published models.
+    resync = asyncio.create_task(publisher.run_resync(), name="torchserve-resync")
+
+    async def stop_resync() -> None:
+        resync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resync
+
+    running.on_stop.append(stop_resync)
 
     async def close_store() -> None:
         await asyncio.to_thread(store.close)
 
     running.on_stop.append(close_store)
     await jobs.resume_unfinished()
-    return GanServer(running, jobs, registry, store)
+    return GanServer(running, jobs, registry, store, publisher)
 
 
 async def serve(config: GanServiceConfig) -> None:

@@ -14,11 +14,14 @@ from services.gan.convert import (
     job_message,
     model_message,
     progress_message,
+    publish_request,
+    published_message,
     samples_message,
     train_config,
 )
 from services.gan.datasets import DatasetBuilder
 from services.gan.jobs import JobManager
+from services.gan.publish import Publisher
 from services.gan.sampling import Sampler, seeds_of
 
 __all__ = ["GanServicer", "SERVICE_NAME"]
@@ -28,11 +31,12 @@ SERVICE_NAME = gan_pb2.DESCRIPTOR.services_by_name["GanService"].full_name
 
 class GanServicer(gan_pb2_grpc.GanServiceServicer):
     def __init__(self, datasets: DatasetBuilder, jobs: JobManager, sampler: Sampler,
-                 check_training):
+                 check_training, publisher: Publisher):
         self.datasets = datasets
         self.jobs = jobs
         self.sampler = sampler
         self.check_training = check_training  # config -> checked config (dataset, model...)
+        self.publisher = publisher
 
     async def BuildDataset(self, request: gan_pb2.BuildDatasetRequest,
                            context: grpc.aio.ServicerContext
@@ -74,3 +78,7 @@ class GanServicer(gan_pb2_grpc.GanServiceServicer):
         truncation = request.truncation if request.HasField("truncation") else None
         samples = await self.sampler.sample(request.model, seeds, truncation)
         return samples_message(samples, inline=request.inline_images)
+
+    async def PublishModel(self, request: gan_pb2.PublishModelRequest,
+                           context: grpc.aio.ServicerContext) -> gan_pb2.PublishModelResponse:
+        return published_message(await self.publisher.publish(publish_request(request)))

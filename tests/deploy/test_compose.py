@@ -71,6 +71,30 @@ def test_both_dream_profiles_reach_torchserve_for_one_pass_models(compose):
             "torchserve:7070")
 
 
+def test_torchserve_management_goes_through_the_keyed_gateway_to_the_gan_service(compose):
+    services = compose["services"]
+    torchserve, gateway = services["torchserve"], services["torchserve-management"]
+    assert "8081" in torchserve["expose"]
+    assert not any("8081" in str(p) for s in services.values() for p in s.get("ports", []))
+    assert gateway["network_mode"] == "service:torchserve"  # TorchServe's loopback is its own
+    assert gateway["entrypoint"] == ["python", "-m", "dreamsuite.torchserve_gateway"]
+    assert gateway["command"][gateway["command"].index("--upstream") + 1] == (
+        "http://127.0.0.1:8085")
+    # The model store both write is a volume; TorchServe's root stays read-only.
+    store = "torchserve-models:/home/model-server/model-store"
+    assert store in torchserve["volumes"] and store in gateway["volumes"]
+    assert torchserve["read_only"] is True and gateway["read_only"] is True
+    key = gateway["environment"]["DREAMSUITE_TORCHSERVE_MANAGEMENT_KEY"]
+    holders = {name for name, s in services.items()
+               if (s.get("environment") or {}).get("DREAMSUITE_TORCHSERVE_MANAGEMENT_KEY")}
+    assert holders == {"torchserve-management", "gan", "gan-cpu"}
+    for name in ("gan", "gan-cpu"):
+        env = services[name]["environment"]
+        assert env["DREAMSUITE_TORCHSERVE_MANAGEMENT"] == "http://torchserve:8081"
+        assert env["DREAMSUITE_TORCHSERVE_MANAGEMENT_KEY"] == key
+        assert float(env["DREAMSUITE_TORCHSERVE_RESYNC"]) > 0  # a restarted TorchServe
+
+
 def test_gan_service_follows_the_dream_service_in_each_profile(compose):
     services = compose["services"]
     gan, cpu = services["gan"], services["gan-cpu"]

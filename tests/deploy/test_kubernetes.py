@@ -72,6 +72,12 @@ def _pod_specs(manifests, overlay):
             yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
 
 
+def _secret_refs(container: dict) -> set[str]:
+    """The Secrets a container's environment names (generated ones without their hash)."""
+    return {re.sub(r"-[a-z0-9]{10}$", "", e["valueFrom"]["secretKeyRef"]["name"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+
+
 def _check_pod(name: str, pod: dict, token: bool = False) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True, name
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
@@ -102,9 +108,9 @@ def test_services_have_grpc_probes_headless_services_and_secrets(manifests, over
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert "grpc" in container[probe], f"{name} {probe} is not a native gRPC probe"
         # Generated secrets (dev overlay) carry a hash suffix, except dreamsuite-s3.
-        refs = {re.sub(r"-[a-z0-9]{10}$", "", e["valueFrom"]["secretKeyRef"]["name"])
-                for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
-        assert refs == {"dreamsuite-s3", "dreamsuite-auth"}, refs
+        refs = _secret_refs(container)
+        extra = {"dreamsuite-management-key"} if name == "gan" else set()
+        assert refs == {"dreamsuite-s3", "dreamsuite-auth", *extra}, refs
         assert any("configMapRef" in s for s in container["envFrom"])
     for name in ("dream", "guide", "torchserve", "gan"):
         assert services[name]["spec"]["clusterIP"] == "None", f"{name} service is not headless"
@@ -159,6 +165,65 @@ def test_network_policies_deny_by_default_and_admit_the_callers(manifests, overl
         # The GAN service pods are services: admitted with them.
         assert {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "service"}}} in (
             minio_callers)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_gan_service_reaches_torchserve_management_with_the_secret_key(manifests,
+                                                                               overlay):
+    policies = _objects(manifests, overlay, "NetworkPolicy")
+    # Every policy that admits anything to port 8081 admits the GAN pods only.
+    to_8081 = [rule for policy in policies.values() for rule in policy["spec"].get("ingress", [])
+               if any(p.get("port") == 8081 for p in rule.get("ports", []))]
+    assert to_8081 and all(rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gan"}}}] for rule in to_8081)
+    management = policies["torchserve-management-ingress"]["spec"]
+    assert management["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "torchserve"}}
+    assert management["ingress"][0]["ports"] == [{"port": 8081, "protocol": "TCP"}]
+    # No rule without ports (all ports) lets anyone else near TorchServe.
+    selects_torchserve = [p for p in policies.values() if p["spec"]["podSelector"] in (
+        {}, {"matchLabels": {"app.kubernetes.io/name": "torchserve"}})]
+    assert all(rule.get("ports") for p in selects_torchserve for rule in p["spec"].get(
+        "ingress", []))
+
+    deployments = _objects(manifests, overlay, "Deployment")
+    pod = deployments["torchserve"]["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    gateway = containers["management-gateway"]
+    assert gateway["command"][-1] == "dreamsuite.torchserve_gateway"
+    assert gateway["ports"] == [{"name": "management", "containerPort": 8081, "protocol": "TCP"}]
+    assert _secret_refs(gateway) == {"dreamsuite-management-key"}
+    assert _secret_refs(containers["torchserve"]) == set()  # TorchServe never sees the key
+    # One writable model store per pod, seeded from the image, shared with the gateway.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["model-store"]
+    for container in (containers["torchserve"], gateway, pod["initContainers"][0]):
+        assert "model-store" in {m["name"] for m in container["volumeMounts"]}
+    ports = _objects(manifests, overlay, "Service")["torchserve"]["spec"]["ports"]
+    assert {"name": "management", "port": 8081, "targetPort": "management"} in ports
+
+    gan = deployments["gan"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in gan["env"]}
+    assert env["DREAMSUITE_TORCHSERVE_MANAGEMENT"]["value"] == (
+        "http://torchserve.dreamsuite.svc.cluster.local:8081")
+    key = env["DREAMSUITE_TORCHSERVE_MANAGEMENT_KEY"]["valueFrom"]["secretKeyRef"]
+    assert re.sub(r"-[a-z0-9]{10}$", "", key["name"]) == "dreamsuite-management-key"
+    assert float(env["DREAMSUITE_TORCHSERVE_RESYNC"]["value"]) > 0  # pods started later
+    # Only the GAN service and the gateway hold the key.
+    holders = {name for name, spec in _pod_specs(manifests, overlay)
+               for c in spec["containers"] if "dreamsuite-management-key" in _secret_refs(c)}
+    assert holders == {"gan", "torchserve"}
+    if overlay == "dev":
+        secrets = {re.sub(r"-[a-z0-9]{10}$", "", n) for n in _objects(manifests, overlay, "Secret")}
+        assert "dreamsuite-management-key" in secrets
+
+
+def test_torchserve_config_keeps_management_on_loopback_behind_the_gateway():
+    path = Path(__file__).resolve().parents[2] / "deploy" / "torchserve" / "config.properties"
+    props = dict(line.split("=", 1) for line in path.read_text().splitlines()
+                 if line and not line.startswith("#"))
+    assert props["management_address"] == "http://127.0.0.1:8085"
+    assert props["grpc_management_address"] == "127.0.0.1"
+    assert props["enable_model_api"] == "true"
 
 
 def test_gpu_overlay_puts_the_gpu_in_limits(manifests):

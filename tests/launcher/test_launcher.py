@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -82,9 +83,14 @@ def test_every_service_reports_serving(suite):
     for name, grpc_name in GRPC_NAMES.items():
         assert check_health(_target(suite, name)) == "SERVING", name
         assert check_health(_target(suite, name), grpc_name) == "SERVING", grpc_name
-    assert check_torchserve(_target(suite, "torchserve")) == "SERVING"
-    probe = subprocess.run([*CLI, "health", _target(suite, "torchserve"), "--torchserve"],
-                           capture_output=True, text=True, timeout=60)
+    # TorchServe runs with token authorization (its model-control API is on for PublishModel).
+    keys = json.loads((Path(suite["run_dir"]) / "torchserve" / "key_file.json").read_text())
+    key = keys["inference"]["key"]
+    assert check_torchserve(_target(suite, "torchserve")) == "UNREACHABLE"  # no key: refused
+    assert check_torchserve(_target(suite, "torchserve"), token=key) == "SERVING"
+    probe = subprocess.run([*CLI, "health", _target(suite, "torchserve"), "--torchserve",
+                            "--torchserve-token", key], capture_output=True, text=True,
+                           timeout=60)
     assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
