@@ -242,6 +242,7 @@ class Job:
             record["conditions"] = self.trainer.conditions
             record["width"] = self.trainer.width
             record["crop"] = self.trainer.crop
+            record["loss"] = self.trainer.loss
         put_json(self.store, model_record_key(self.config.job_id), record)
 
     def _status(self, event: dict[str, Any]) -> None:

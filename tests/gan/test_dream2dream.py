@@ -230,6 +230,7 @@ def test_a_two_condition_job_checkpoints_previews_evaluates_and_records(store):
     record = read_model(store, "d2d")
     assert record["kind"] == "dream2dream" and record["finished"] and record["size"] == SIZE
     assert record["datasets"] == ["da", "db"] and record["crop"] == 16
+    assert record["loss"] == "paired"
     assert [(c["index"], c["name"], c["dream_config"]) for c in record["conditions"]] == [
         (0, "da", {"frequency": 1.0}), (1, "db", {"frequency": -1.0})]
     model, info = load_dream2dream(store, record["checkpoint"], "cpu")
@@ -272,6 +273,7 @@ def test_pix2pix_trains_a_patch_discriminator_beside_the_network(store):
     for e in progress:
         paired = PIXEL_WEIGHT * e["pixel_loss"] + PERCEPTUAL_WEIGHT * e["perceptual_loss"]
         assert e["g_loss"] > paired
+    assert read_model(store, "d2d")["loss"] == "pix2pix"
     state = load_latest(store, "d2d")
     assert state["loss"] == "pix2pix" and any(k.startswith("net.") for k in state["D"])
     with pytest.raises(InvalidArgument, match="^crop: pix2pix's patch discriminator needs"):
