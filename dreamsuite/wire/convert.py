@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dreamsuite.engine.config import (
     MAX_GUIDES,
@@ -23,12 +24,16 @@ from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.v1 import common_pb2, dream_pb2
 
+if TYPE_CHECKING:  # the stores import their S3 client: not on every importer's path
+    from dreamsuite.artifacts import Artifact
+
 __all__ = [
     "ARTIFACT_SCHEMES",
     "WEIGHTS",
     "GUIDE_MODES",
     "enum_value",
     "image_ref",
+    "artifact_message",
     "maplist_to_proto",
     "maplist_from_proto",
     "request_from_config",
@@ -77,6 +82,13 @@ def image_ref(source: str | bytes | os.PathLike) -> common_pb2.ImageRef:
     if not path.is_file():
         raise InvalidArgument(f"image {shorten(text)!r} does not exist or is not a file")
     return common_pb2.ImageRef(data=path.read_bytes())
+
+
+def artifact_message(artifact: Artifact, presigned_url: str) -> common_pb2.Artifact:
+    """A stored object as the wire's ``Artifact``, with the URL clients fetch it from."""
+    return common_pb2.Artifact(uri=artifact.uri, presigned_url=presigned_url,
+                               sha256=artifact.sha256, size_bytes=artifact.size,
+                               content_type=artifact.content_type)
 
 
 def maplist_to_proto(maplist: Maplist) -> common_pb2.Maplist:

@@ -12,7 +12,7 @@ from dreamsuite.backbones import BackboneSpec
 from dreamsuite.engine.config import MAX_MAPLIST_CHANNELS, MAX_MAPLIST_TERMS, check_count
 from dreamsuite.errors import InvalidArgument, shorten
 from dreamsuite.v1 import common_pb2, dream_pb2
-from dreamsuite.wire.convert import config_from_request, enum_value
+from dreamsuite.wire.convert import artifact_message, config_from_request, enum_value
 from services.dream.jobs import DreamSpec, ImageInput, OutputSpec, SelectionSpec
 from services.dream.outputs import OctaveOutput, StoredImage
 
@@ -90,9 +90,7 @@ def spec_from_request(request: dream_pb2.DreamRequest) -> DreamSpec:
 def _artifact(stored: StoredImage | None) -> common_pb2.Artifact | None:
     if stored is None:
         return None
-    a = stored.artifact
-    return common_pb2.Artifact(uri=a.uri, presigned_url=stored.presigned_url, sha256=a.sha256,
-                               size_bytes=a.size, content_type=a.content_type)
+    return artifact_message(stored.artifact, stored.presigned_url)
 
 
 def update_from_output(out: OctaveOutput) -> dream_pb2.DreamUpdate:

@@ -8,6 +8,7 @@ import math
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.gan.dataset import BuildProgress
 from dreamsuite.v1 import common_pb2, gan_pb2
+from dreamsuite.wire.convert import artifact_message
 from services.gan.datasets import DatasetRequest
 from services.gan.jobs import JobSnapshot, StoredRef
 from services.gan.publish import Published, PublishRequest
@@ -128,9 +129,7 @@ def samples_message(samples: Samples, *, inline: bool) -> gan_pb2.SampleResponse
     return gan_pb2.SampleResponse(model=samples.model, step=samples.step, images=[
         gan_pb2.SampledImage(
             seed=image.seed, image=image.png if inline else b"",
-            artifact=common_pb2.Artifact(
-                uri=image.artifact.uri, presigned_url=image.url, sha256=image.artifact.sha256,
-                size_bytes=image.artifact.size, content_type=image.artifact.content_type))
+            artifact=artifact_message(image.artifact, image.url))
         for image in samples.images])
 
 
@@ -140,9 +139,6 @@ def publish_request(request: gan_pb2.PublishModelRequest) -> PublishRequest:
 
 
 def published_message(published: Published) -> gan_pb2.PublishModelResponse:
-    archive = published.archive
     return gan_pb2.PublishModelResponse(
         name=published.name, registered=published.registered, conditions=published.conditions,
-        archive=common_pb2.Artifact(uri=archive.uri, presigned_url=published.url,
-                                    sha256=archive.sha256, size_bytes=archive.size,
-                                    content_type=archive.content_type))
+        archive=artifact_message(published.archive, published.url))
