@@ -71,7 +71,7 @@ class BackgroundServer:
     def device_seconds(self) -> float:
         """Seconds the device worker has spent on dreams so far."""
         value = self.server.registry.get_sample_value(
-            "dream_job_seconds_sum", {"backbone": DEFAULT_BACKBONE, "outcome": "ok"})
+            "dream_job_seconds_sum", {"backbone": DEFAULT_BACKBONE, "kind": "dream", "outcome": "ok"})
         return value or 0.0
 
     def close(self) -> None:

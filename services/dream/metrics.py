@@ -24,8 +24,9 @@ class DreamMetrics:
             "dream_octave_seconds", "Time to dream one octave (all its steps).",
             ["backbone"], buckets=HANDLING_BUCKETS, registry=registry)
         self.job_seconds = Histogram(
-            "dream_job_seconds", "Time a dream spent on the device worker, by outcome.",
-            ["backbone", "outcome"], buckets=HANDLING_BUCKETS, registry=registry)
+            "dream_job_seconds", "Time a job spent on the device worker, by backbone, kind "
+            "(dream, reconstruct, stylize) and outcome (ok, cancelled, error).",
+            ["backbone", "kind", "outcome"], buckets=HANDLING_BUCKETS, registry=registry)
         self.queue_depth = Gauge("dream_queue_depth", "Dreams waiting for the device worker.",
                                  registry=registry)
         self.in_flight = Gauge("dream_in_flight", "Dreams running on the device worker.",

@@ -136,11 +136,14 @@ BATCHING_MODES = BATCHING
 class Task:
     """Device work other than a dream (a reconstruction, a style transfer): ``run(device,
     should_cancel, report)`` on a worker thread returns the result; ``report(payload)`` streams
-    progress. It takes its own turn in the queue and is never batched."""
+    progress. It takes its own turn in the queue and is never batched. ``label`` is its
+    backbone and ``kind`` what it is (``dream_job_seconds``' labels)."""
 
     def __init__(self, label: str, run: Callable[[torch.device, Callable[[], bool],
-                                                   Callable[[Any], None]], Any]):
+                                                   Callable[[Any], None]], Any],
+                 kind: str = "task"):
         self.label = label
+        self.kind = kind
         self.run = run
 
 
@@ -262,7 +265,7 @@ class DreamRunner:
                 log.error("%s failed", task.label, exc_info=exc)
             events.put("error", exc.with_traceback(None))
         finally:
-            self.metrics.job_seconds.labels(task.label, label).observe(
+            self.metrics.job_seconds.labels(task.label, task.kind, label).observe(
                 time.perf_counter() - started)
             self._release_memory(device, thorough=label != "ok")
 
@@ -361,7 +364,7 @@ class DreamRunner:
                 log.error("dream failed", exc_info=outcome)
             # The traceback holds the optimisation's frames and tensors: drop it to free them.
             events.put("error", outcome.with_traceback(None))
-        self.metrics.job_seconds.labels(job.config.backbone, label).observe(
+        self.metrics.job_seconds.labels(job.config.backbone, "dream", label).observe(
             time.perf_counter() - started)
 
     def _plan(self, job: PreparedJob, device: torch.device) -> DreamRun:

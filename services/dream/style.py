@@ -150,7 +150,8 @@ class StyleServicer(style_pb2_grpc.StyleServiceServicer):
         provenance = {"dreamsuite": dreamsuite.__version__, "method": "reconstruct",
                       "config": dataclasses.asdict(config), "layers": layers,
                       "all_at_once": request.all_at_once, "input_sha256": sha256_of(image)}
-        async for progress, result in self._stream(Task(config.backbone, run), context,
+        task = Task(config.backbone, run, kind="reconstruct")
+        async for progress, result in self._stream(task, context,
                                                    provenance, names, request.inline_images):
             yield style_pb2.ReconstructResponse(progress=progress, result=result)
 
@@ -187,7 +188,8 @@ class StyleServicer(style_pb2_grpc.StyleServiceServicer):
                                  "content_layer": config.resolved_content_layer()},
                       "style_weights": weights, "input_sha256": sha256_of(content),
                       "styles_sha256": [sha256_of(s) for s in styles]}
-        async for progress, result in self._stream(Task(config.backbone, run), context,
+        task = Task(config.backbone, run, kind="stylize")
+        async for progress, result in self._stream(task, context,
                                                    provenance, [""], request.inline_images):
             yield style_pb2.StylizeResponse(progress=progress, result=result)
 

@@ -62,7 +62,7 @@ def test_cancel_frees_the_worker_and_is_counted(dream_server, cat_png, svc):
         updates = list(client.dream(svc.small_request(cat_png), timeout=120))
     assert updates[-1].HasField("result")
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "cancelled"}) == 1
     gc.collect()  # nothing holds on to a finished or cancelled job and its tensors
     assert not [o for o in gc.get_objects() if type(o) is PreparedJob]
     metrics = server.metrics()
@@ -132,7 +132,7 @@ def test_each_bad_input_is_invalid_argument_naming_the_field(dream_server, cat_p
         assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].HasField("result")
     # Refused before the queue: none of them reached the device worker.
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "error"}) == 0
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "error"}) == 0
 
 
 def test_more_dreams_than_capacity_are_resource_exhausted(dream_server, cat_png, svc):
@@ -227,7 +227,7 @@ def test_shutdown_cancels_dreams_that_outlive_the_grace_period(dream_server, cat
     assert call.errors and call.errors[0].code() in (grpc.StatusCode.CANCELLED,
                                                      grpc.StatusCode.UNAVAILABLE)
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "cancelled"}) == 1
 
 
 def test_image_by_artifact_uri_and_missing_artifact(dream_server, cat_png, svc):

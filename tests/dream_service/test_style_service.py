@@ -47,9 +47,10 @@ def test_stylize_streams_progress_and_stores_the_image_with_provenance(dream_ser
     text = Image.open(io.BytesIO(entry.image)).text
     assert json.loads(text[PROVENANCE_KEY])["method"] == "stylize"
     assert entry.artifact.uri and entry.artifact.sha256
-    # It ran on the dream service's worker and is counted like a dream.
-    assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "ok"}) == 1
+    # It ran on the dream service's worker and is counted as a style transfer, not a dream.
+    labels = {"backbone": "efficientnet_lite0", "outcome": "ok"}
+    assert server.sample("dream_job_seconds_count", {**labels, "kind": "stylize"}) == 1
+    assert server.sample("dream_job_seconds_count", {**labels, "kind": "dream"}) == 0
 
 
 def test_reconstruct_gives_one_image_per_layer(dream_server, pngs):
@@ -62,6 +63,8 @@ def test_reconstruct_gives_one_image_per_layer(dream_server, pngs):
     original = sample_image("coffee", size=64)
     errors = [float((load_image(e.image) - original).abs().mean()) for e in result.images]
     assert errors[0] < errors[1]
+    assert server.sample("dream_job_seconds_count", {"backbone": "efficientnet_lite0",
+                                                     "kind": "reconstruct", "outcome": "ok"}) == 1
 
 
 def test_bad_style_requests_name_the_field(dream_server, pngs):
@@ -101,5 +104,5 @@ def test_a_cancelled_style_transfer_frees_the_worker(dream_server, pngs):
         quick = style_pb2.StylizeRequest(content={"data": content},
                                          styles=[{"image": {"data": style}}], iterations=2)
         assert client.run(client.stub.Stylize, quick, timeout=120).images
-    assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+    assert server.sample("dream_job_seconds_count", {"backbone": "efficientnet_lite0",
+                                                     "kind": "stylize", "outcome": "cancelled"}) == 1

@@ -89,7 +89,7 @@ def test_a_cancelled_dream_leaves_its_batch_and_the_others_finish(dream_server, 
         keeper.join(timeout=300)
     assert kept[-1].HasField("result")
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "cancelled"}) == 1
     alone = dream_server(batching="off")
     with alone.client() as client:
         expected = list(client.dream(requests[0], timeout=300))
@@ -158,9 +158,9 @@ def test_a_queued_dream_past_its_deadline_is_dropped_unstarted(dream_server, svc
     assert server.sample("dream_dropped_total", {"reason": "deadline"}) == 1
     # Only the long dream (cancelled) and the last one ever reached a device.
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "ok"}) == 1
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "ok"}) == 1
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "cancelled"}) == 1
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "cancelled"}) == 1
 
 
 def test_a_bad_request_is_invalid_even_when_the_queue_is_full(dream_server, svc):

@@ -216,7 +216,7 @@ def test_a_thin_strip_under_the_pixel_limit_is_refused_without_the_worker(dream_
     assert info.value.code() == INVALID and info.value.details().startswith("image: ")
     assert "1x20000" in info.value.details() and time.monotonic() - started < 5
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "error"}) == 0
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "error"}) == 0
 
 
 def test_guides_and_selection_images_below_the_minimum_input_are_refused(lite0, coffee):

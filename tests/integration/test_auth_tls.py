@@ -52,7 +52,7 @@ def test_streaming_dream_and_reflection_need_the_token_health_does_not(dream_ser
                         grpc.StatusCode.UNAUTHENTICATED)
     # Refused before the servicer: nothing was decoded, queued or dreamed.
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "ok"}) == 0
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "ok"}) == 0
     assert server.sample("grpc_server_handled_total", {
         "grpc_service": "dreamsuite.v1.DreamService", "grpc_method": "Dream",
         "grpc_type": "server_stream", "grpc_code": "Unauthenticated"}) == 2
@@ -62,7 +62,7 @@ def test_streaming_dream_and_reflection_need_the_token_health_does_not(dream_ser
         updates = list(client.dream(svc.small_request(cat_png), timeout=120))
     assert [u.HasField("result") for u in updates] == [False, True]
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": "efficientnet_lite0", "outcome": "ok"}) == 1
+                         {"backbone": "efficientnet_lite0", "kind": "dream", "outcome": "ok"}) == 1
 
 
 def test_guide_service_reads_its_token_from_the_environment(serve):

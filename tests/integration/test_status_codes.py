@@ -74,7 +74,8 @@ def test_guided_dream_while_the_guide_service_is_down(dream_server, cat_png, svc
         assert server.health() == SERVING
         updates = list(client.dream(svc.small_request(cat_png), timeout=120))  # unguided: fine
     assert updates[-1].HasField("result")
-    assert server.sample("dream_job_seconds_count", {"backbone": LITE0, "outcome": "error"}) == 1
+    assert server.sample("dream_job_seconds_count",
+                         {"backbone": LITE0, "kind": "dream", "outcome": "error"}) == 1
 
 
 def test_a_cancelled_queued_dream_never_runs_and_frees_its_place(dream_server, follow, cat_png,
@@ -106,9 +107,10 @@ def test_a_cancelled_queued_dream_never_runs_and_frees_its_place(dream_server, f
     assert later.error is None and later.messages[-1].HasField("result")
     assert server.sample("dream_rejected_total") == 0
     # Three dreams accepted; the cancelled queued one never ran: one ok, one cancelled.
-    assert server.sample("dream_job_seconds_count", {"backbone": LITE0, "outcome": "ok"}) == 1
     assert server.sample("dream_job_seconds_count",
-                         {"backbone": LITE0, "outcome": "cancelled"}) == 1
+                         {"backbone": LITE0, "kind": "dream", "outcome": "ok"}) == 1
+    assert server.sample("dream_job_seconds_count",
+                         {"backbone": LITE0, "kind": "dream", "outcome": "cancelled"}) == 1
     assert server.sample("dream_octave_seconds_count", {"backbone": LITE0}) == 2
 
 
