@@ -36,11 +36,14 @@ from handlers import handler_file
 __all__ = ["Suite", "ensure_archive", "model_store_dir", "one_pass_archives"]
 
 def model_store_dir() -> Path:
-    """Where built archives are kept: keyed by the dreamsuite version and the handler source, so
-    an edited handler gets a fresh archive."""
-    digest = hashlib.sha256(handler_file().read_bytes()).hexdigest()[:12]
+    """Where built archives are kept: keyed by the dreamsuite version and the source of the
+    ``handlers`` package (the handler and the archive builder with its batch settings), so an
+    edited handler or archive default gets a fresh archive."""
+    digest = hashlib.sha256()
+    for source in sorted(handler_file().parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "dreamsuite" / "model-store" / f"{dreamsuite.__version__}-{digest}"
+    return cache / "dreamsuite" / "model-store" / f"{dreamsuite.__version__}-{digest.hexdigest()[:12]}"
 
 
 def ensure_archive(backbone: str, model_store: Path) -> Path:

@@ -94,3 +94,24 @@ def test_the_launcher_serves_exported_one_pass_models_beside_the_backbone(tmp_pa
                        ServiceProcess("guide", 2, {"grpc": 50052}, "", "grpc")]
     args = suite._dream_args({"grpc": 50051, "metrics": 9101})
     assert args[args.index("--torchserve") + 1].endswith(":7070")
+
+
+def test_the_archive_cache_follows_every_handlers_source(tmp_path, monkeypatch):
+    """An edited archive builder (its batch defaults) must not reuse archives built before."""
+    from dreamsuite.launcher import suite
+    from handlers import handler_file
+
+    package = tmp_path / "handlers"
+    shutil.copytree(handler_file().parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(suite, "handler_file", lambda: package / "backbone_handler.py")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = suite.model_store_dir()
+    assert before == suite.model_store_dir()
+    assert before.parent == tmp_path / "cache" / "dreamsuite" / "model-store"
+    archive = package / "archive.py"
+    archive.write_text(archive.read_text() + "\n# another batch default\n")
+    after_archive = suite.model_store_dir()
+    assert after_archive != before
+    handler = package / "backbone_handler.py"
+    handler.write_text(handler.read_text() + "\n# an edited handler\n")
+    assert suite.model_store_dir() not in (before, after_archive)
