@@ -23,6 +23,7 @@ a quarter of the Nyquist frequency.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -74,14 +75,21 @@ def precondition(grad: torch.Tensor, *, laplacian: int = 0, decorrelate: bool = 
     return grad
 
 
+def _mix_colours(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``matrix @ pixel`` at every pixel of ``[N, 3, H, W]``: one matrix product over the
+    flattened pixels (an einsum permutes and copies the image first)."""
+    flat = images.contiguous().flatten(2)
+    return torch.matmul(matrix.to(images), flat).view(images.shape)
+
+
 def to_decorrelated(grad: torch.Tensor) -> torch.Tensor:
     """The gradient with respect to decorrelated colours ``z`` of an RGB gradient (``C^T g``)."""
-    return torch.einsum("dc,ndhw->nchw", COLOR_CORRELATION.to(grad), grad)
+    return _mix_colours(COLOR_CORRELATION.T, grad)
 
 
 def from_decorrelated(step: torch.Tensor) -> torch.Tensor:
     """The RGB change of a change ``step`` of decorrelated colours (``C z``)."""
-    return torch.einsum("dc,nchw->ndhw", COLOR_CORRELATION.to(step), step)
+    return _mix_colours(COLOR_CORRELATION, step)
 
 
 def _blur_down(x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +101,53 @@ def _blur_down(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), kernel, stride=2, groups=channels)
 
 
+def _up2_along(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` twice as long along ``dim`` (-2 or -1), bilinear with half-pixel centres: output
+    ``2i`` is ``3/4 x[i] + 1/4 x[i-1]``, ``2i+1`` is ``3/4 x[i] + 1/4 x[i+1]``, the edge pixels
+    repeated. Written straight into the interleaved output."""
+    n = x.shape[dim]
+    shape = list(x.shape)
+    out = x.new_empty(shape[:dim] + [n, 2] + shape[len(shape) + dim + 1:])
+    even, odd = out.select(dim, 0), out.select(dim, 1)  # views shaped like x
+    if n > 1:
+        head, tail = x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)
+        torch.lerp(tail, head, 0.25, out=even.narrow(dim, 1, n - 1))
+        torch.lerp(head, tail, 0.25, out=odd.narrow(dim, 0, n - 1))
+    even.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+    odd.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 1, 1))
+    shape[dim] = 2 * n
+    return out.view(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _linear_taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each output sample of a half-pixel-centred linear resize reads (``i0``, ``i1``)
+    and the weight of ``i1``: PyTorch's own bilinear rule (``src = (j + 1/2) in/out - 1/2``,
+    clamped at 0; the last input repeated at the end)."""
+    # In float32 like PyTorch's kernel, so the taps round as its do.
+    scale = torch.tensor(size_in, dtype=torch.float32) / size_out
+    src = (scale * (torch.arange(size_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(size_in - 1)
+    i1 = (i0 + 1).clamp_max(size_in - 1)
+    return i0, i1, src - i0
+
+
+def _resize_along(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """``x`` resized to ``size`` along ``dim`` (-2 or -1), bilinear with half-pixel centres."""
+    if size == 2 * x.shape[dim]:
+        return _up2_along(x, dim)
+    i0, i1, weight = _linear_taps(x.shape[dim], size)
+    i0, i1 = i0.to(x.device), i1.to(x.device)
+    weight = weight.to(x).view([-1] + [1] * (-dim - 1))
+    return torch.lerp(x.index_select(dim, i0), x.index_select(dim, i1), weight)
+
+
 def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    """``x`` (``[N, C, h, w]``) resized to ``size``: the same pixels as
+    ``F.interpolate(x, size, mode="bilinear")`` to float rounding, one axis after the other,
+    about 4x faster on the CPU (PyTorch's bilinear kernel computes the taps per pixel; here
+    they are cached per size, and an exact 2x needs none)."""
+    return _resize_along(_resize_along(x.contiguous(), -2, size[0]), -1, size[1])
 
 
 def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> torch.Tensor:
@@ -110,10 +163,15 @@ def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> 
         down = _blur_down(low)
         bands.append(low - _up(down, tuple(low.shape[-2:])))
         low = down
-    out = low / low.pow(2).mean().sqrt().clamp_min(eps)
+    out = low / _rms(low).clamp_min(eps)
     for band in reversed(bands):
-        out = _up(out, tuple(band.shape[-2:])) + band / band.pow(2).mean().sqrt().clamp_min(eps)
+        out = torch.addcdiv(_up(out, tuple(band.shape[-2:])), band, _rms(band).clamp_min(eps))
     return out
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """The root mean square of all of ``x`` (a 0-d tensor; no squared copy of ``x``)."""
+    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
 def _radial_frequency(h: int, w: int, device: torch.device, *, half: bool) -> torch.Tensor:

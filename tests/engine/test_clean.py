@@ -72,6 +72,49 @@ def test_laplacian_normalisation_gives_every_band_its_share():
     assert odd.shape == (1, 3, 37, 53) and torch.isfinite(odd).all()
 
 
+def _reference_laplacian(grad: torch.Tensor, levels: int) -> torch.Tensor:
+    """The pyramid written plainly: F.interpolate, squared means, an einsum-free merge."""
+    import torch.nn.functional as F
+
+    from dreamsuite.engine.clean import _blur_down
+
+    def up(x, size):
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    bands, low = [], grad
+    for _ in range(levels):
+        if min(low.shape[-2:]) < 8:
+            break
+        down = _blur_down(low)
+        bands.append(low - up(down, tuple(low.shape[-2:])))
+        low = down
+    out = low / low.pow(2).mean().sqrt()
+    for band in reversed(bands):
+        out = up(out, tuple(band.shape[-2:])) + band / band.pow(2).mean().sqrt()
+    return out
+
+
+@pytest.mark.parametrize("size", [(64, 96), (128, 128), (49, 74), (37, 53)])
+def test_fast_laplacian_matches_the_plain_pyramid(size):
+    grad = _noise(1, 3, *size)
+    torch.testing.assert_close(laplacian_normalise(grad, 4), _reference_laplacian(grad, 4),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,size", [((2, 3, 16, 10), (32, 20)), ((1, 3, 7, 5), (13, 9)),
+                                        ((1, 1, 1, 4), (1, 7)), ((1, 3, 3, 1), (5, 2)),
+                                        ((1, 3, 19, 37), (37, 74)), ((1, 3, 92, 183), (183, 366))])
+def test_upsampling_is_bilinear_interpolation(shape, size):
+    import torch.nn.functional as F
+
+    from dreamsuite.engine.clean import _up
+
+    x = _noise(*shape)
+    # Float rounding apart (taps applied one axis after the other, unit-variance noise).
+    torch.testing.assert_close(_up(x, size), F.interpolate(x, size=size, mode="bilinear"),
+                               rtol=0, atol=1e-5)
+
+
 def test_decorrelated_step_is_mostly_luminance():
     luminance = torch.ones(1, 3, 8, 8)
     chroma = torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
