@@ -153,7 +153,8 @@ class Job:
         self.last_progress = {
             "event": "progress", "state": state, "step": step, "total": self.config.steps,
             "images_seen": step * self.trainer.batch, **stats, "steps_per_second": rate,
-            "eta_seconds": (self.config.steps - step) / rate if rate > 0 else math.nan}
+            "eta_seconds": (self.config.steps - step) / rate if rate > 0 else math.nan,
+            "threads": torch.get_num_threads()}  # what the steps ran with, to check a budget
         self._send(self.last_progress)
         if step > first_step:
             self._window = (now, step)

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 
 from dreamsuite.artifacts import ArtifactStore, open_store
+from dreamsuite.cpus import apply_threads, resolve_threads
 from dreamsuite.device import select_device
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, shorten
 from dreamsuite.gan.augment import parse_policy
@@ -70,7 +71,10 @@ class TrainConfig:
     condition each, in order (``dataset`` is then ``datasets[0]``); with ``datasets`` empty, on
     ``dataset`` alone. ``crop``: dream2dream's training crop in pixels (0: half the data sets'
     side, see :func:`dreamsuite.gan.paired.default_crop`). ``loss``: dream2dream's training
-    loss, ``paired``, ``pix2pix`` or ``objective`` (:data:`dreamsuite.gan.paired.LOSSES`)."""
+    loss, ``paired``, ``pix2pix`` or ``objective`` (:data:`dreamsuite.gan.paired.LOSSES`).
+    ``threads``: torch threads of the job process (:func:`main`; the launcher's budget; None:
+    ``$OMP_NUM_THREADS``, else the CPUs available); deterministic mode runs on
+    :data:`DETERMINISTIC_THREADS` all the same."""
 
     job_id: str
     artifacts: str
@@ -91,6 +95,7 @@ class TrainConfig:
     datasets: tuple[str, ...] = ()
     crop: int = 0
     loss: str = "paired"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.datasets, list):  # from JSON
@@ -133,6 +138,8 @@ class TrainConfig:
                 raise InvalidArgument(f"device: unknown device {shorten(self.device)!r}") from None
         if not isinstance(self.deterministic, bool):
             raise InvalidArgument("deterministic: must be true or false")
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1, 4096)
         return self
 
     def _check_datasets(self, kind: ModelKind) -> None:
@@ -371,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open(args.config) as fh:
             config = TrainConfig.from_dict(json.load(fh))
+        threads, source = resolve_threads(config.threads)
+        print(f"trainer: {apply_threads(threads)} torch threads ({source})", file=sys.stderr)
         run(config, emit=emit, should_stop=lambda: stop["asked"])
         return 0
     except (DreamsuiteError, OSError, ValueError) as exc:

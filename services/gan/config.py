@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamsuite.artifacts import DEFAULT_ARTIFACTS
+from dreamsuite.cpus import available_cpus
 from dreamsuite.defaults import DEFAULT_MAX_PIXELS
 from dreamsuite.errors import InvalidArgument
 from services.common.config import (
@@ -36,6 +37,8 @@ class GanServiceConfig:
     launcher: str = "local"
     #: Trainings running at once; more are RESOURCE_EXHAUSTED.
     max_jobs: int = 1
+    #: Torch threads of each local trainer (0: :meth:`trainer_thread_budget` picks).
+    trainer_threads: int = 0
     #: Restarts of a trainer that died (from its latest checkpoint) before the job fails.
     max_restarts: int = 3
     #: Folders a BuildDataset request may read photos from (none: folders are refused).
@@ -70,6 +73,9 @@ class GanServiceConfig:
             raise InvalidArgument(f"--launcher must be one of {LAUNCHERS}")
         if self.max_jobs < 1 or self.max_restarts < 0 or self.stop_grace < 0:
             raise InvalidArgument("--max-jobs must be >= 1, --max-restarts and --stop-grace >= 0")
+        if not 0 <= self.trainer_threads <= 4096:
+            raise InvalidArgument("--trainer-threads must be between 1 and 4096, or 0 (the "
+                                  "available CPUs shared by --max-jobs trainers and the services)")
         for root in self.folder_roots:
             if not Path(root).is_dir():
                 raise InvalidArgument(f"--folder-roots: {str(root)!r} is not a folder")
@@ -83,6 +89,15 @@ class GanServiceConfig:
             raise InvalidArgument("--torchserve-resync must be >= 0 seconds")
         return self
 
+    def trainer_thread_budget(self, cpus: int | None = None) -> int:
+        """Threads of each local trainer: ``trainer_threads``, else the available CPUs
+        (``cpus``, or :func:`~dreamsuite.cpus.available_cpus`) shared by ``max_jobs`` trainers
+        and one more share for the services beside them, at least 1."""
+        if self.trainer_threads:
+            return self.trainer_threads
+        cpus = available_cpus() if cpus is None else cpus
+        return max(1, cpus // (self.max_jobs + 1))
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``dreamsuite serve gan``."""
@@ -95,6 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="where trainings run: local (child processes) or kubernetes (Jobs)")
     add_env_argument(parser, "--max-jobs", default=1, cast=int, env="DREAMSUITE_GAN_MAX_JOBS",
                      help="trainings at once; more are RESOURCE_EXHAUSTED")
+    add_env_argument(parser, "--trainer-threads", default=0, cast=int,
+                     env="DREAMSUITE_GAN_TRAINER_THREADS",
+                     help="torch threads of each local trainer (0: the available CPUs // "
+                          "(--max-jobs + 1), at least 1, leaving a share for the services)")
     add_env_argument(parser, "--max-restarts", default=3, cast=int,
                      help="restarts of a dead trainer from its latest checkpoint")
     add_env_argument(parser, "--folder-roots", default="", env="DREAMSUITE_GAN_FOLDER_ROOTS",
@@ -137,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> GanServiceConfig:
     return GanServiceConfig(
         server=server_config_from_args(args), artifacts=artifacts, dream=args.dream or None,
         launcher=args.launcher, max_jobs=args.max_jobs, max_restarts=args.max_restarts,
+        trainer_threads=args.trainer_threads,
         folder_roots=roots, device=args.device, train_device=args.train_device,
         stop_grace=args.stop_grace, image=args.image, namespace=args.namespace,
         deterministic=args.deterministic,

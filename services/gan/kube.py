@@ -25,7 +25,9 @@ Settings of the submitted Jobs not passed to the constructor come from the envir
 - ``DREAMSUITE_GAN_NAMESPACE``: namespace of the Jobs (the pod's own, else ``dreamsuite``);
 - ``DREAMSUITE_GAN_JOB_GPUS``: ``nvidia.com/gpu`` per pod, in limits (0);
 - ``DREAMSUITE_GAN_JOB_NPROC``: trainer processes per pod, > 1 under ``torchrun`` (GPUs or 1);
-- ``DREAMSUITE_GAN_JOB_CPU`` / ``DREAMSUITE_GAN_JOB_MEMORY``: request = limit (2 / 8Gi);
+- ``DREAMSUITE_GAN_JOB_CPU`` / ``DREAMSUITE_GAN_JOB_MEMORY``: request = limit (2 / 8Gi); each
+  trainer process gets its share of the CPU limit, rounded down, as ``OMP_NUM_THREADS``
+  (:func:`~services.gan.manifests.trainer_threads`: torch would take every core of the node);
 - ``DREAMSUITE_GAN_JOB_SECRET``: Secret with keys ``access-key``, ``secret-key``
   (dreamsuite-s3);
 - ``DREAMSUITE_GAN_JOB_SERVICE_ACCOUNT``: the pods' service account (dreamsuite-trainer);

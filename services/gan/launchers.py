@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from dreamsuite.cpus import thread_env
 from dreamsuite.errors import Unavailable
 
 __all__ = ["Launcher", "LocalLauncher"]
@@ -57,15 +58,23 @@ class _Child:
 
 class LocalLauncher:
     """Trainers as child processes; their stdout (JSON lines) becomes events, their stderr goes
-    to ``work_dir/<job_id>/trainer.log``."""
+    to ``work_dir/<job_id>/trainer.log``.
+
+    ``threads``: each trainer's thread budget, in its config (``threads``) and its environment
+    (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``); trainers beside each other and beside the
+    services must not each take every core. None: the trainer picks its own (its
+    ``$OMP_NUM_THREADS``, else the CPUs it may use)."""
 
     events_in_store = False
 
     def __init__(self, work_dir: Path, *, python: str = sys.executable,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, threads: int | None = None):
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, not {threads}")
         self.work_dir = Path(work_dir)
         self.python = python
         self.env = env
+        self.threads = threads
         self._children: dict[str, _Child] = {}
         self._lock = threading.Lock()
 
@@ -73,6 +82,10 @@ class LocalLauncher:
         folder = self.work_dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
         config_path = folder / "train.json"
+        budget: dict[str, str] = {}
+        if self.threads is not None:
+            config = {**config, "threads": self.threads}
+            budget = thread_env(self.threads)
         config_path.write_text(json.dumps(config, sort_keys=True))
         log_path = folder / "trainer.log"
         try:
@@ -80,7 +93,7 @@ class LocalLauncher:
                 process = subprocess.Popen(
                     [self.python, "-m", "dreamsuite.gan.train", "--config", str(config_path)],
                     stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                    env={**os.environ, **(self.env or {})}, start_new_session=True,
+                    env={**os.environ, **budget, **(self.env or {})}, start_new_session=True,
                 )
         except OSError as exc:
             raise Unavailable(f"cannot start the trainer: {exc}") from None

@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from dreamsuite.cpus import thread_env
 from dreamsuite.errors import InvalidArgument, shorten
 
 __all__ = [
     "CONFIG_PATH",
     "JOB_ID_LABEL",
+    "cpu_quantity",
     "job_name",
     "job_state",
     "multinode_training_manifests",
     "trainer_command",
     "training_configmap",
     "training_job_manifest",
+    "trainer_threads",
 ]
 
 #: Where the trainer pod reads its ``TrainConfig`` (a ConfigMap volume).
@@ -36,6 +41,8 @@ NAME_PREFIX = "gan-train-"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _MAX_NAME = 63  # the Job controller copies the name into a label of every pod
+#: The CPU quantities of the Jobs: cores (``2``, ``1.5``) or millicores (``1500m``).
+_CPU = re.compile(r"(?P<number>[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(?P<milli>m?)")
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -75,6 +82,25 @@ def _config_text(job_id: str, config: Mapping[str, Any]) -> str:
         raise InvalidArgument(f"the config is for job {shorten(config['job_id'])!r}, "
                               f"not {shorten(job_id)!r}")
     return json.dumps({**config, "job_id": job_id}, indent=2, sort_keys=True) + "\n"
+
+
+def cpu_quantity(cpu: str) -> Decimal:
+    """The CPUs of a Kubernetes CPU quantity in cores or millicores: ``"2"`` -> 2,
+    ``"1500m"`` -> 1.5 (the forms the Jobs take; others are refused)."""
+    match = _CPU.fullmatch(str(cpu).strip())
+    value = Decimal(0) if match is None else Decimal(match["number"]) / (
+        1000 if match["milli"] else 1)
+    if not value > 0:
+        raise InvalidArgument(f"cpu must be a Kubernetes CPU quantity in cores or millicores "
+                              f"such as 2, 1.5 or 1500m, not {shorten(str(cpu))!r}")
+    return value
+
+
+def trainer_threads(cpu: str, nproc: int = 1) -> int:
+    """Torch threads of each of ``nproc`` trainer processes in a pod whose CPU limit is
+    ``cpu``: its share, rounded down, at least 1 (``"2"`` -> 2, ``"1500m"`` -> 1). The pod's
+    ``OMP_NUM_THREADS``: torch would otherwise start one thread per core of the node."""
+    return max(1, math.floor(cpu_quantity(cpu) / max(1, nproc)))
 
 
 def trainer_command(nproc: int = 1, config_path: str = CONFIG_PATH, *, nodes: int = 1,
@@ -167,6 +193,8 @@ def training_job_manifest(job_id: str, config: Mapping[str, Any], *, image: str,
                  "valueFrom": {"secretKeyRef": {"name": secret, "key": "access-key"}}},
                 {"name": "DREAMSUITE_S3_SECRET_KEY",
                  "valueFrom": {"secretKeyRef": {"name": secret, "key": "secret-key"}}},
+                *({"name": name, "value": value}
+                  for name, value in thread_env(trainer_threads(cpu, nproc)).items()),
             ],
             "resources": resources,
             "securityContext": {

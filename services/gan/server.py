@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from services.gan.sampling import Sampler
 from services.gan.servicer import SERVICE_NAME, GanServicer
 
 __all__ = ["GanServer", "start_gan_server", "serve", "SERVICE_NAME"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,7 +61,11 @@ class GanServer:
 def _launcher(config: GanServiceConfig, work_dir: Path) -> Launcher:
     if config.launcher == "kubernetes":
         return KubernetesLauncher(image=config.image, namespace=config.namespace)
-    return LocalLauncher(work_dir)
+    threads = config.trainer_thread_budget()
+    log.info("local trainers get %d torch thread(s) each (%s)", threads,
+             "--trainer-threads" if config.trainer_threads else
+             f"available CPUs // (--max-jobs {config.max_jobs} + 1)")
+    return LocalLauncher(work_dir, threads=threads)
 
 
 async def start_gan_server(config: GanServiceConfig, *,

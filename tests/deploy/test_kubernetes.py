@@ -324,9 +324,14 @@ def test_the_trainer_job_the_service_submits_validates_and_fits_the_overlay(mani
     secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]
                if "secretKeyRef" in e.get("valueFrom", {})}
     assert secrets == {"dreamsuite-s3"}
+    # torch's threads: the pod's CPU limit, not the node's cores.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert 1 <= int(env["OMP_NUM_THREADS"]) <= max(1, float(limits["cpu"].removesuffix("m")) / (
+        1000 if limits["cpu"].endswith("m") else 1)), (overlay, limits)
     if overlay == "dev":
         assert "dreamsuite-s3" in _objects(manifests, overlay, "Secret")
         assert container["resources"]["requests"] == {"cpu": "1", "memory": "4Gi"}
+        assert env["OMP_NUM_THREADS"] == "1"
 
 
 # --- examples ------------------------------------------------------------------------------------
@@ -372,6 +377,7 @@ def test_the_single_pod_example_is_what_the_service_submits():
     assert container["command"][:3] == ["python", "-m", "dreamsuite.gan.train"]
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 1
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": "OMP_NUM_THREADS", "value": "4"} in container["env"]  # cpu: "4"
 
 
 def test_the_multinode_example_is_an_indexed_job_with_a_rendezvous_service():

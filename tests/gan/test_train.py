@@ -29,7 +29,7 @@ from dreamsuite.errors import InvalidArgument
 from dreamsuite.gan.checkpoint import load_checkpoint, load_latest, read_latest
 from dreamsuite.gan.data import write_dataset
 from dreamsuite.gan.sample import load_generator, sample
-from dreamsuite.gan.train import TrainConfig, main, run
+from dreamsuite.gan.train import DETERMINISTIC_THREADS, TrainConfig, main, run
 
 REPO = Path(__file__).resolve().parents[2]
 STUB_METRICS = {"kid_lite0": 0.5, "swd": 0.25}
@@ -104,7 +104,8 @@ _TRAINED = ("G", "D", "G_ema", "opt_G", "opt_D", "data", "rank_rng", "step")
     ("job_id", "a/b"), ("dataset", ""), ("model", "nope"), ("steps", 0), ("batch", 0),
     ("seed", -1), ("checkpoint_every", 0), ("eval_every", -2), ("lr", 0.0), ("lr", float("nan")),
     ("width", 1), ("ema_decay", 1.0), ("augment", "blur"), ("preview_seeds", 1000),
-    ("device", "gpu0"), ("deterministic", "yes"), ("steps", 2.5),
+    ("device", "gpu0"), ("deterministic", "yes"), ("steps", 2.5), ("threads", 0),
+    ("threads", "2"),
 ])
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(InvalidArgument, match=f"^{field}: "):
@@ -115,6 +116,9 @@ def test_config_names_the_bad_field(field, value):
 def test_config_round_trips_and_refuses_unknown_fields():
     config = TrainConfig(job_id="j", artifacts="/tmp/a", dataset="d", model="fastgan128", width=16)
     assert TrainConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in config.to_dict().items() if k != "threads"}  # before the field
+    assert TrainConfig.from_dict(old).threads is None
+    assert TrainConfig.from_dict({**old, "threads": 3}).threads == 3
     with pytest.raises(InvalidArgument, match="unknown training config fields: stpes"):
         TrainConfig.from_dict({**config.to_dict(), "stpes": 3})
     with pytest.raises(InvalidArgument, match="^dataset: required"):
@@ -136,6 +140,7 @@ def test_tiny_job_checkpoints_previews_evaluates_and_records(store, evaluations)
     assert all(e["total"] == 6 and e["images_seen"] == 8 * e["step"] for e in progress)
     running = [e for e in progress if e["state"] == "RUNNING"]
     assert all(-1 <= e["d_real_sign"] <= 1 and e["d_loss"] > 0 for e in running)
+    assert {e["threads"] for e in progress} == {DETERMINISTIC_THREADS}, "deterministic mode"
     assert progress[-1]["state"] == "EVALUATING"
 
     checkpoints = [e for e in events if e["event"] == "checkpoint"]

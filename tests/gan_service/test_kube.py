@@ -166,6 +166,33 @@ def test_gpus_go_in_limits_and_more_processes_run_under_torchrun():
         training_job_manifest("j2", {}, image="")
 
 
+def _threads(job: dict) -> tuple[str, str]:
+    env = {e["name"]: e.get("value") for e in _container(job)["env"]}
+    return env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"]
+
+
+@pytest.mark.parametrize("cpu, nproc, threads", [
+    ("2", 1, "2"), ("1500m", 1, "1"), ("500m", 1, "1"), ("4.5", 1, "4"), ("8", 4, "2"),
+    ("2", 4, "1"), ("16000m", 2, "8"),
+])
+def test_each_trainer_process_gets_its_share_of_the_cpu_limit_as_its_threads(cpu, nproc,
+                                                                             threads):
+    """Not the node's cores, which torch would take: the pod's limit over its processes."""
+    job = training_job_manifest("j3", _config("j3"), image=IMAGE, cpu=cpu, nproc=nproc,
+                                gpus=nproc if nproc > 1 else 0)
+    assert _threads(job) == (threads, threads)
+    assert _container(job)["resources"]["limits"]["cpu"] == cpu
+
+
+def test_a_cpu_limit_that_is_not_a_cpu_quantity_is_refused_at_start_up():
+    for cpu in ("", "two", "0", "-1", "1Gi"):
+        with pytest.raises(InvalidArgument, match="cpu must be a Kubernetes CPU quantity"):
+            training_job_manifest("j3", {}, image=IMAGE, cpu=cpu)
+    with pytest.raises(InvalidArgument, match="1500m"):
+        KubernetesLauncher(IMAGE, NS, api_url="http://127.0.0.1:9", token="t", environ={
+            "DREAMSUITE_GAN_JOB_CPU": "lots"})
+
+
 def test_torchrun_accepts_the_command_line():
     """The flags exist in the installed torch (its parser, not a run)."""
     run = pytest.importorskip("torch.distributed.run")
@@ -459,6 +486,7 @@ def test_in_cluster_credentials_from_the_service_account(tmp_path, monkeypatch):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert container["command"][0] == "torchrun"  # one process per GPU by default
     assert container["env"][3]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert _threads(job) == ("1", "1")  # the default 2 CPUs over 2 processes
     ipv6 = KubernetesLauncher(environ={**env, "KUBERNETES_SERVICE_HOST": "fd00::1"})
     assert ipv6.api_url == "https://[fd00::1]:6443"
     assert launcher._bearer() == "first"
