@@ -14,8 +14,12 @@ code), which needs token authorization: :meth:`TorchServe.register` and
 :func:`register_model` send the management key. TorchServe 0.12 takes no keys from outside: it
 generates them at every start into ``key_file.json`` in its working directory (readable by its
 user only); :func:`read_management_key` reads the management key from there, or from a file
-holding just the key. :func:`management_endpoints` turns one management URL into one per
-replica (every address of its host name: a headless Kubernetes Service has one per pod).
+holding just the key. :func:`model_versions`, :func:`describe_model`,
+:func:`set_default_version` and :func:`unregister_model` (one version) work with TorchServe's
+model versions: an archive of a served name with a new version is registered beside it and then
+made the default, so the name never stops answering. :func:`management_endpoints` turns one
+management URL into one per replica (every address of its host name: a headless Kubernetes
+Service has one per pod).
 """
 
 from __future__ import annotations
@@ -48,9 +52,12 @@ __all__ = [
     "TorchServe",
     "free_port",
     "management_endpoints",
+    "describe_model",
+    "model_versions",
     "read_management_key",
     "register_model",
     "served_models",
+    "set_default_version",
     "unregister_model",
     "render_config",
     "require_java",
@@ -168,8 +175,11 @@ def register_model(management_url: str, archive: str, key: str | None, *, worker
     """Register the model archive ``archive`` (a ``.mar`` in TorchServe's model store, or a
     URL its ``allowed_urls`` accept) through the model-control API at ``management_url``,
     sending the management ``key``; blocks until its ``workers`` are up. Returns the model
-    name TorchServe gave it. A model already registered under that name is left as it is.
-    :class:`Unavailable` says why TorchServe refused."""
+    name TorchServe gave it. The name and version come from the archive's MANIFEST: a version
+    already registered is left as it is; a new version of a served name is registered beside
+    the others, not as the default (:func:`set_default_version`). :class:`Unavailable` says why
+    TorchServe refused (workers that fail to load the archive: 500, and TorchServe unregisters
+    that version again)."""
     query = urllib.parse.urlencode({"url": archive, "initial_workers": workers,
                                     "synchronous": "true"})
     request = urllib.request.Request(f"{management_url}/models?{query}", method="POST")
@@ -188,13 +198,61 @@ def register_model(management_url: str, archive: str, key: str | None, *, worker
 
 
 def unregister_model(management_url: str, name: str, key: str | None, *,
-                     timeout: float = 120.0) -> bool:
-    """Unregister the model ``name`` (its default version; it stops its workers); ``False``
-    when TorchServe at ``management_url`` serves no such model."""
-    request = urllib.request.Request(f"{management_url}/models/{urllib.parse.quote(name)}",
-                                     method="DELETE")
-    code, _ = _call(request, key, f"unregister {name!r}", timeout)
+                     version: str | None = None, timeout: float = 120.0) -> bool:
+    """Unregister ``version`` of the model ``name`` (default: its default version, which
+    TorchServe refuses while other versions are registered); it stops that version's workers,
+    failing the requests they hold. ``False`` when TorchServe at ``management_url`` serves no
+    such model or version."""
+    code, _ = _call(urllib.request.Request(_model_url(management_url, name, version),
+                                           method="DELETE"),
+                    key, f"unregister {_which(name, version)}", timeout)
     return code != 404
+
+
+def describe_model(management_url: str, name: str, key: str | None, *,
+                   version: str | None = None, timeout: float = 10.0) -> list[dict]:
+    """TorchServe's description of the model ``name``: one entry (``modelVersion``,
+    ``workers`` with their ``status``, ``jobQueueStatus``, ...) for its default version, for
+    ``version``, or for every version with ``version="all"``; ``[]`` when it serves no such
+    model or version."""
+    code, body = _call(urllib.request.Request(_model_url(management_url, name, version)), key,
+                       f"describe {_which(name, version)}", timeout)
+    return [] if code == 404 else list(json.loads(body or b"[]"))
+
+
+def model_versions(management_url: str, name: str, key: str | None, *,
+                   timeout: float = 10.0) -> list[str]:
+    """The registered versions of the model ``name``, the default (the one
+    ``/predictions/NAME`` reaches) first; ``[]`` when it is not served."""
+    default = describe_model(management_url, name, key, timeout=timeout)
+    if not default:
+        return []
+    first = str(default[0]["modelVersion"])
+    every = describe_model(management_url, name, key, version="all", timeout=timeout)
+    return [first, *sorted({str(e["modelVersion"]) for e in every} - {first})]
+
+
+def set_default_version(management_url: str, name: str, version: str, key: str | None, *,
+                        timeout: float = 30.0) -> None:
+    """Make ``version`` of ``name`` its default version: requests that name no version (the
+    dream service's, ``/predictions/NAME``) go to it from now on. :class:`Unavailable` when
+    TorchServe has no such version."""
+    request = urllib.request.Request(f"{_model_url(management_url, name, version)}/set-default",
+                                     method="PUT")
+    code, body = _call(request, key, f"make version {version!r} of {name!r} the default",
+                       timeout)
+    if code == 404:
+        raise Unavailable(f"TorchServe at {management_url} has no {_which(name, version)} to "
+                          f"make the default ({body.decode(errors='replace')[:200]})")
+
+
+def _model_url(management_url: str, name: str, version: str | None) -> str:
+    url = f"{management_url}/models/{urllib.parse.quote(name)}"
+    return f"{url}/{urllib.parse.quote(version, safe='')}" if version else url
+
+
+def _which(name: str, version: str | None) -> str:
+    return f"version {version!r} of {name!r}" if version else repr(name)
 
 
 def served_models(management_url: str, key: str | None, *, timeout: float = 10.0) -> list[str]:

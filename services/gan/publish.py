@@ -11,21 +11,32 @@ TorchServe gets the archive either from a model store folder it shares with this
 (``NAME.mar`` written there; the launcher, compose) or, with no shared folder, uploaded into
 each replica's own model store through the management gateway beside it
 (:mod:`dreamsuite.torchserve_gateway`; Kubernetes); either way it is registered by file name.
-Publishing a name TorchServe already serves replaces it: the old model is unregistered, then
-the new archive registered (the name answers NOT_FOUND for the moment between). Replicas that
-start later, or restart, get the published models from :meth:`Publisher.resync`, which runs at
-start and every ``resync`` seconds.
+Every publication is a new TorchServe model version (the archive's MANIFEST gets a version of
+its own, the publication's UTC time, also kept in ``published/<name>.json``). Publishing a name
+TorchServe already serves replaces it without a gap: the new version is registered beside the
+old one, which keeps answering ``/predictions/<name>`` (the default version) until the new one
+has its workers and is made the default; then the old versions are unregistered, once the
+requests they had accepted are through (their queue empty, then ``drain`` seconds). When the
+new version fails to register (an archive TorchServe cannot load, a replica that is down), the
+old one keeps serving, the model store gets the old archive back and the error says so; the
+store's ``published/<name>.*`` are only replaced when some replica serves the new version.
+Replicas that start later, restart, lack a published model or serve another version of it get
+the published version from :meth:`Publisher.resync_now`, which runs at start and every
+``resync`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import tempfile
 import threading
 import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,16 +45,20 @@ from dreamsuite.errors import (
     DreamsuiteError,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     Unavailable,
     shorten,
 )
 from dreamsuite.gan.records import read_model
 from dreamsuite.torchserve import (
     MODEL_NAME,
+    describe_model,
     management_endpoints,
+    model_versions,
     read_management_key,
     register_model,
     served_models,
+    set_default_version,
     unregister_model,
 )
 from dreamsuite.torchserve_gateway import upload_archive
@@ -58,6 +73,7 @@ log = logging.getLogger(__name__)
 PUBLISHED_PREFIX = "published/"
 MAX_BATCH_SIZE = 256
 _ARCHIVE_TYPE = "application/java-archive"
+_MANIFEST = "MAR-INF/MANIFEST.json"
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class Publisher:
     def __init__(self, store: ArtifactStore, *, management: str | None = None,
                  key_file: Path | None = None, key: str | None = None,
                  model_store: Path | None = None, resync: float = 0.0,
-                 register_timeout: float = 300.0):
+                 register_timeout: float = 300.0, drain: float = 2.0):
         self.store = store
         self.management = management
         self.key_file = key_file
@@ -115,6 +131,7 @@ class Publisher:
         self.model_store = model_store
         self.resync_seconds = resync
         self.register_timeout = register_timeout
+        self.drain_seconds = drain
         self._lock = threading.Lock()
 
     # -- PublishModel ---------------------------------------------------------------------------
@@ -123,7 +140,8 @@ class Publisher:
         return await asyncio.to_thread(self.publish_now, request)
 
     def publish_now(self, request: PublishRequest) -> Published:
-        """Build ``request.model``'s archive, store it and register it everywhere."""
+        """Build ``request.model``'s archive as a new version, register it everywhere, store
+        it (when some replica serves it)."""
         if not self.management:
             raise FailedPrecondition(
                 "PublishModel needs TorchServe's management API: start the GAN service with "
@@ -137,34 +155,37 @@ class Publisher:
             path = build_dream2dream_archive(
                 self.store, request.model, Path(tmp), name=request.name,
                 batch_size=request.batch_size, max_batch_delay=request.max_batch_delay_ms)
-            data = path.read_bytes()
+            version = _publication_version()
+            data = _with_version(path.read_bytes(), version)
+            registered, failed = self._serve_everywhere(request.name, data)
+            if not registered:  # the published archive stays the one that is served
+                raise Unavailable("; ".join(failed))
             archive = self.store.put_at(f"{PUBLISHED_PREFIX}{request.name}.mar", data,
                                         content_type=_ARCHIVE_TYPE)
             conditions = [str(c.get("name", "?")) for c in record.get("conditions") or []]
-            registered, failed = self._register_everywhere(request.name, archive, data)
-            if registered:  # the list resync keeps every replica to
-                self.store.put_at(f"{PUBLISHED_PREFIX}{request.name}.json", json.dumps({
-                    "name": request.name, "model": request.model, "step": record.get("step"),
-                    "archive": archive.uri, "sha256": archive.sha256, "conditions": conditions,
-                    "batch_size": request.batch_size,
-                    "max_batch_delay_ms": request.max_batch_delay_ms,
-                    "published": time.time()}, indent=1).encode(),
-                    content_type="application/json")
+            # The list resync keeps every replica to.
+            self.store.put_at(f"{PUBLISHED_PREFIX}{request.name}.json", json.dumps({
+                "name": request.name, "model": request.model, "step": record.get("step"),
+                "version": version, "archive": archive.uri, "sha256": archive.sha256,
+                "conditions": conditions, "batch_size": request.batch_size,
+                "max_batch_delay_ms": request.max_batch_delay_ms,
+                "published": time.time()}, indent=1).encode(),
+                content_type="application/json")
         if failed:
-            served = f"; {request.name!r} is served by {', '.join(registered)}" if registered \
-                else ""
-            raise Unavailable(f"{'; '.join(failed)}{served}")
-        log.info("published %s (model %s) on %s", request.name, request.model, registered)
+            raise Unavailable(f"{'; '.join(failed)}; {request.name!r} version {version} is "
+                              f"served by {', '.join(registered)}")
+        log.info("published %s version %s (model %s) on %s", request.name, version,
+                 request.model, registered)
         return Published(request.name, archive, self.store.presign(archive.uri), registered,
                          conditions)
 
-    def _register_everywhere(self, name: str, archive: Artifact,
-                             data: bytes) -> tuple[list[str], list[str]]:
-        """Register on every replica: the endpoints that serve it now, and why others failed."""
+    def _serve_everywhere(self, name: str, data: bytes) -> tuple[list[str], list[str]]:
+        """Serve ``data`` on every replica: the endpoints that serve it now, and why others
+        failed."""
         registered, failed = [], []
         for endpoint in self._endpoints():
             try:
-                self._register(endpoint, name, archive, data, replace=True)
+                self._serve(endpoint, name, data)
                 registered.append(endpoint)
             except Unavailable as exc:
                 failed.append(str(exc))
@@ -173,22 +194,26 @@ class Publisher:
     # -- every replica serves every published model ----------------------------------------------
 
     def resync_now(self) -> dict[str, list[str]]:
-        """Register each published model on each replica that lacks it; ``{endpoint: names
-        registered}``. A replica that fails is logged and tried again next time."""
+        """Register each published model on each replica that lacks it or serves another
+        version of it by default; ``{endpoint: names registered}``. A replica that fails is
+        logged and tried again next time."""
         if not self.management:
             return {}
         done: dict[str, list[str]] = {}
         with self._lock:
-            names = self._published()
-            if not names:
+            published = self._published()
+            if not published:
                 return {}
             for endpoint in self._endpoints():
                 try:
-                    missing = sorted(set(names) - set(served_models(endpoint, self._key())))
-                    for name in missing:
-                        archive = self.store.stat(f"{PUBLISHED_PREFIX}{name}.mar")
-                        self._register(endpoint, name, archive, None, replace=False)
-                    done[endpoint] = missing
+                    key = self._key()
+                    served = set(served_models(endpoint, key))
+                    stale = [name for name, version in sorted(published.items())
+                             if name not in served or (version and version != _default_version(
+                                 describe_model(endpoint, name, key)))]
+                    for name in stale:
+                        self._serve(endpoint, name, self.store.get(f"{PUBLISHED_PREFIX}{name}.mar"))
+                    done[endpoint] = stale
                 except DreamsuiteError as exc:
                     log.warning("resync of %s failed: %s", endpoint, exc)
         if any(done.values()):
@@ -204,11 +229,101 @@ class Publisher:
                 return
             await asyncio.sleep(self.resync_seconds)
 
+    # -- one replica ------------------------------------------------------------------------------
+
+    def _serve(self, endpoint: str, name: str, data: bytes) -> None:
+        """Make the archive ``data`` (of ``name``, its MANIFEST's version) the version that
+        ``endpoint`` serves as ``name``, without a gap: register it beside the versions there,
+        wait for its workers, make it the default, then retire the others. On failure the old
+        default keeps serving, the model store gets its archive back, and :class:`Unavailable`
+        says so."""
+        key = self._key()
+        version = _archive_version(data)
+        old = model_versions(endpoint, name, key)
+        restore: Callable[[], None] = _nothing
+        try:
+            restore = self._place(endpoint, name, data, key)
+            register_model(endpoint, f"{name}.mar", key, timeout=self.register_timeout)
+            self._wait_for_workers(endpoint, name, version, key)
+            set_default_version(endpoint, name, version, key)
+        except Unavailable as exc:
+            self._undo(endpoint, name, version, key, old, restore)
+            kept = f"; version {old[0]} of {name!r} keeps serving there" if old else ""
+            raise Unavailable(f"{exc}{kept}") from None
+        self._retire(endpoint, name, [v for v in old if v != version], key)
+
+    def _place(self, endpoint: str, name: str, data: bytes,
+               key: str | None) -> Callable[[], None]:
+        """Write ``data`` as ``NAME.mar`` where ``endpoint``'s TorchServe registers it from
+        (and loads it at its next start); returns what puts the archive before it back."""
+        if self.model_store is not None:
+            target = self.model_store / f"{name}.mar"
+            before = target.read_bytes() if target.is_file() else None
+            _write_atomically(target, data)
+            if before is None:
+                return lambda: target.unlink(missing_ok=True)
+            return lambda: _write_atomically(target, before)
+        upload_archive(endpoint, name, data, key)
+
+        def restore() -> None:  # the gateway deletes nothing: put back what is published
+            with contextlib.suppress(NotFound):
+                upload_archive(endpoint, name,
+                               self.store.get(f"{PUBLISHED_PREFIX}{name}.mar"), key)
+        return restore
+
+    def _wait_for_workers(self, endpoint: str, name: str, version: str, key: str | None) -> None:
+        deadline = time.monotonic() + self.register_timeout
+        while not any(w.get("status") == "READY" for entry in describe_model(
+                endpoint, name, key, version=version) for w in entry.get("workers", [])):
+            if time.monotonic() > deadline:
+                raise Unavailable(f"version {version} of {name!r} at {endpoint} had no ready "
+                                  f"worker after {self.register_timeout:.0f} s")
+            time.sleep(0.2)
+
+    def _undo(self, endpoint: str, name: str, version: str, key: str | None, old: list[str],
+              restore: Callable[[], None]) -> None:
+        """After a failed registration: unregister the new version where TorchServe kept it,
+        put the model store's old archive back (each step on its own, logged when it fails)."""
+        steps = [restore]
+        if version not in old:
+            steps.insert(0, lambda: unregister_model(endpoint, name, key, version=version))
+        for step in steps:
+            try:
+                step()
+            except (DreamsuiteError, OSError) as exc:
+                log.warning("cleaning up after the failed registration of %s version %s at %s: "
+                            "%s", name, version, endpoint, exc)
+
+    def _retire(self, endpoint: str, name: str, versions: list[str], key: str | None) -> None:
+        """Unregister the former ``versions`` once their queues are empty and ``drain`` seconds
+        more have passed (TorchServe fails the requests a version's workers still hold when it
+        is unregistered); one that cannot be unregistered is logged and left registered."""
+        if not versions:
+            return
+        try:
+            deadline = time.monotonic() + self.register_timeout
+            while time.monotonic() < deadline and any(
+                    entry.get("jobQueueStatus", {}).get("pendingRequests", 0)
+                    for v in versions for entry in describe_model(endpoint, name, key, version=v)):
+                time.sleep(0.2)
+            time.sleep(self.drain_seconds)
+            for version in versions:
+                unregister_model(endpoint, name, key, version=version)
+        except Unavailable as exc:  # the new version serves: the next publication retires them
+            log.warning("former version(s) %s of %s stay registered at %s: %s", versions, name,
+                        endpoint, exc)
+
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _published(self) -> list[str]:
-        return [key.removeprefix(PUBLISHED_PREFIX).removesuffix(".json")
-                for key in self.store.iter_keys(PUBLISHED_PREFIX) if key.endswith(".json")]
+    def _published(self) -> dict[str, str | None]:
+        """``{name: version}`` of the published models (``None``: published before versions)."""
+        published = {}
+        for key in self.store.iter_keys(PUBLISHED_PREFIX):
+            if key.endswith(".json"):
+                record = json.loads(self.store.get(key))
+                published[key.removeprefix(PUBLISHED_PREFIX).removesuffix(".json")] = \
+                    record.get("version")
+        return published
 
     def _key(self) -> str | None:
         if self.key_file is not None:
@@ -224,22 +339,40 @@ class Publisher:
         assert self.management
         return management_endpoints(self.management)
 
-    def _register(self, endpoint: str, name: str, archive: Artifact, data: bytes | None, *,
-                  replace: bool) -> None:
-        """Register ``archive`` as ``name`` on one replica, unregistering an old ``name``
-        first when ``replace``."""
-        key = self._key()
-        if replace:
-            unregister_model(endpoint, name, key)
-        if self.model_store is not None:
-            target = self.model_store / f"{name}.mar"
-            if data is not None or not target.is_file():
-                _write_atomically(target, data if data is not None else
-                                  self.store.get(archive.uri))
-        else:
-            upload_archive(endpoint, name, data if data is not None else
-                           self.store.get(archive.uri), key)
-        register_model(endpoint, f"{name}.mar", key, timeout=self.register_timeout)
+
+def _publication_version() -> str:
+    """A TorchServe model version for a publication made now: its UTC time to the
+    millisecond (``20250317.112057.123``), new for every publication of one GAN service."""
+    now = time.time()
+    return f"{time.strftime('%Y%m%d.%H%M%S', time.gmtime(now))}.{int(now * 1000) % 1000:03d}"
+
+
+def _with_version(data: bytes, version: str) -> bytes:
+    """The archive ``data`` with ``version`` as its MANIFEST's ``modelVersion`` (the version
+    TorchServe registers it as)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for entry in source.infolist():
+            content = source.read(entry)
+            if entry.filename == _MANIFEST:
+                manifest = json.loads(content)
+                manifest["model"]["modelVersion"] = version
+                content = json.dumps(manifest, indent=2).encode()
+            target.writestr(entry, content)
+    return out.getvalue()
+
+
+def _archive_version(data: bytes) -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return str(json.loads(archive.read(_MANIFEST))["model"]["modelVersion"])
+
+
+def _nothing() -> None:
+    pass
+
+
+def _default_version(described: list[dict]) -> str | None:
+    return str(described[0]["modelVersion"]) if described else None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
