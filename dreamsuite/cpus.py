@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 __all__ = ["CGROUP_ROOT", "THREAD_ENV", "apply_threads", "available_cpus", "cgroup_cpu_limit",
-           "resolve_threads", "thread_env", "threads_from_env"]
+           "resolve_threads", "thread_env", "threads_from_env", "worker_threads"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -153,3 +153,15 @@ def apply_threads(threads: int) -> int:
     with contextlib.suppress(RuntimeError):  # set already, or inter-op work has started
         torch.set_num_interop_threads(threads)
     return threads
+
+
+def worker_threads(workers: int, environ: Mapping[str, str] | None = None, *,
+                   cpus: int | None = None) -> int:
+    """Threads of each of ``workers`` processes that share this process's CPUs (TorchServe's
+    workers of one model): ``$OMP_NUM_THREADS`` when set (each worker's own), else the
+    available CPUs (``cpus``, or :func:`available_cpus`) divided among them, at least 1."""
+    threads = threads_from_env(environ)
+    if threads is not None:
+        return threads
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, cpus // max(1, workers))

@@ -16,6 +16,7 @@ from dreamsuite.cpus import (
     resolve_threads,
     thread_env,
     threads_from_env,
+    worker_threads,
 )
 
 
@@ -105,3 +106,12 @@ def test_apply_threads_sets_torch_threads():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         apply_threads(0)
+
+
+def test_each_worker_gets_its_share_unless_the_environment_says():
+    assert worker_threads(1, {}, cpus=4) == 4
+    assert worker_threads(2, {}, cpus=4) == 2
+    assert worker_threads(3, {}, cpus=4) == 1
+    assert worker_threads(8, {}, cpus=4) == 1  # at least one
+    assert worker_threads(0, {}, cpus=4) == 4  # no workers named: one
+    assert worker_threads(2, {"OMP_NUM_THREADS": "3"}, cpus=4) == 3  # each worker's own

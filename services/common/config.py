@@ -18,7 +18,7 @@ from dreamsuite.errors import InvalidArgument
 from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__ = ["ServerConfig", "add_server_arguments", "server_config_from_args",
-           "env_name", "DEFAULT_MAX_CONNECTION_AGE_SECONDS"]
+           "env_name", "apply_torch_threads", "DEFAULT_MAX_CONNECTION_AGE_SECONDS"]
 
 #: Five minutes: a replica the autoscaler adds gets its share of long-lived clients that soon.
 DEFAULT_MAX_CONNECTION_AGE_SECONDS = 300.0
@@ -42,6 +42,9 @@ class ServerConfig:
     #: Connections older than this are asked to close (GOAWAY) once their calls are done, so
     #: round-robin clients re-resolve and reach replicas added since (0: never).
     max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS
+    #: torch threads of the process (0: ``$OMP_NUM_THREADS``, else the CPUs it may use, the
+    #: cgroup quota included); :func:`apply_torch_threads` sets them when a service starts.
+    torch_threads: int = 0
 
     def validate(self) -> ServerConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -53,6 +56,9 @@ class ServerConfig:
             raise InvalidArgument("--max-message-bytes must be at least 1024")
         if self.grace_seconds < 0:
             raise InvalidArgument("--grace-seconds must be >= 0")
+        if not 0 <= self.torch_threads <= 4096:
+            raise InvalidArgument("--torch-threads must be between 1 and 4096, or 0 (the CPUs "
+                                  "this process may use)")
         if not 0 <= self.max_connection_age_seconds <= 86_400 * 365:
             raise InvalidArgument("--max-connection-age must be between 0 (never) and a year "
                                   "of seconds")
@@ -101,6 +107,11 @@ def add_server_arguments(parser: argparse.ArgumentParser, service: str, *, port:
                      cast=float, help="seconds after which a client connection is asked to "
                      "reconnect (its calls in flight finish first), so clients spread over "
                      "replicas added since; 0: never")
+    add_env_argument(parser, "--torch-threads", default=0, cast=int,
+                     env="DREAMSUITE_TORCH_THREADS",
+                     help="torch threads of the service (0: $OMP_NUM_THREADS, else the CPUs "
+                     "it may use, cgroup CPU limit included: torch alone would start one "
+                     "per core of the machine, in a pod every core of the node)")
 
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -113,4 +124,16 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         max_message_bytes=args.max_message_bytes, grace_seconds=args.grace_seconds,
         max_connection_age_seconds=args.max_connection_age,
+        torch_threads=args.torch_threads,
     ).validate()
+
+
+def apply_torch_threads(config: ServerConfig) -> tuple[int, str]:
+    """Set the process's torch threads from ``config.torch_threads`` (see
+    :func:`dreamsuite.cpus.resolve_threads`); ``(threads, where from)``. A service's command
+    calls it once before it starts serving (tests that start servers in-process leave their
+    own process's threads alone)."""
+    from dreamsuite.cpus import apply_threads, resolve_threads
+
+    threads, source = resolve_threads(config.torch_threads or None)
+    return apply_threads(threads), "--torch-threads" if config.torch_threads else source

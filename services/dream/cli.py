@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
+from services.common.config import apply_torch_threads
 from services.dream.config import add_arguments, config_from_args
 
 __all__ = ["register"]
+
+log = logging.getLogger(__name__)
 
 
 def register(which: argparse._SubParsersAction) -> None:
@@ -22,5 +26,7 @@ def run(args: argparse.Namespace) -> int:
     # heavy (torch): the server loads the engine; building the CLI's parser must not.
     from services.dream.server import serve
 
-    asyncio.run(serve(config_from_args(args)))
+    config = config_from_args(args)
+    log.info("torch threads: %d (%s)", *apply_torch_threads(config.server))
+    asyncio.run(serve(config))
     return 0

@@ -9,7 +9,12 @@ import argparse
 import asyncio
 import logging
 
-from services.common.config import add_env_argument, add_server_arguments, server_config_from_args
+from services.common.config import (
+    add_env_argument,
+    add_server_arguments,
+    apply_torch_threads,
+    server_config_from_args,
+)
 from services.common.server import serve_until_signalled
 
 __all__ = ["register"]
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from services.guide.server import GuideConfig, start_guide_server
 
     config = server_config_from_args(args)
+    log.info("torch threads: %d (%s)", *apply_torch_threads(config))
     guide = GuideConfig(activations=args.activations, torchserve_token=args.torchserve_token,
                         artifacts=args.artifacts, cache_entries=args.cache_entries,
                         device=args.device)

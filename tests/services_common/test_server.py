@@ -216,3 +216,64 @@ def test_max_connection_age_flag_and_its_bounds(monkeypatch):
     assert config_from_args(args).server.max_connection_age_seconds == 60
     with pytest.raises(errors.InvalidArgument, match="max-connection-age"):
         ServerConfig(max_connection_age_seconds=-1).validate()
+
+
+@pytest.fixture
+def torch_threads():
+    """Leave the test process's torch threads as they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_torch_threads_come_from_the_flag_then_omp_then_the_cpus(monkeypatch, torch_threads):
+    import torch
+
+    from dreamsuite.cpus import available_cpus
+    from services.common.config import apply_torch_threads
+
+    monkeypatch.setenv("DREAMSUITE_TORCH_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    for service in ("dream", "gan"):
+        args = build_parser().parse_args(["serve", service])
+        assert args.torch_threads == 3
+    config = config_from_args(build_parser().parse_args(["serve", "dream", "--torch-threads",
+                                                         "1"]))
+    assert apply_torch_threads(config.server) == (1, "--torch-threads")
+    assert torch.get_num_threads() == 1
+    assert apply_torch_threads(ServerConfig()) == (2, "OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert apply_torch_threads(ServerConfig()) == (available_cpus(), "available CPUs")
+    assert torch.get_num_threads() == available_cpus()
+    with pytest.raises(errors.InvalidArgument, match="--torch-threads"):
+        ServerConfig(torch_threads=-1).validate()
+
+
+class _Started(Exception):
+    """Raised in place of serving, once the threads were seen."""
+
+
+@pytest.mark.parametrize("service", ["dream", "gan", "guide"])
+def test_each_service_command_sets_its_threads_before_it_serves(service, monkeypatch,
+                                                                torch_threads, tmp_path):
+    import torch
+
+    seen = []
+
+    async def fake_serve(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise _Started
+
+    torch.set_num_threads(2)
+    if service == "guide":
+        monkeypatch.setattr("services.guide.server.start_guide_server", fake_serve)
+    else:
+        monkeypatch.setattr(f"services.{service}.server.serve", fake_serve)
+    argv = ["serve", service, "--torch-threads", "1", "--metrics-port", "-1",
+            "--artifacts", str(tmp_path / "store")]
+    args = build_parser().parse_args(argv)
+    with pytest.raises(_Started):
+        args.func(args)
+    assert seen == [1]

@@ -109,3 +109,26 @@ def test_the_handler_reports_torchserve_batch_size_unreadable_rows_included(lite
     assert [a.batch_size for a in answers] == [3, 3, 3]
     assert [a.shared_forward for a in answers] == [2, 0, 2]
     assert answers[1].error.code == pb.ActivationsError.CODE_INVALID_ARGUMENT
+
+
+def test_the_handler_loads_its_backbone_on_its_workers_share_of_the_cpus(tmp_path, monkeypatch):
+    from ts.context import Context
+
+    from dreamsuite.cpus import available_cpus
+    from handlers.backbone_handler import BackboneHandler
+
+    torch.save(lite0_state_dict(), tmp_path / "lite0.pt")
+    manifest = {"model": {"modelName": "efficientnet_lite0", "serializedFile": "lite0.pt"}}
+    context = Context("efficientnet_lite0", str(tmp_path), manifest, 1, None, "0.12.0",
+                      model_yaml_config={"maxWorkers": 2,
+                                         "handler": {"backbone": "efficientnet_lite0"}})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(7)
+        handler = BackboneHandler()
+        handler.initialize(context)
+        assert handler.backbone is not None and handler.backbone.name == "efficientnet_lite0"
+        assert torch.get_num_threads() == max(1, available_cpus() // 2)
+    finally:
+        torch.set_num_threads(before)

@@ -71,6 +71,29 @@ def _handler(model_store: Path, tmp_path: Path):
     return handler, context
 
 
+def test_the_handler_takes_its_workers_share_of_the_cpus(trained, tmp_path, monkeypatch):
+    from dreamsuite.cpus import available_cpus
+    from handlers.dream2dream_handler import Dream2DreamHandler
+
+    with zipfile.ZipFile(trained.model_store / f"{MODEL}.mar") as mar:
+        mar.extractall(tmp_path)
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        for workers, expected in ((2, max(1, available_cpus() // 2)), (1, available_cpus())):
+            torch.set_num_threads(7)
+            context = Context(MODEL, str(tmp_path), manifest, 4, None, "0.12.0",
+                              model_yaml_config={"maxWorkers": workers, "handler": {}})
+            Dream2DreamHandler().initialize(context)
+            assert torch.get_num_threads() == expected
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an operator's setting wins
+        Dream2DreamHandler().initialize(context)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def _call(handler, context, rows: list[dict], headers: list[dict] | None = None) -> list:
     context.request_processor = [RequestProcessor(h) for h in headers or [{} for _ in rows]]
     return handler.handle(rows, context)
