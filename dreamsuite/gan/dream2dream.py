@@ -110,6 +110,8 @@ class Dream2Dream(nn.Module):
 
     def residual(self, x: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         """The predicted change of ``x`` (sides a multiple of :data:`MULTIPLE`)."""
+        if _inference_fast(x, self.stem.weight):
+            return self._residual_fast(x, conditions)
         s1 = F.relu(self.stem(x))
         s2 = F.relu(self.down1(s1))
         h = F.relu(self.down2(s2))
@@ -119,6 +121,24 @@ class Dream2Dream(nn.Module):
         h = F.relu(self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))) + s2
         h = F.relu(self.up2(F.interpolate(h, scale_factor=2.0, mode="nearest"))) + s1
         return self.tail(h)
+
+    def _residual_fast(self, x: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """:meth:`residual` for inference on the CPU, the same arithmetic in fewer passes over
+        memory: each convolution's reflect padding is written in one copy (not
+        ``reflection_pad2d``, the slowest step here), ReLU is the convolution's oneDNN post-op,
+        and each nearest-neighbour upsampling and the reflect padding after it are one copy
+        (:func:`_up2_padded`)."""
+        s1 = _conv_fast(self.stem, _reflect1(x), relu=True)
+        s2 = _conv_fast(self.down1, _reflect1(s1), relu=True)
+        h = _conv_fast(self.down2, _reflect1(s2), relu=True)
+        film = self.film(conditions).view(len(x), self.blocks, 2, -1, 1, 1).to(h.dtype)
+        for i, block in enumerate(self.body):
+            inner = _conv_fast(block.conv1, _reflect1(h))
+            inner = torch.addcmul(film[:, i, 1], inner, 1 + film[:, i, 0]).relu_()
+            h = h + _conv_fast(block.conv2, _reflect1(inner))
+        h = _conv_fast(self.up1, _up2_padded(h), relu=True)[..., 1:-1, 1:-1] + s2
+        h = _conv_fast(self.up2, _up2_padded(h), relu=True)[..., 1:-1, 1:-1] + s1
+        return _conv_fast(self.tail, _reflect1(h))
 
     def forward(self, x: torch.Tensor, conditions: torch.Tensor,
                 clamp: bool = True) -> torch.Tensor:
@@ -132,6 +152,57 @@ class Dream2Dream(nn.Module):
             padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         out = (padded + self.residual(padded, conditions).to(padded.dtype))[..., :h, :w]
         return out.clamp(0, 1) if clamp else out
+
+
+def _inference_fast(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :meth:`Dream2Dream._residual_fast` applies: no autograd, float32 on the CPU with
+    oneDNN (training, CUDA and other dtypes take the modules' own path)."""
+    return (not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and min(x.shape[-2:]) >= 2)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _reflect1(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="reflect")`` (sides >= 2) as one copy into the padded
+    tensor plus its border rows and columns, in ``x``'s memory layout."""
+    n, c, h, w = x.shape
+    out = torch.empty((n, c, h + 2, w + 2), dtype=x.dtype, device=x.device,
+                      memory_format=_layout(x))
+    out[:, :, 1:-1, 1:-1] = x
+    out[:, :, 0, 1:-1] = x[:, :, 1]
+    out[:, :, -1, 1:-1] = x[:, :, -2]
+    out[:, :, :, 0] = out[:, :, :, 2]
+    out[:, :, :, -1] = out[:, :, :, -3]
+    return out
+
+
+def _up2_padded(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x of ``x`` edge-padded by one pixel, ``[N, C, 2h + 4, 2w + 4]``: its
+    centre ``[..., 1:-1, 1:-1]`` is the reflect-padded 2x upsampling of ``x`` (a reflected row
+    of a doubled image repeats its edge row), so a valid 3x3 convolution of it, cropped by one
+    pixel, is the convolution of the reflect-padded upsampling. One copy, channels last."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")  # small: a quarter of the output
+    n, c, h, w = p.shape
+    out = torch.empty((n, c, 2 * h, 2 * w), dtype=p.dtype, device=p.device,
+                      memory_format=torch.channels_last)
+    source = p.permute(0, 2, 3, 1)[:, :, None, :, None, :]  # [n, h, 1, w, 1, c]
+    out.permute(0, 2, 3, 1).view(n, h, 2, w, 2, c).copy_(source.expand(n, h, 2, w, 2, c))
+    return out
+
+
+def _conv_fast(conv: nn.Conv2d, padded: torch.Tensor, *, relu: bool = False) -> torch.Tensor:
+    """``conv`` (3x3, its reflect padding already applied to ``padded``) then ReLU, the ReLU
+    as oneDNN's post-op."""
+    if relu:
+        return torch.ops.mkldnn._convolution_pointwise(
+            padded, conv.weight, conv.bias, [0, 0], list(conv.stride), [1, 1], 1, "relu", [], "")
+    return F.conv2d(padded, conv.weight, conv.bias, conv.stride)
 
 
 def build_dream2dream(width: int = DEFAULT_WIDTH, conditions: int = 1) -> Dream2Dream:
@@ -229,7 +300,8 @@ def one_pass(model: Dream2Dream, image: torch.Tensor, condition: int = 0, *,
 
 def conv_macs(model: nn.Module, size: tuple[int, int] = (512, 512)) -> int:
     """Multiply-accumulates of every convolution (and linear layer) of one forward pass of
-    ``model`` on one ``size`` image, counted by forward hooks."""
+    ``model`` on one ``size`` image, counted by forward hooks (on the modules' own path: the
+    fast inference path computes the same convolutions without calling the modules)."""
     total = 0
 
     def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -244,7 +316,7 @@ def conv_macs(model: nn.Module, size: tuple[int, int] = (512, 512)) -> int:
              if isinstance(m, nn.Conv2d | nn.Linear)]
     device = _device_of(model)
     try:
-        with torch.no_grad():
+        with torch.enable_grad():
             model(torch.zeros(1, 3, *size, device=device),
                   torch.zeros(1, dtype=torch.long, device=device))
     finally:

@@ -123,6 +123,28 @@ def test_tiles_give_the_pixels_of_one_pass_over_the_whole(shape, monkeypatch):
     assert (seamed - one_pass(net, inner, 1, tile=256)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("shape", [(8, 8), (13, 29), (64, 48)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_fast_inference_path_computes_what_the_modules_do(shape, layout):
+    """Inference on the CPU (fused ReLU, one-copy padding and upsampling) gives the pixels of
+    the modules' own path, which training takes, to float rounding."""
+    net = _perturbed(width=4, conditions=2, seed=5)
+    with torch.no_grad():
+        for p in net.parameters():  # every layer away from its start
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(6))
+    x = x.contiguous(memory_format=layout)
+    conditions = torch.tensor([0, 1])
+    with torch.no_grad():
+        assert dream2dream._inference_fast(x, net.stem.weight)
+        fast = net(x, conditions, clamp=False)
+    with torch.enable_grad():
+        assert not dream2dream._inference_fast(x, net.stem.weight)
+        reference = net(x, conditions, clamp=False).detach()
+    assert (reference - x).abs().mean() > 1e-2  # a residual worth comparing
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
 def test_bad_inputs_and_conditions_are_refused():
     net = _perturbed(conditions=2)
     with pytest.raises(InvalidArgument, match="at least 8 px"):
