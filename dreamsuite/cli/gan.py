@@ -281,8 +281,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(MessageToDict(published), indent=2))
         return 0
-    print(f"published {args.model} as TorchServe model {published.name!r} (dream --model "
-          f"{published.name}); conditions: "
+    print(f"published {args.model} as TorchServe model {published.name!r} version "
+          f"{published.version} (dream --model {published.name}); conditions: "
           + ", ".join(f"{i}={n}" for i, n in enumerate(published.conditions)))
     print(f"  archive  {published.archive.uri} ({published.archive.size_bytes / 1e6:.1f} MB)")
     for endpoint in published.registered:

@@ -310,13 +310,15 @@ class PublishModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_batch_delay_ms: _Optional[int] = ...) -> None: ...
 
 class PublishModelResponse(_message.Message):
-    __slots__ = ("name", "archive", "registered", "conditions")
+    __slots__ = ("name", "archive", "registered", "conditions", "version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     archive: _common_pb2.Artifact
     registered: _containers.RepeatedScalarFieldContainer[str]
     conditions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., archive: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ..., registered: _Optional[_Iterable[str]] = ..., conditions: _Optional[_Iterable[str]] = ...) -> None: ...
+    version: str
+    def __init__(self, name: _Optional[str] = ..., archive: _Optional[_Union[_common_pb2.Artifact, _Mapping]] = ..., registered: _Optional[_Iterable[str]] = ..., conditions: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ...) -> None: ...

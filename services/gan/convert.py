@@ -141,4 +141,5 @@ def publish_request(request: gan_pb2.PublishModelRequest) -> PublishRequest:
 def published_message(published: Published) -> gan_pb2.PublishModelResponse:
     return gan_pb2.PublishModelResponse(
         name=published.name, registered=published.registered, conditions=published.conditions,
+        version=published.version,
         archive=artifact_message(published.archive, published.url))

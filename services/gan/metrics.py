@@ -28,3 +28,15 @@ class GanMetrics:
         self.sample_seconds = Histogram("gan_sample_seconds", "Time of one Sample call.",
                                         buckets=HANDLING_BUCKETS, registry=registry)
         self.samples = Counter("gan_samples_total", "Images sampled.", registry=registry)
+        self.publications = Counter(
+            "gan_publications_total", "PublishModel calls, by outcome (ok; partial: some "
+            "TorchServe replicas serve the new version, others failed; error: none serves it).",
+            ["outcome"], registry=registry)
+        self.publish_seconds = Histogram("gan_publish_seconds",
+                                         "Time of one PublishModel call (archive, registration "
+                                         "on every replica, old versions retired).",
+                                         buckets=HANDLING_BUCKETS, registry=registry)
+        self.resync_registrations = Counter(
+            "gan_resync_registrations_total", "Published models registered again on a TorchServe "
+            "replica that lacked them or served another version (a restarted or new replica).",
+            registry=registry)

@@ -64,6 +64,7 @@ from dreamsuite.torchserve import (
 from dreamsuite.torchserve_gateway import upload_archive
 from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 from handlers.archive import build_dream2dream_archive
+from services.gan.metrics import GanMetrics
 
 __all__ = ["PUBLISHED_PREFIX", "MAX_BATCH_SIZE", "PublishRequest", "Published", "Publisher"]
 
@@ -115,6 +116,12 @@ class Published:
     url: str
     registered: list[str]
     conditions: list[str]
+    #: The TorchServe model version now served (the publication's UTC time).
+    version: str = ""
+
+
+class PartlyPublished(Unavailable):
+    """Some TorchServe replicas serve the new version, others failed (``UNAVAILABLE``)."""
 
 
 class Publisher:
@@ -123,8 +130,10 @@ class Publisher:
     def __init__(self, store: ArtifactStore, *, management: str | None = None,
                  key_file: Path | None = None, key: str | None = None,
                  model_store: Path | None = None, resync: float = 0.0,
-                 register_timeout: float = 300.0, drain: float = 2.0):
+                 register_timeout: float = 300.0, drain: float = 2.0,
+                 metrics: GanMetrics | None = None):
         self.store = store
+        self.metrics = metrics
         self.management = management
         self.key_file = key_file
         self.key = key
@@ -137,7 +146,22 @@ class Publisher:
     # -- PublishModel ---------------------------------------------------------------------------
 
     async def publish(self, request: PublishRequest) -> Published:
-        return await asyncio.to_thread(self.publish_now, request)
+        return await asyncio.to_thread(self._counted, request)
+
+    def _counted(self, request: PublishRequest) -> Published:
+        """:meth:`publish_now`, timed and counted by outcome (when the service has metrics)."""
+        started, outcome = time.monotonic(), "error"
+        try:
+            published = self.publish_now(request)
+            outcome = "ok"
+            return published
+        except PartlyPublished:
+            outcome = "partial"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.publications.labels(outcome).inc()
+                self.metrics.publish_seconds.observe(time.monotonic() - started)
 
     def publish_now(self, request: PublishRequest) -> Published:
         """Build ``request.model``'s archive as a new version, register it everywhere, store
@@ -172,12 +196,12 @@ class Publisher:
                 "published": time.time()}, indent=1).encode(),
                 content_type="application/json")
         if failed:
-            raise Unavailable(f"{'; '.join(failed)}; {request.name!r} version {version} is "
-                              f"served by {', '.join(registered)}")
+            raise PartlyPublished(f"{'; '.join(failed)}; {request.name!r} version {version} "
+                                  f"is served by {', '.join(registered)}")
         log.info("published %s version %s (model %s) on %s", request.name, version,
                  request.model, registered)
         return Published(request.name, archive, self.store.presign(archive.uri), registered,
-                         conditions)
+                         conditions, version)
 
     def _serve_everywhere(self, name: str, data: bytes) -> tuple[list[str], list[str]]:
         """Serve ``data`` on every replica: the endpoints that serve it now, and why others
@@ -214,6 +238,8 @@ class Publisher:
                     for name in stale:
                         self._serve(endpoint, name, self.store.get(f"{PUBLISHED_PREFIX}{name}.mar"))
                     done[endpoint] = stale
+                    if self.metrics is not None and stale:
+                        self.metrics.resync_registrations.inc(len(stale))
                 except DreamsuiteError as exc:
                     log.warning("resync of %s failed: %s", endpoint, exc)
         if any(done.values()):

@@ -193,6 +193,10 @@ def test_publish_refusals_get_the_right_codes(torchserve_api, gan_services, trai
         assert "management key is missing or wrong" in error.details()
         with pytest.raises(Unavailable, match="management key"):  # the table, backwards
             client.publish(request)
+    # Counted per call the service handled (the clients retry UNAVAILABLE), none as served.
+    counted = wrong_key.registry.get_sample_value
+    assert counted("gan_publications_total", {"outcome": "error"}) >= 2
+    assert not counted("gan_publications_total", {"outcome": "ok"})
     with GanClient(unconfigured.address) as client:
         error = svc.expect_code(lambda: client.stub.PublishModel(request, timeout=60),
                                 grpc.StatusCode.FAILED_PRECONDITION)
@@ -275,10 +279,10 @@ def test_republishing_swaps_the_model_without_a_gap(torchserve_api, gan_services
     dreams = dream_server(torchserve=torchserve_api.grpc_target,
                           torchserve_token=torchserve_api.inference_key())
     with GanClient(gan.address, timeout=300) as client:
-        client.publish(gan_pb2.PublishModelRequest(model=trained.name, name=name))
+        answer = client.publish(gan_pb2.PublishModelRequest(model=trained.name, name=name))
         first = json.loads(trained.store.get(f"published/{name}.json"))["version"]
         first_archive = trained.store.get(f"published/{name}.mar")
-        assert model_versions(url, name, key) == [first]
+        assert model_versions(url, name, key) == [first] == [answer.version]
 
         # A client calls the fast path in a loop while the name is published again.
         seen: list[tuple[float, torch.Tensor | Exception]] = []
@@ -302,7 +306,7 @@ def test_republishing_swaps_the_model_without_a_gap(torchserve_api, gan_services
         try:
             wait_for(3)
             began = time.monotonic()
-            client.publish(gan_pb2.PublishModelRequest(model=retrained.name, name=name))
+            answer = client.publish(gan_pb2.PublishModelRequest(model=retrained.name, name=name))
             ended = time.monotonic()
             wait_for(len(seen) + 3)
         finally:
@@ -320,7 +324,10 @@ def test_republishing_swaps_the_model_without_a_gap(torchserve_api, gan_services
     assert sum(began < at < ended for at, _ in seen) >= 3
     second = json.loads(trained.store.get(f"published/{name}.json"))
     assert second["model"] == retrained.name and second["version"] != first
+    assert second["version"] == answer.version
     assert model_versions(url, name, key) == [second["version"]]  # the old version is gone
+    assert gan.registry.get_sample_value("gan_publications_total", {"outcome": "ok"}) == 2
+    assert gan.registry.get_sample_value("gan_publish_seconds_count") == 2
 
     # A replica that serves another version by default (it restarted with an old archive) is
     # brought back to the published one by the resync.
@@ -331,6 +338,7 @@ def test_republishing_swaps_the_model_without_a_gap(torchserve_api, gan_services
         set_default_version(url, name, first, key)
         assert _close(_fast_path(dreams, photo, name), old)
         assert gan.publisher.resync_now() == {url: [name]}
+        assert gan.registry.get_sample_value("gan_resync_registrations_total") == 1
     finally:
         stray.unlink()
     assert model_versions(url, name, key) == [second["version"]]
