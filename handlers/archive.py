@@ -105,17 +105,27 @@ def dream2dream_config(*, batch_size: int, max_batch_delay: int, workers: int,
     )
 
 
-def build_dream2dream_archive(
-    store: ArtifactStore, model: str, out: Path, *, name: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE, max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
-    workers: int = 1, max_pixels: int | None = None,
-) -> Path:
-    """Write ``out/<name>.mar`` (default name: the model's) for the dream2dream ``model`` of
-    ``store`` (its latest checkpoint's EMA network), replacing it; returns its path."""
+def dream2dream_record(store: ArtifactStore, model: str) -> dict:
+    """The record of ``model`` (``NotFound`` names ListModels), which must be a dream2dream
+    model (``InvalidArgument`` otherwise): what an archive is built from."""
     record = read_model(store, model)
     if record.get("kind") != "dream2dream":
         raise InvalidArgument(f"model {shorten(model)!r} is a {record.get('kind')!r} model; only "
                               "dream2dream models are exported to TorchServe")
+    return record
+
+
+def build_dream2dream_archive(
+    store: ArtifactStore, model: str, out: Path, *, name: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE, max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
+    workers: int = 1, max_pixels: int | None = None, record: dict | None = None,
+    version: str | None = None,
+) -> Path:
+    """Write ``out/<name>.mar`` (default name: the model's) for the dream2dream ``model`` of
+    ``store`` (its latest checkpoint's EMA network), replacing it; returns its path.
+    ``record``: the model's record when the caller has read it (:func:`dream2dream_record`);
+    ``version``: the archive's model version (default: the dreamsuite version)."""
+    record = record if record is not None else dream2dream_record(store, model)
     name = name or model
     if not MODEL_NAME.match(name):
         raise InvalidArgument(f"{shorten(name)!r} is no TorchServe model name (letters, digits, "
@@ -144,7 +154,7 @@ def build_dream2dream_archive(
         generate_model_archive(ModelArchiverConfig(
             model_name=name,
             handler=str(dream2dream_handler_file()),
-            version=dreamsuite.__version__,
+            version=version or dreamsuite.__version__,
             serialized_file=str(weights),
             extra_files=str(described),
             export_path=str(out),

@@ -49,7 +49,6 @@ from dreamsuite.errors import (
     Unavailable,
     shorten,
 )
-from dreamsuite.gan.records import read_model
 from dreamsuite.torchserve import (
     MODEL_NAME,
     describe_model,
@@ -63,7 +62,7 @@ from dreamsuite.torchserve import (
 )
 from dreamsuite.torchserve_gateway import upload_archive
 from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
-from handlers.archive import build_dream2dream_archive
+from handlers.archive import build_dream2dream_archive, dream2dream_record
 from services.gan.metrics import GanMetrics
 
 __all__ = ["PUBLISHED_PREFIX", "MAX_BATCH_SIZE", "PublishRequest", "Published", "Publisher"]
@@ -171,16 +170,14 @@ class Publisher:
                 "PublishModel needs TorchServe's management API: start the GAN service with "
                 "--torchserve-management http://HOST:8081 and the management key "
                 "(--torchserve-management-key-file, or DREAMSUITE_TORCHSERVE_MANAGEMENT_KEY)")
-        record = read_model(self.store, request.model)  # NotFound names ListModels
-        if record.get("kind") != "dream2dream":
-            raise InvalidArgument(f"model {shorten(request.model)!r} is a {record.get('kind')!r} "
-                                  "model; only dream2dream models are published to TorchServe")
+        record = dream2dream_record(self.store, request.model)  # checked before the lock
         with self._lock, tempfile.TemporaryDirectory(prefix="dreamsuite-publish-") as tmp:
+            version = _publication_version()
             path = build_dream2dream_archive(
                 self.store, request.model, Path(tmp), name=request.name,
-                batch_size=request.batch_size, max_batch_delay=request.max_batch_delay_ms)
-            version = _publication_version()
-            data = _with_version(path.read_bytes(), version)
+                batch_size=request.batch_size, max_batch_delay=request.max_batch_delay_ms,
+                record=record, version=version)
+            data = path.read_bytes()
             registered, failed = self._serve_everywhere(request.name, data)
             if not registered:  # the published archive stays the one that is served
                 raise Unavailable("; ".join(failed))
@@ -371,21 +368,6 @@ def _publication_version() -> str:
     millisecond (``20250317.112057.123``), new for every publication of one GAN service."""
     now = time.time()
     return f"{time.strftime('%Y%m%d.%H%M%S', time.gmtime(now))}.{int(now * 1000) % 1000:03d}"
-
-
-def _with_version(data: bytes, version: str) -> bytes:
-    """The archive ``data`` with ``version`` as its MANIFEST's ``modelVersion`` (the version
-    TorchServe registers it as)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
-        for entry in source.infolist():
-            content = source.read(entry)
-            if entry.filename == _MANIFEST:
-                manifest = json.loads(content)
-                manifest["model"]["modelVersion"] = version
-                content = json.dumps(manifest, indent=2).encode()
-            target.writestr(entry, content)
-    return out.getvalue()
 
 
 def _archive_version(data: bytes) -> str:
