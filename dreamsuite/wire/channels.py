@@ -46,8 +46,11 @@ DREAM_RETRY_POLICY = RETRY_POLICY | {"retryableStatusCodes": ["RESOURCE_EXHAUSTE
 _STREAMING = ("dreamsuite.v1.DreamService", "dreamsuite.v1.StyleService")
 
 # A method config without a retry policy overrides its service's: StartTraining registers a
-# new job before it can fail with UNAVAILABLE, so a retry could start the training twice.
-_NOT_RETRIED = ({"service": "dreamsuite.v1.GanService", "method": "StartTraining"},)
+# new job before it can fail with UNAVAILABLE, so a retry could start the training twice;
+# PublishModel's UNAVAILABLE comes after a whole publication (archive built, every replica
+# tried, minutes when a worker never loads), and a replay would publish another version.
+_NOT_RETRIED = ({"service": "dreamsuite.v1.GanService", "method": "StartTraining"},
+                {"service": "dreamsuite.v1.GanService", "method": "PublishModel"})
 
 
 def service_config(*, round_robin: bool = True, retries: bool = True) -> str:

@@ -66,6 +66,9 @@ class GanServiceConfig:
     torchserve_management_key: str | None = None
     torchserve_model_store: Path | None = None
     torchserve_resync: float = 0.0
+    #: PublishModel: seconds an old version keeps its workers after its queue is empty, for
+    #: the requests they are computing (a replaced version is then unregistered).
+    torchserve_drain: float = 2.0
 
     def validate(self) -> GanServiceConfig:
         self.server.validate()
@@ -87,6 +90,8 @@ class GanServiceConfig:
             raise InvalidArgument(f"--torchserve-model-store: {str(store)!r} is not a folder")
         if self.torchserve_resync < 0:
             raise InvalidArgument("--torchserve-resync must be >= 0 seconds")
+        if not 0 <= self.torchserve_drain <= 3600:
+            raise InvalidArgument("--torchserve-drain must be between 0 and 3600 seconds")
         return self
 
     def trainer_thread_budget(self, cpus: int | None = None) -> int:
@@ -146,6 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(parser, "--torchserve-resync", default=0.0, cast=float,
                      help="PublishModel: seconds between checks that every TorchServe replica "
                           "serves the published models (0: once, at start)")
+    add_env_argument(parser, "--torchserve-drain", default=2.0, cast=float,
+                     help="PublishModel: seconds a replaced version keeps its workers once its "
+                          "queue is empty, for the requests they are computing (set it above "
+                          "your slowest one-pass request)")
 
 
 def config_from_args(args: argparse.Namespace) -> GanServiceConfig:
@@ -164,7 +173,7 @@ def config_from_args(args: argparse.Namespace) -> GanServiceConfig:
         torchserve_management_key_file=_path(args.torchserve_management_key_file),
         torchserve_management_key=args.torchserve_management_key or None,
         torchserve_model_store=_path(args.torchserve_model_store),
-        torchserve_resync=args.torchserve_resync,
+        torchserve_resync=args.torchserve_resync, torchserve_drain=args.torchserve_drain,
     ).validate()
 
 

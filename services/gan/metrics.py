@@ -30,7 +30,8 @@ class GanMetrics:
         self.samples = Counter("gan_samples_total", "Images sampled.", registry=registry)
         self.publications = Counter(
             "gan_publications_total", "PublishModel calls, by outcome (ok; partial: some "
-            "TorchServe replicas serve the new version, others failed; error: none serves it).",
+            "TorchServe replicas serve the new version, others failed; error: none serves it; "
+            "refused: a bad request, an unknown model or no management API configured).",
             ["outcome"], registry=registry)
         self.publish_seconds = Histogram("gan_publish_seconds",
                                          "Time of one PublishModel call (archive, registration "

@@ -157,6 +157,9 @@ class Publisher:
         except PartlyPublished:
             outcome = "partial"
             raise
+        except DreamsuiteError as exc:  # the request or the service's set-up, not TorchServe
+            outcome = "error" if isinstance(exc, Unavailable) else "refused"
+            raise
         finally:
             if self.metrics is not None:
                 self.metrics.publications.labels(outcome).inc()

@@ -89,7 +89,8 @@ async def start_gan_server(config: GanServiceConfig, *,
                           key_file=config.torchserve_management_key_file,
                           key=config.torchserve_management_key,
                           model_store=config.torchserve_model_store,
-                          resync=config.torchserve_resync, metrics=metrics)
+                          resync=config.torchserve_resync, drain=config.torchserve_drain,
+                          metrics=metrics)
     servicer = GanServicer(datasets, jobs, sampler, functools.partial(check_training, store),
                            publisher)
     binding = ServiceBinding(SERVICE_NAME, servicer, gan_pb2_grpc.add_GanServiceServicer_to_server)

@@ -57,6 +57,13 @@ def test_the_budget_leaves_a_share_of_the_cpus_for_the_services(monkeypatch):
         GanServiceConfig(trainer_threads=-1).validate()
 
 
+def test_the_drain_of_a_replaced_version_is_a_flag():
+    assert _parse([]).torchserve_drain == 2.0
+    assert _parse(["--torchserve-drain", "30"]).torchserve_drain == 30.0
+    with pytest.raises(InvalidArgument, match="--torchserve-drain"):
+        GanServiceConfig(torchserve_drain=-1).validate()
+
+
 def test_the_service_gives_its_local_launcher_the_budget_and_logs_it(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger=server.__name__):
         launcher = server._launcher(GanServiceConfig(), tmp_path)

@@ -166,7 +166,8 @@ def test_publish_refusals_get_the_right_codes(torchserve_api, gan_services, trai
     trained.store.put_at(record_key("a-gan"), json.dumps({
         "model": "a-gan", "kind": "dcgan64", "checkpoint": "nowhere"}).encode(),
         content_type="application/json")
-    gan = gan_services(**_management(torchserve_api))
+    gan = gan_services(**_management(torchserve_api, torchserve_drain=5.0))
+    assert gan.publisher.drain_seconds == 5.0  # --torchserve-drain reaches the publisher
     cases = [
         (gan_pb2.PublishModelRequest(model="no-such-model"), grpc.StatusCode.NOT_FOUND,
          "no model 'no-such-model'"),
@@ -193,14 +194,16 @@ def test_publish_refusals_get_the_right_codes(torchserve_api, gan_services, trai
         assert "management key is missing or wrong" in error.details()
         with pytest.raises(Unavailable, match="management key"):  # the table, backwards
             client.publish(request)
-    # Counted per call the service handled (the clients retry UNAVAILABLE), none as served.
+    # Counted once per call (clients never replay PublishModel), none as served.
     counted = wrong_key.registry.get_sample_value
-    assert counted("gan_publications_total", {"outcome": "error"}) >= 2
+    assert counted("gan_publications_total", {"outcome": "error"}) == 2
     assert not counted("gan_publications_total", {"outcome": "ok"})
     with GanClient(unconfigured.address) as client:
         error = svc.expect_code(lambda: client.stub.PublishModel(request, timeout=60),
                                 grpc.StatusCode.FAILED_PRECONDITION)
         assert "--torchserve-management" in error.details()
+    assert unconfigured.registry.get_sample_value("gan_publications_total",
+                                                  {"outcome": "refused"}) == 1
     assert "never-served" not in served_models(torchserve_api.management_url,
                                                torchserve_api.keys()["management"])
 

@@ -25,6 +25,7 @@ from dreamsuite.wire.channels import (
 SELECT = "/dreamsuite.v1.GuideService/SelectNeurons"
 DREAM = "/dreamsuite.v1.DreamService/Dream"
 START_TRAINING = "/dreamsuite.v1.GanService/StartTraining"
+PUBLISH_MODEL = "/dreamsuite.v1.GanService/PublishModel"
 # Longer than the first backoff (0.5 s, jittered) can be: only the pushback explains the wait.
 PUSHBACK_MS = 700
 FULL = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -84,7 +85,8 @@ def serve():
 
     def start(behaviour: Refusing, methods=None) -> str:
         server, address = _serve(methods or {SELECT: _unary, DREAM: _stream,
-                                             START_TRAINING: _unary}, behaviour)
+                                             START_TRAINING: _unary, PUBLISH_MODEL: _unary},
+                                 behaviour)
         servers.append(server)
         return address
 
@@ -181,12 +183,16 @@ def test_without_retries_the_first_refusal_is_the_answer(serve, opener):
     assert len(behaviour.attempts) == 1
 
 
-def test_start_training_is_never_retried(serve):
+@pytest.mark.parametrize("method", [START_TRAINING, PUBLISH_MODEL])
+def test_start_training_and_publish_model_are_never_retried(serve, method):
+    # A replay would start a second training, or publish (build, register) another version.
     behaviour = Refusing(refuse=1)
     with open_channel(serve(behaviour)) as channel, pytest.raises(grpc.RpcError) as caught:
-        channel.unary_unary(START_TRAINING)(b"config", timeout=10)
+        channel.unary_unary(method)(b"config", timeout=10)
     assert caught.value.code() == FULL
     assert len(behaviour.attempts) == 1
+    with open_channel(serve(Refusing(refuse=1))) as channel:  # a retried method, for contrast
+        assert channel.unary_unary(SELECT)(b"again", timeout=10) == b"again"
 
 
 def test_the_service_config_balances_round_robin_and_names_every_suite_service():
