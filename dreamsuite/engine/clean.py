@@ -120,25 +120,27 @@ def _up2_along(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=256)
-def _linear_taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear_taps(size_in: int, size_out: int, device: torch.device,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where each output sample of a half-pixel-centred linear resize reads (``i0``, ``i1``)
-    and the weight of ``i1``: PyTorch's own bilinear rule (``src = (j + 1/2) in/out - 1/2``,
-    clamped at 0; the last input repeated at the end)."""
-    # In float32 like PyTorch's kernel, so the taps round as its do.
-    scale = torch.tensor(size_in, dtype=torch.float32) / size_out
-    src = (scale * (torch.arange(size_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
+    and the weight of ``i1`` (``dtype``, on ``device``): PyTorch's own bilinear rule
+    (``src = (j + 1/2) in/out - 1/2``, clamped at 0; the last input repeated at the end)."""
+    # In float32 like PyTorch's kernel for float32 and narrower, float64 for float64, so the
+    # taps round as its do.
+    exact = torch.float64 if dtype == torch.float64 else torch.float32
+    scale = torch.tensor(size_in, dtype=exact) / size_out
+    src = (scale * (torch.arange(size_out, dtype=exact) + 0.5) - 0.5).clamp_min(0)
     i0 = src.floor().long().clamp_max(size_in - 1)
     i1 = (i0 + 1).clamp_max(size_in - 1)
-    return i0, i1, src - i0
+    return i0.to(device), i1.to(device), (src - i0).to(device, dtype)
 
 
 def _resize_along(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
     """``x`` resized to ``size`` along ``dim`` (-2 or -1), bilinear with half-pixel centres."""
     if size == 2 * x.shape[dim]:
         return _up2_along(x, dim)
-    i0, i1, weight = _linear_taps(x.shape[dim], size)
-    i0, i1 = i0.to(x.device), i1.to(x.device)
-    weight = weight.to(x).view([-1] + [1] * (-dim - 1))
+    i0, i1, weight = _linear_taps(x.shape[dim], size, x.device, x.dtype)
+    weight = weight.view([-1] + [1] * (-dim - 1))
     return torch.lerp(x.index_select(dim, i0), x.index_select(dim, i1), weight)
 
 
@@ -146,7 +148,10 @@ def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``x`` (``[N, C, h, w]``) resized to ``size``: the same pixels as
     ``F.interpolate(x, size, mode="bilinear")`` to float rounding, one axis after the other,
     about 4x faster on the CPU (PyTorch's bilinear kernel computes the taps per pixel; here
-    they are cached per size, and an exact 2x needs none)."""
+    they are cached per size, and an exact 2x needs none). Under autograd (a gradient that
+    itself needs one) it is ``F.interpolate``: the fast path writes into its output."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return _resize_along(_resize_along(x.contiguous(), -2, size[0]), -1, size[1])
 
 
@@ -171,7 +176,9 @@ def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
     """The root mean square of all of ``x`` (a 0-d tensor; no squared copy of ``x``)."""
-    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
+    # Accumulated in float32 at least: a half-precision norm overflows long before the RMS.
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return torch.linalg.vector_norm(x, dtype=wide) / math.sqrt(x.numel())
 
 
 def _radial_frequency(h: int, w: int, device: torch.device, *, half: bool) -> torch.Tensor:

@@ -115,6 +115,23 @@ def test_upsampling_is_bilinear_interpolation(shape, size):
                                rtol=0, atol=1e-5)
 
 
+def test_the_pyramid_keeps_float64_precision_autograd_and_half_range():
+    import torch.nn.functional as F
+
+    from dreamsuite.engine.clean import _up
+
+    x = _noise(1, 3, 1000, 7).double()
+    torch.testing.assert_close(_up(x, (1999, 13)),
+                               F.interpolate(x, size=(1999, 13), mode="bilinear"),
+                               rtol=0, atol=1e-12)
+    grad = _noise(1, 3, 37, 53).requires_grad_()
+    laplacian_normalise(grad, 4).square().sum().backward()  # differentiable, as before
+    assert grad.grad is not None and torch.isfinite(grad.grad).all()
+    big = _noise(1, 3, 64, 64) * 2000  # a norm of ~2e5: past float16's 65504
+    half = laplacian_normalise(big.half(), 3).float()
+    torch.testing.assert_close(half, laplacian_normalise(big, 3), rtol=0.02, atol=0.02)
+
+
 def test_decorrelated_step_is_mostly_luminance():
     luminance = torch.ones(1, 3, 8, 8)
     chroma = torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 8, 8)
