@@ -26,6 +26,7 @@ computes for one request, so tests compare the two.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -50,6 +51,8 @@ __all__ = [
     "export_state",
     "from_export",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Channels of the full-resolution stage (x2 at 1/2, x4 at 1/4 of the side).
 DEFAULT_WIDTH = 16
@@ -110,8 +113,13 @@ class Dream2Dream(nn.Module):
 
     def residual(self, x: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
         """The predicted change of ``x`` (sides a multiple of :data:`MULTIPLE`)."""
-        if _inference_fast(x, self.stem.weight):
-            return self._residual_fast(x, conditions)
+        if _inference_fast(x, self.stem.weight) and not _FAST_REFUSED:
+            try:
+                return self._residual_fast(x, conditions)
+            except RuntimeError as exc:  # a oneDNN build that refuses the fused op: once
+                _FAST_REFUSED.append(str(exc))
+                log.warning("dream2dream: the fused CPU path failed (%s); using the modules' "
+                            "path from now on", shorten(str(exc), 300))
         s1 = F.relu(self.stem(x))
         s2 = F.relu(self.down1(s1))
         h = F.relu(self.down2(s2))
@@ -152,6 +160,10 @@ class Dream2Dream(nn.Module):
             padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         out = (padded + self.residual(padded, conditions).to(padded.dtype))[..., :h, :w]
         return out.clamp(0, 1) if clamp else out
+
+
+#: Set when the fused CPU path once raised (a private oneDNN op a torch build may lack).
+_FAST_REFUSED: list[str] = []
 
 
 def _inference_fast(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -145,6 +145,24 @@ def test_the_fast_inference_path_computes_what_the_modules_do(shape, layout):
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
 
 
+def test_a_refused_fused_op_falls_back_to_the_modules_once(monkeypatch):
+    net = _perturbed(width=4, conditions=2, seed=5)
+    x = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = net(x, torch.tensor([1]))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no such oneDNN primitive")
+
+    monkeypatch.setattr(dream2dream, "_conv_fast", refuse)
+    monkeypatch.setattr(dream2dream, "_FAST_REFUSED", [])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, torch.tensor([1])), expected, atol=1e-5, rtol=1e-5)
+        assert dream2dream._FAST_REFUSED == ["no such oneDNN primitive"]
+        net(x, torch.tensor([1]))  # not tried again
+    assert len(dream2dream._FAST_REFUSED) == 1
+
+
 def test_bad_inputs_and_conditions_are_refused():
     net = _perturbed(conditions=2)
     with pytest.raises(InvalidArgument, match="at least 8 px"):
