@@ -21,7 +21,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 __all__ = ["CGROUP_ROOT", "THREAD_ENV", "apply_threads", "available_cpus", "cgroup_cpu_limit",
-           "resolve_threads", "thread_env", "threads_from_env", "worker_threads"]
+           "apply_worker_threads", "resolve_threads", "thread_env", "threads_from_env",
+           "worker_threads"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -165,3 +166,10 @@ def worker_threads(workers: int, environ: Mapping[str, str] | None = None, *,
         return threads
     cpus = available_cpus() if cpus is None else cpus
     return max(1, cpus // max(1, workers))
+
+
+def apply_worker_threads(model_config: Mapping | None) -> int:
+    """Set the threads of a TorchServe worker on the CPU to its share (:func:`worker_threads`)
+    of its model's ``maxWorkers`` (from the model's ``model-config.yaml``, ``None``: one);
+    returns the count."""
+    return apply_threads(worker_threads(int((model_config or {}).get("maxWorkers") or 1)))

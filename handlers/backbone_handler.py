@@ -31,7 +31,7 @@ from dreamsuite.activations.compute import (
     compute_batch,
 )
 from dreamsuite.backbones import Backbone
-from dreamsuite.cpus import apply_threads, worker_threads
+from dreamsuite.cpus import apply_worker_threads
 from dreamsuite.v1 import activations_pb2 as pb
 
 __all__ = ["BackboneHandler"]
@@ -63,8 +63,7 @@ class BackboneHandler:
         gpu = props.get("gpu_id")
         device = f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu"
         if device == "cpu":  # torch alone starts a thread per core of the machine (node)
-            config = getattr(context, "model_yaml_config", None) or {}
-            threads = apply_threads(worker_threads(int(config.get("maxWorkers") or 1)))
+            threads = apply_worker_threads(getattr(context, "model_yaml_config", None))
             log.info("%d torch threads per worker", threads)
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.backbone = backbone_from_state_dict(name, state, device)

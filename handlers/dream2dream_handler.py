@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from dreamsuite.cpus import apply_threads, worker_threads
+from dreamsuite.cpus import apply_worker_threads
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, shorten
 from dreamsuite.gan.dream2dream import Dream2Dream, condition_index, from_export, one_pass_batch
 from dreamsuite.images import encode_png, load_image
@@ -95,8 +95,7 @@ class Dream2DreamHandler:
         gpu = props.get("gpu_id")
         device = f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu"
         if device == "cpu":  # torch alone starts a thread per core of the machine (node)
-            config = getattr(context, "model_yaml_config", None) or {}
-            threads = apply_threads(worker_threads(int(config.get("maxWorkers") or 1)))
+            threads = apply_worker_threads(getattr(context, "model_yaml_config", None))
             log.info("%d torch threads per worker", threads)
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.model, self.names = from_export(state, device)

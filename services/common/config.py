@@ -8,6 +8,7 @@ services on one machine do not collide). Flags win over the environment.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,10 +131,12 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def apply_torch_threads(config: ServerConfig) -> tuple[int, str]:
     """Set the process's torch threads from ``config.torch_threads`` (see
-    :func:`dreamsuite.cpus.resolve_threads`); ``(threads, where from)``. A service's command
-    calls it once before it starts serving (tests that start servers in-process leave their
-    own process's threads alone)."""
+    :func:`dreamsuite.cpus.resolve_threads`) and log them; ``(threads, where from)``. A
+    service's command calls it once before it starts serving (tests that start servers
+    in-process leave their own process's threads alone)."""
     from dreamsuite.cpus import apply_threads, resolve_threads
 
     threads, source = resolve_threads(config.torch_threads or None)
-    return apply_threads(threads), "--torch-threads" if config.torch_threads else source
+    applied = apply_threads(threads), "--torch-threads" if config.torch_threads else source
+    logging.getLogger(__name__).info("torch threads: %d (%s)", *applied)
+    return applied

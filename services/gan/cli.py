@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 
 from services.common.config import apply_torch_threads
 from services.gan.config import add_arguments, config_from_args
 
 __all__ = ["register"]
-
-log = logging.getLogger(__name__)
 
 
 def register(which: argparse._SubParsersAction) -> None:
@@ -27,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from services.gan.server import serve
 
     config = config_from_args(args)
-    log.info("torch threads: %d (%s)", *apply_torch_threads(config.server))
+    apply_torch_threads(config.server)
     asyncio.run(serve(config))
     return 0

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from services.guide.server import GuideConfig, start_guide_server
 
     config = server_config_from_args(args)
-    log.info("torch threads: %d (%s)", *apply_torch_threads(config))
+    apply_torch_threads(config)
     guide = GuideConfig(activations=args.activations, torchserve_token=args.torchserve_token,
                         artifacts=args.artifacts, cache_entries=args.cache_entries,
                         device=args.device)
