@@ -43,8 +43,11 @@ from dreamsuite.wire.convert import request_from_config
 __all__ = ["build_dataset_command", "train_command", "watch_command", "model_records",
            "sample_command", "evaluate_command", "export_command", "demo", "store_of"]
 
-#: The dream every demo photo gets: the default config, a little lighter for 64 px crops.
-DEMO_DREAM = DreamConfig(octaves=3, steps=8, seed=0)
+#: The dream every demo photo gets: the default layer and step, strong enough to leave a mark
+#: that survives 64 px. A lighter one (8 steps of 0.02) left the dreamed training crops farther
+#: from the held-out dreams than the undreamed photos are (KID on Lite2), so no generator could
+#: have shown that it learned the dream; this one puts them nearer (the evaluation's floor).
+DEMO_DREAM = DreamConfig(octaves=3, steps=20, step_size=0.04, seed=0)
 
 
 def store_of(location: str) -> ArtifactStore:
