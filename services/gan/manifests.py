@@ -42,7 +42,14 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
 _MAX_NAME = 63  # the Job controller copies the name into a label of every pod
 #: The CPU quantities of the Jobs: cores (``2``, ``1.5``) or millicores (``1500m``).
-_CPU = re.compile(r"(?P<number>[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})(?P<milli>m?)")
+# A Kubernetes quantity (apimachinery's grammar): a signed decimal number, then a decimal SI
+# suffix or a decimal exponent. Binary suffixes (Ki, Mi, ...) are memory units: refused for CPU.
+_CPU = re.compile(r"(?P<number>[+-]?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18}))"
+                  r"(?:(?P<si>[numkMGTPE]?)|[eE](?P<exponent>[+-]?[0-9]{1,3}))")
+_DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15,
+               "E": 18}
+#: The most threads a trainer process is given, whatever its CPU limit says.
+MAX_TRAINER_THREADS = 4096
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -85,14 +92,18 @@ def _config_text(job_id: str, config: Mapping[str, Any]) -> str:
 
 
 def cpu_quantity(cpu: str) -> Decimal:
-    """The CPUs of a Kubernetes CPU quantity in cores or millicores: ``"2"`` -> 2,
-    ``"1500m"`` -> 1.5 (the forms the Jobs take; others are refused)."""
+    """The CPUs of a Kubernetes CPU quantity, in any form the API takes: ``"2"`` -> 2,
+    ``"1500m"`` -> 1.5, ``"2e0"`` -> 2, ``"500000u"`` -> 0.5, ``"+1.5"`` -> 1.5. It must be
+    above 0; binary suffixes (``Ki``, ``Mi``, ...) are memory units and are refused."""
     match = _CPU.fullmatch(str(cpu).strip())
-    value = Decimal(0) if match is None else Decimal(match["number"]) / (
-        1000 if match["milli"] else 1)
+    value = Decimal(0)
+    if match is not None:
+        power = (int(match["exponent"]) if match["exponent"] is not None
+                 else _DECIMAL_SI[match["si"]])
+        value = Decimal(match["number"]).scaleb(power)
     if not value > 0:
-        raise InvalidArgument(f"cpu must be a Kubernetes CPU quantity in cores or millicores "
-                              f"such as 2, 1.5 or 1500m, not {shorten(str(cpu))!r}")
+        raise InvalidArgument(f"cpu must be a Kubernetes CPU quantity above 0, such as 2, 1.5, "
+                              f"1500m or 2e0, not {shorten(str(cpu))!r}")
     return value
 
 
@@ -100,7 +111,8 @@ def trainer_threads(cpu: str, nproc: int = 1) -> int:
     """Torch threads of each of ``nproc`` trainer processes in a pod whose CPU limit is
     ``cpu``: its share, rounded down, at least 1 (``"2"`` -> 2, ``"1500m"`` -> 1). The pod's
     ``OMP_NUM_THREADS``: torch would otherwise start one thread per core of the node."""
-    return max(1, math.floor(cpu_quantity(cpu) / max(1, nproc)))
+    share = cpu_quantity(cpu) / max(1, nproc)
+    return max(1, min(MAX_TRAINER_THREADS, math.floor(share)))
 
 
 def trainer_command(nproc: int = 1, config_path: str = CONFIG_PATH, *, nodes: int = 1,

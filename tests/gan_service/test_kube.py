@@ -174,6 +174,9 @@ def _threads(job: dict) -> tuple[str, str]:
 @pytest.mark.parametrize("cpu, nproc, threads", [
     ("2", 1, "2"), ("1500m", 1, "1"), ("500m", 1, "1"), ("4.5", 1, "4"), ("8", 4, "2"),
     ("2", 4, "1"), ("16000m", 2, "8"),
+    # every form the Kubernetes API takes for a quantity
+    ("2e0", 1, "2"), ("500000u", 1, "1"), ("4000000000n", 1, "4"), ("+3", 1, "3"),
+    ("0.03k", 1, "30"), ("1E1", 2, "5"), ("1.", 1, "1"), (".5", 1, "1"), ("1M", 1, "4096"),
 ])
 def test_each_trainer_process_gets_its_share_of_the_cpu_limit_as_its_threads(cpu, nproc,
                                                                              threads):
@@ -185,7 +188,7 @@ def test_each_trainer_process_gets_its_share_of_the_cpu_limit_as_its_threads(cpu
 
 
 def test_a_cpu_limit_that_is_not_a_cpu_quantity_is_refused_at_start_up():
-    for cpu in ("", "two", "0", "-1", "1Gi"):
+    for cpu in ("", "two", "0", "-1", "1Gi", "0m", "1e", "2 m", "1.5.0", "1e-1000", "3x"):
         with pytest.raises(InvalidArgument, match="cpu must be a Kubernetes CPU quantity"):
             training_job_manifest("j3", {}, image=IMAGE, cpu=cpu)
     with pytest.raises(InvalidArgument, match="1500m"):
