@@ -84,19 +84,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_throughput)
 
     y = which.add_parser("style", help="style transfer vs the PyTorch tutorial's loop; "
-                                       "softmax Grams vs plain Gatys judged on Lite2")
+                                       "the default method vs plain Gatys judged on Lite2")
     y.add_argument("--json", action="store_true", help="print the figures as JSON")
     y.add_argument("--size", type=int, default=512, help="speed: content side (default 512)")
     y.add_argument("--iterations", type=int, default=100, help="speed: L-BFGS iterations")
     y.add_argument("--rounds", type=int, default=2, help="speed: interleaved rounds")
     y.add_argument("--quality-size", type=int, default=256)
     y.add_argument("--quality-iterations", type=int, default=100)
-    y.add_argument("--content-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0],
-                   help="quality: content weights of the softmax transform (default 1 10 100)")
+    y.add_argument("--content-weights", type=float, nargs="+", default=[3.0, 10.0, 30.0],
+                   help="quality: content weights of the default method (pyramid; default "
+                        "3 10 30)")
     y.add_argument("--gram-content-weights", type=float, nargs="+",
-                   default=[1e3, 1e4, 1e5],
+                   default=[1e4, 2e4, 5e4],
                    help="quality: content weights of plain Gatys, whose Gram losses are far "
-                        "larger (default 1e3 1e4 1e5)")
+                        "larger (default 1e4 2e4 5e4: its best on the bench's images)")
     y.set_defaults(func=_style)
 
     c = which.add_parser("clean", help="high-frequency share and objective gain of each "
@@ -151,6 +152,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--json", action="store_true", help="print the figures as JSON")
     d.set_defaults(func=_dream2dream_loss)
 
+    w = which.add_parser("waits", help="a dream with OpenMP's default vs passive waits, idle "
+                                       "and beside a busy process")
+    w.add_argument("--json", action="store_true", help="print the figures as JSON")
+    w.add_argument("--size", type=int, default=384, help="input side in pixels (default 384)")
+    w.add_argument("--octaves", type=int, default=3)
+    w.add_argument("--steps", type=int, default=5)
+    w.add_argument("--rounds", type=int, default=3, help="dreams per policy and setting "
+                                                         "(median; default 3)")
+    w.add_argument("--threads", type=int, default=0,
+                   help="torch threads of the dream (default: every available CPU)")
+    w.set_defaults(func=_waits)
+
     register_loadtest_bench(which)
 
 
@@ -192,6 +205,12 @@ def _throughput(args: argparse.Namespace) -> int:
     from dreamsuite.bench import throughput
 
     return throughput.main(args)
+
+
+def _waits(args: argparse.Namespace) -> int:
+    from dreamsuite.bench import waits
+
+    return waits.main(args)
 
 
 def _style(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_reconstruct)
 
     s = sub.add_parser("style", help="neural style transfer (Gatys; softmax-smoothed Grams "
-                                     "for EfficientNets)")
+                                     "for EfficientNets, optimised as a Laplacian pyramid)")
     s.add_argument("content")
     s.add_argument("--style", action="append", required=True, metavar="IMAGE[=WEIGHT]",
                    help="a style image and its blend weight (repeat to blend)")
@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--content-weight", type=float, default=1.0)
     s.add_argument("--style-weight", type=float, default=1e3)
     s.add_argument("--tv-weight", type=float, default=0.0)
-    s.add_argument("--transform", choices=("softmax", "gram"), default="softmax")
+    s.add_argument("--transform", choices=("pyramid", "softmax", "gram"), default="pyramid",
+                   help="pyramid (default): softmax-smoothed Grams, the image optimised as a "
+                        "Laplacian pyramid; softmax: the same over pixels; gram: plain Gatys")
     s.add_argument("--temperature", type=float, default=2.0)
     s.add_argument("--init", choices=("content", "style", "noise"), default="content")
     s.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
@@ -143,8 +145,9 @@ def cmd_style(args: argparse.Namespace) -> int:
                     for path, weight in styles],
             backbone=args.backbone, content_weight=args.content_weight,
             style_weight=args.style_weight, tv_weight=args.tv_weight,
-            transform=(style_pb2.FEATURE_TRANSFORM_GRAM if args.transform == "gram"
-                       else style_pb2.FEATURE_TRANSFORM_SOFTMAX),
+            transform={"gram": style_pb2.FEATURE_TRANSFORM_GRAM,
+                       "softmax": style_pb2.FEATURE_TRANSFORM_SOFTMAX,
+                       "pyramid": style_pb2.FEATURE_TRANSFORM_PYRAMID}[args.transform],
             temperature=args.temperature,
             init={"content": style_pb2.STYLE_INIT_CONTENT, "style": style_pb2.STYLE_INIT_STYLE,
                   "noise": style_pb2.STYLE_INIT_NOISE}[args.init],

@@ -14,10 +14,21 @@ activations with a softmax before the Gram matrices. ``transform="softmax"`` doe
 each image's whole activation tensor of a layer, in units of its standard deviation times a
 temperature, times its size so values stay near 1).
 
+``transform="pyramid"`` (the default) keeps the softmax-smoothed Grams and optimises the image as
+a Laplacian pyramid instead of as pixels (:class:`_Pyramid`: the finest level at full size plus
+coarser levels, each half the one above, upsampled and added). A pixel-space L-BFGS step is
+dominated by the finest frequencies, so 100 iterations mostly add high-frequency patterns that
+lower the loss on the optimised network only; over the pyramid, colours and large strokes move
+as fast as detail, and the result's style distance on a network never optimised against
+(EfficientNet-Lite2, ``dreamsuite bench style``) falls by about half at the same content
+distance as plain Gatys.
+
 Large images are tiled: each tile is computed with a ``halo`` of context and only its core's
 activations count, and Gram matrices are accumulated over the whole image (global statistics,
 never per tile): a first pass sums them, a second computes each tile's exact share of the
-gradient (the Gram loss is linearised at the global Gram, which is exact for the gradient).
+gradient (the Gram loss is linearised at the global Gram, which is exact for the gradient). The
+softmax's temperature (the activations' standard deviation) and normaliser are global too: a
+pass before the first gathers the moments, the first sums the normaliser with the Grams.
 """
 
 from __future__ import annotations
@@ -55,7 +66,9 @@ DEFAULT_STYLE_LAYERS = {
     "vgg16": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
 }
 DEFAULT_CONTENT_LAYER = {"efficientnet": "block_5", "vgg16": "relu4_2"}
-TRANSFORMS = ("gram", "softmax")
+TRANSFORMS = ("gram", "softmax", "pyramid")
+#: Transforms whose Grams see softmax-smoothed activations.
+SOFTMAX_TRANSFORMS = ("softmax", "pyramid")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "style", "noise")
 
@@ -84,7 +97,7 @@ class StyleConfig:
     content_weight: float = 1.0
     style_weight: float = 1e3
     tv_weight: float = 0.0
-    transform: str = "softmax"
+    transform: str = "pyramid"
     temperature: float = 2.0
     init: str = "content"
     optimizer: str = "lbfgs"
@@ -138,9 +151,10 @@ def _check(config: StyleConfig) -> None:
 
 
 def features_transform(feats: torch.Tensor, transform: str, temperature: float) -> torch.Tensor:
-    """``[N, C, h, w]`` activations as the Gram matrices see them: unchanged, or a softmax over
-    each image's whole tensor (times its size, so values stay near 1)."""
-    if transform == "gram":
+    """``[N, C, h, w]`` activations as the Gram matrices see them: unchanged (``gram``), or a
+    softmax over each image's whole tensor (``softmax``, ``pyramid``; times its size, so values
+    stay near 1)."""
+    if transform not in SOFTMAX_TRANSFORMS:
         return feats
     flat = feats.flatten(1).float()
     scale = temperature * flat.std(dim=1, keepdim=True).clamp_min(1e-6).detach()
@@ -205,6 +219,51 @@ def _windows(size: tuple[int, int], tile: int, halo: int):
     return out
 
 
+@dataclass(frozen=True)
+class _Softmax:
+    """A layer's global softmax parameters: ``exp(feats / scale - shift)`` are the smoothed
+    activations up to the normaliser (their sum over the whole image); ``scale`` is the
+    temperature times the activations' standard deviation, ``shift`` their maximum / scale."""
+
+    scale: float
+    shift: float
+
+    def exp(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.exp(feats.float() / self.scale - self.shift)
+
+
+def _softmax_params(net: _Net, image: torch.Tensor, layers: Sequence[str], temperature: float,
+                    windows, size) -> dict[str, _Softmax]:
+    """Each layer's :class:`_Softmax` from the whole image's core activations (float64 moments,
+    the unbiased standard deviation as ``torch.std``)."""
+    moments: dict[str, list[float]] = {layer: [0.0, 0.0, 0.0, -math.inf] for layer in layers}
+    with torch.no_grad():
+        for window, core in windows:
+            acts = net(image[..., window[0], window[1]])
+            for layer in layers:
+                feats = _core(acts[layer], window, core, size).double()
+                m = moments[layer]
+                m[0] += feats.numel()
+                m[1] += float(feats.sum())
+                m[2] += float((feats * feats).sum())
+                m[3] = max(m[3], float(feats.max()))
+    out = {}
+    for layer, (n, total, squares, peak) in moments.items():
+        variance = max(0.0, (squares - total * total / n) / max(1.0, n - 1))
+        scale = temperature * max(math.sqrt(variance), 1e-6)
+        out[layer] = _Softmax(scale, peak / scale)
+    return out
+
+
+def _finish_gram(sums: torch.Tensor, count: int, normaliser: torch.Tensor | None,
+                 channels: int) -> torch.Tensor:
+    """The Gram matrix from its sum over ``count`` positions: of the activations, or (given
+    the softmax normaliser) of ``size * softmax``, the exponentials' sums rescaled."""
+    if normaliser is None:
+        return sums / count
+    return sums * ((channels * count) / normaliser) ** 2 / count
+
+
 class _Net:
     """The backbone's features of the layers a loss needs, on ``[1, 3, H, W]`` pixels."""
 
@@ -226,9 +285,12 @@ def image_grams(net: _Net, image: torch.Tensor, layers: Sequence[str], transform
     """Gram matrices (``[C, C]``) of ``image`` (``[1, 3, H, W]``) over the whole image, tiled
     when larger than ``tile`` (each tile's core activations computed with ``halo`` context)."""
     size = tuple(image.shape[-2:])
-    sums, counts = _gram_sums(net, image, layers, transform, temperature,
-                              _windows(size, tile, halo), size)
-    return {layer: sums[layer] / counts[layer] for layer in layers}
+    windows = _windows(size, tile, halo)
+    params = (_softmax_params(net, image, layers, temperature, windows, size)
+              if transform in SOFTMAX_TRANSFORMS else None)
+    sums, counts, normalisers = _gram_sums(net, image, layers, params, windows, size)
+    return {layer: _finish_gram(sums[layer], counts[layer], normalisers.get(layer),
+                                sums[layer].shape[-1]) for layer in layers}
 
 
 def _style_loss(grams: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor],
@@ -357,15 +419,25 @@ class _Loss:
         layers = list(self.style_weights) if self.style_weight else []
         # Pass 1: the global Gram matrices, and the style loss's gradient with respect to each
         # layer's Gram sum (the Gram is that sum over the image's positions).
+        # With the softmax, a pass before gathers its global temperature and shift, and the
+        # loss is also linearised in each layer's normaliser (the exponentials' global sum).
         total = 0.0
         d_sums: dict[str, torch.Tensor] = {}
+        d_norms: dict[str, torch.Tensor] = {}
+        params = None
         if layers:
-            sums, counts = _gram_sums(self.net, x, layers, self.transform, self.temperature,
-                                      windows, size)
-            grams = {k: (sums[k] / counts[k]).requires_grad_() for k in layers}
+            if self.transform in SOFTMAX_TRANSFORMS:
+                params = _softmax_params(self.net, x, layers, self.temperature, windows, size)
+            sums, counts, normalisers = _gram_sums(self.net, x, layers, params, windows, size)
+            leaves = {k: sums[k].requires_grad_() for k in layers}
+            norm_leaves = {k: normalisers[k].requires_grad_() for k in normalisers}
+            grams = {k: _finish_gram(leaves[k], counts[k], norm_leaves.get(k),
+                                     sums[k].shape[-1]) for k in layers}
             style = self.style_weight * _style_loss(grams, self.style_targets, self.style_weights)
-            d_grams = torch.autograd.grad(style, [grams[k] for k in layers])
-            d_sums = {k: d / counts[k] for k, d in zip(layers, d_grams, strict=True)}
+            wrt = [leaves[k] for k in layers] + [norm_leaves[k] for k in norm_leaves]
+            derivatives = torch.autograd.grad(style, wrt)
+            d_sums = dict(zip(layers, derivatives[:len(layers)], strict=True))
+            d_norms = dict(zip(norm_leaves, derivatives[len(layers):], strict=True))
             total += float(style.detach())
         content_elements = sum(t.numel() for t in self.content_targets)
         grad = torch.zeros_like(x)
@@ -376,8 +448,10 @@ class _Loss:
             acts = self.net(piece)
             share = torch.zeros((), device=x.device)
             for layer in layers:
-                feats = _core(features_transform(acts[layer], self.transform, self.temperature),
-                              window, core, size)
+                feats = _core(acts[layer], window, core, size)
+                if params is not None:
+                    feats = params[layer].exp(feats)
+                    share = share + d_norms[layer] * feats.sum()
                 share = share + (d_sums[layer] * _sum_gram(feats)[0]).sum()
             if self.content_layer is not None and self.content_weight:
                 feats = _core(acts[self.content_layer], window, core, size)
@@ -396,42 +470,109 @@ class _Loss:
         return total, grad
 
 
-def _gram_sums(net: _Net, image: torch.Tensor, layers: Sequence[str], transform: str,
-               temperature: float, windows, size) -> tuple[dict, dict]:
+def _gram_sums(net: _Net, image: torch.Tensor, layers: Sequence[str],
+               params: Mapping[str, _Softmax] | None, windows, size) -> tuple[dict, dict, dict]:
+    """Per layer over the windows' cores: the Gram sum (of the activations, or with ``params``
+    of their softmax exponentials), the count of positions, and (softmax only) the normaliser:
+    the exponentials' sum."""
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    normalisers: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for window, core in windows:
             acts = net(image[..., window[0], window[1]])
             for layer in layers:
-                feats = _core(features_transform(acts[layer], transform, temperature),
-                              window, core, size)
+                feats = _core(acts[layer], window, core, size)
+                if params is not None:
+                    feats = params[layer].exp(feats)
+                    normalisers[layer] = normalisers.get(layer, 0) + feats.sum().double()
                 sums[layer] = sums.get(layer, 0) + _sum_gram(feats)[0]
                 counts[layer] = counts.get(layer, 0) + feats.shape[-2] * feats.shape[-1]
-    return sums, counts
+    return sums, counts, {k: v.float() for k, v in normalisers.items()}
+
+
+#: The coarsest level of the :class:`_Pyramid` has a shorter side of at least this many pixels.
+PYRAMID_MIN_SIDE = 16
+
+
+def pyramid_levels(size: tuple[int, int]) -> int:
+    """Levels of the image pyramid for ``size``: halving down to :data:`PYRAMID_MIN_SIDE` px
+    (5 for a 256 px image), at least 1 (the pixels themselves)."""
+    return 1 + max(0, int(math.floor(math.log2(max(1, min(size)) / PYRAMID_MIN_SIDE))))
+
+
+class _Pyramid:
+    """The image being optimised as a Laplacian pyramid: ``levels[0]`` at full size plus each
+    coarser level (half the size of the one above) bilinearly upsampled to full size. The
+    coarse levels start at zero and ``levels[0]`` at the initial image. A level's gradient is
+    the adjoint of its upsampling applied to the pixel gradient, so a coarse level sums the
+    gradient of every pixel it covers: low frequencies move as fast as fine detail. With one
+    level it is the pixels themselves."""
+
+    def __init__(self, x0: torch.Tensor, levels: int = 1):
+        self.size = tuple(x0.shape[-2:])
+        h, w = self.size
+        finest = x0.detach().contiguous().clone().requires_grad_()
+        self.levels = [finest] + [
+            x0.new_zeros(*x0.shape[:-2], max(1, round(h / 2 ** i)), max(1, round(w / 2 ** i)))
+            .requires_grad_() for i in range(1, levels)]
+
+    def image(self) -> torch.Tensor:
+        """The pixels (the finest level itself when there is only one)."""
+        if len(self.levels) == 1:
+            return self.levels[0]
+        with torch.no_grad():
+            return self._synthesise(self.levels)
+
+    def _synthesise(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = levels[0]
+        for level in levels[1:]:
+            x = x + upsample(level, self.size)
+        return x
+
+    def project(self) -> torch.Tensor:
+        """Pixels into [0, 1], by moving the finest level (pixels: clamping them); returns the
+        pixels."""
+        with torch.no_grad():
+            if len(self.levels) == 1:
+                return self.levels[0].clamp_(0, 1)
+            x = self._synthesise(self.levels)
+            clamped = x.clamp(0, 1)
+            self.levels[0].sub_(x - clamped)
+            return clamped
+
+    def set_grads(self, grad: torch.Tensor) -> None:
+        """Each level's gradient from the pixel gradient ``grad``."""
+        self.levels[0].grad = grad.contiguous()
+        if len(self.levels) > 1:
+            coarse = [level.detach().requires_grad_() for level in self.levels[1:]]
+            x = self._synthesise([torch.zeros_like(self.levels[0]), *coarse])
+            for level, g in zip(self.levels[1:], torch.autograd.grad(x, coarse, grad),
+                                strict=True):
+                level.grad = g.contiguous()
 
 
 def _optimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[float, torch.Tensor]],
               config: StyleConfig, report: Callable[[int, float], None],
               should_cancel: CancelCheck | None) -> torch.Tensor:
     """Minimise ``loss_fn`` over pixels in [0, 1] from ``x0``; ``config.iterations`` L-BFGS
-    iterations (or Adam steps)."""
-    x = x0.detach().contiguous().clone().requires_grad_()
+    iterations (or Adam steps), over the pixels or (``transform="pyramid"``) the levels of a
+    :class:`_Pyramid`."""
+    levels = pyramid_levels(tuple(x0.shape[-2:])) if config.transform == "pyramid" else 1
+    pyramid = _Pyramid(x0, levels)
     done = [0]
     last = [math.inf]
 
     def closure() -> torch.Tensor:
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"cancelled after {done[0]} iterations")
-        with torch.no_grad():
-            x.clamp_(0, 1)
-        value, grad = loss_fn(x)
-        x.grad = grad.contiguous()
+        value, grad = loss_fn(pyramid.project())
+        pyramid.set_grads(grad)
         last[0] = value
         return torch.tensor(value)
 
     if config.optimizer == "adam":
-        optimizer = torch.optim.Adam([x], lr=config.learning_rate)
+        optimizer = torch.optim.Adam(pyramid.levels, lr=config.learning_rate)
         for i in range(config.iterations):
             optimizer.zero_grad()
             closure()
@@ -439,8 +580,14 @@ def _optimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[float, t
             done[0] = i + 1
             report(done[0], last[0])
     else:
-        optimizer = torch.optim.LBFGS([x], max_iter=config.iterations, history_size=50,
-                                      tolerance_grad=0.0, tolerance_change=0.0)
+        # Over the pyramid, a coarse level's gradient sums those of every pixel it covers, so
+        # L-BFGS's unit first step overshoots: without a line search the loss can jump several
+        # times above its start and never come back (every pixel clamped). The strong Wolfe
+        # search keeps each step a descent, at up to 1.25 evaluations per iteration.
+        optimizer = torch.optim.LBFGS(pyramid.levels, max_iter=config.iterations,
+                                      history_size=50, tolerance_grad=0.0,
+                                      tolerance_change=0.0,
+                                      line_search_fn="strong_wolfe" if levels > 1 else None)
 
         def counted() -> torch.Tensor:
             value = closure()
@@ -450,9 +597,7 @@ def _optimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[float, t
             return value
 
         optimizer.step(counted)
-    with torch.no_grad():
-        x.clamp_(0, 1)
-    return x.detach()
+    return pyramid.project().detach()
 
 
 def _sizes(size: tuple[int, int], scales: int, min_side: int) -> list[tuple[int, int]]:

@@ -19,6 +19,7 @@ class FeatureTransform(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEATURE_TRANSFORM_UNSPECIFIED: _ClassVar[FeatureTransform]
     FEATURE_TRANSFORM_GRAM: _ClassVar[FeatureTransform]
     FEATURE_TRANSFORM_SOFTMAX: _ClassVar[FeatureTransform]
+    FEATURE_TRANSFORM_PYRAMID: _ClassVar[FeatureTransform]
 
 class StyleOptimizer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +39,7 @@ RECONSTRUCT_MODE_STYLE: ReconstructMode
 FEATURE_TRANSFORM_UNSPECIFIED: FeatureTransform
 FEATURE_TRANSFORM_GRAM: FeatureTransform
 FEATURE_TRANSFORM_SOFTMAX: FeatureTransform
+FEATURE_TRANSFORM_PYRAMID: FeatureTransform
 STYLE_OPTIMIZER_UNSPECIFIED: StyleOptimizer
 STYLE_OPTIMIZER_LBFGS: StyleOptimizer
 STYLE_OPTIMIZER_ADAM: StyleOptimizer

@@ -43,7 +43,8 @@ MAX_LAYERS = 32
 _WEIGHTS = {common_pb2.WEIGHTS_UNSPECIFIED: "pretrained", common_pb2.WEIGHTS_PRETRAINED:
             "pretrained", common_pb2.WEIGHTS_RANDOM: "random"}
 _TRANSFORMS = {style_pb2.FEATURE_TRANSFORM_GRAM: "gram",
-               style_pb2.FEATURE_TRANSFORM_SOFTMAX: "softmax"}
+               style_pb2.FEATURE_TRANSFORM_SOFTMAX: "softmax",
+               style_pb2.FEATURE_TRANSFORM_PYRAMID: "pyramid"}
 _OPTIMIZERS = {style_pb2.STYLE_OPTIMIZER_UNSPECIFIED: "lbfgs",
                style_pb2.STYLE_OPTIMIZER_LBFGS: "lbfgs", style_pb2.STYLE_OPTIMIZER_ADAM: "adam"}
 _INITS = {style_pb2.STYLE_INIT_UNSPECIFIED: "content", style_pb2.STYLE_INIT_CONTENT: "content",

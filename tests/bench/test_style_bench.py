@@ -23,7 +23,8 @@ def test_the_bench_measures_both_loops_and_both_transforms(capsys):
     assert speed["ratio"] == pytest.approx(speed["ours_seconds_per_iteration"]
                                            / speed["tutorial_seconds_per_iteration"])
     assert {(p["transform"], p["content_weight"]) for p in report["quality"]} == {
-        ("softmax", 1.0), ("softmax", 10.0), ("gram", 1.0), ("gram", 10.0)}
+        ("pyramid", 1.0), ("pyramid", 10.0), ("gram", 1.0), ("gram", 10.0)}
+    assert report["chosen"] == "pyramid"
 
 
 def test_the_tutorial_loop_computes_the_same_loss_as_ours():
