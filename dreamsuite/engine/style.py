@@ -542,14 +542,12 @@ class _Pyramid:
             return clamped
 
     def set_grads(self, grad: torch.Tensor) -> None:
-        """Each level's gradient from the pixel gradient ``grad``."""
+        """Each level's gradient from the pixel gradient ``grad``: the adjoint of its bilinear
+        upsampling (the kernel autograd would call, without the forward it would record)."""
         self.levels[0].grad = grad.contiguous()
-        if len(self.levels) > 1:
-            coarse = [level.detach().requires_grad_() for level in self.levels[1:]]
-            x = self._synthesise([torch.zeros_like(self.levels[0]), *coarse])
-            for level, g in zip(self.levels[1:], torch.autograd.grad(x, coarse, grad),
-                                strict=True):
-                level.grad = g.contiguous()
+        for level in self.levels[1:]:
+            level.grad = torch.ops.aten.upsample_bilinear2d_backward(
+                grad, list(self.size), list(level.shape), False).contiguous()
 
 
 def _optimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[float, torch.Tensor]],
