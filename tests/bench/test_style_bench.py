@@ -22,6 +22,8 @@ def test_the_bench_measures_both_loops_and_both_transforms(capsys):
     assert speed["ours_seconds_per_iteration"] > 0 < speed["tutorial_seconds_per_iteration"]
     assert speed["ratio"] == pytest.approx(speed["ours_seconds_per_iteration"]
                                            / speed["tutorial_seconds_per_iteration"])
+    assert speed["default_ratio"] == pytest.approx(speed["default_seconds_per_iteration"]
+                                                   / speed["tutorial_seconds_per_iteration"])
     assert {(p["transform"], p["content_weight"]) for p in report["quality"]} == {
         ("pyramid", 1.0), ("pyramid", 10.0), ("gram", 1.0), ("gram", 10.0)}
     assert report["chosen"] == "pyramid"
