@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
-__all__ = ["CGROUP_ROOT", "THREAD_ENV", "apply_threads", "available_cpus", "cgroup_cpu_limit",
+__all__ = ["CGROUP_ROOT", "MAX_THREADS", "THREAD_ENV", "apply_threads", "available_cpus", "cgroup_cpu_limit",
            "apply_worker_threads", "resolve_threads", "thread_env", "threads_from_env",
            "worker_threads"]
 
@@ -29,6 +29,8 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 #: The variable a thread count is read from; :func:`thread_env` sets the other pools' too.
 THREAD_ENV = "OMP_NUM_THREADS"
 _POOL_ENVS = (THREAD_ENV, "MKL_NUM_THREADS")
+#: The most threads any setting may ask for (flags, trainer configs, a pod's CPU limit).
+MAX_THREADS = 4096
 #: cgroup v1 mounts of the cpu controller.
 _V1_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 

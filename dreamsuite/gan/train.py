@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 
 from dreamsuite.artifacts import ArtifactStore, open_store
-from dreamsuite.cpus import apply_threads, resolve_threads
+from dreamsuite.cpus import MAX_THREADS, apply_threads, resolve_threads
 from dreamsuite.device import select_device
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, shorten
 from dreamsuite.gan.augment import parse_policy
@@ -139,7 +139,7 @@ class TrainConfig:
         if not isinstance(self.deterministic, bool):
             raise InvalidArgument("deterministic: must be true or false")
         if self.threads is not None:
-            _check_int("threads", self.threads, 1, 4096)
+            _check_int("threads", self.threads, 1, MAX_THREADS)
         return self
 
     def _check_datasets(self, kind: ModelKind) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamsuite.cpus import MAX_THREADS
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -57,8 +58,8 @@ class ServerConfig:
             raise InvalidArgument("--max-message-bytes must be at least 1024")
         if self.grace_seconds < 0:
             raise InvalidArgument("--grace-seconds must be >= 0")
-        if not 0 <= self.torch_threads <= 4096:
-            raise InvalidArgument("--torch-threads must be between 1 and 4096, or 0 (the CPUs "
+        if not 0 <= self.torch_threads <= MAX_THREADS:
+            raise InvalidArgument(f"--torch-threads must be between 1 and {MAX_THREADS}, or 0 (the CPUs "
                                   "this process may use)")
         if not 0 <= self.max_connection_age_seconds <= 86_400 * 365:
             raise InvalidArgument("--max-connection-age must be between 0 (never) and a year "

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamsuite.artifacts import DEFAULT_ARTIFACTS
-from dreamsuite.cpus import available_cpus
+from dreamsuite.cpus import MAX_THREADS, available_cpus
 from dreamsuite.defaults import DEFAULT_MAX_PIXELS
 from dreamsuite.errors import InvalidArgument
 from services.common.config import (
@@ -76,8 +76,8 @@ class GanServiceConfig:
             raise InvalidArgument(f"--launcher must be one of {LAUNCHERS}")
         if self.max_jobs < 1 or self.max_restarts < 0 or self.stop_grace < 0:
             raise InvalidArgument("--max-jobs must be >= 1, --max-restarts and --stop-grace >= 0")
-        if not 0 <= self.trainer_threads <= 4096:
-            raise InvalidArgument("--trainer-threads must be between 1 and 4096, or 0 (the "
+        if not 0 <= self.trainer_threads <= MAX_THREADS:
+            raise InvalidArgument(f"--trainer-threads must be between 1 and {MAX_THREADS}, or 0 (the "
                                   "available CPUs shared by --max-jobs trainers and the services)")
         for root in self.folder_roots:
             if not Path(root).is_dir():

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from dreamsuite.cpus import thread_env
+from dreamsuite.cpus import MAX_THREADS, thread_env
 from dreamsuite.errors import InvalidArgument, shorten
 
 __all__ = [
@@ -48,8 +48,6 @@ _CPU = re.compile(r"(?P<number>[+-]?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,1
                   r"(?:(?P<si>[numkMGTPE]?)|[eE](?P<exponent>[+-]?[0-9]{1,3}))")
 _DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15,
                "E": 18}
-#: The most threads a trainer process is given, whatever its CPU limit says.
-MAX_TRAINER_THREADS = 4096
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -112,7 +110,7 @@ def trainer_threads(cpu: str, nproc: int = 1) -> int:
     ``cpu``: its share, rounded down, at least 1 (``"2"`` -> 2, ``"1500m"`` -> 1). The pod's
     ``OMP_NUM_THREADS``: torch would otherwise start one thread per core of the node."""
     share = cpu_quantity(cpu) / max(1, nproc)
-    return max(1, min(MAX_TRAINER_THREADS, math.floor(share)))
+    return max(1, min(MAX_THREADS, math.floor(share)))
 
 
 def trainer_command(nproc: int = 1, config_path: str = CONFIG_PATH, *, nodes: int = 1,
