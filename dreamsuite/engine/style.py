@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamsuite.backbones import Backbone, get_backbone
+from dreamsuite.engine.clean import up_adjoint
 from dreamsuite.engine.config import canonical_layer_keys
 from dreamsuite.engine.octaves import total_variation, upsample
 from dreamsuite.errors import Cancelled, InvalidArgument
@@ -150,26 +151,46 @@ def _check(config: StyleConfig) -> None:
 # -- statistics -----------------------------------------------------------------------------
 
 
+def _in_memory_order(feats: torch.Tensor) -> torch.Tensor:
+    """``[N, C, h, w]`` as ``[N, h, w, C]`` when channels-last in memory (the backbones'
+    activations; a view), else unchanged: so flattening needs no copy."""
+    if feats.dim() == 4 and feats.is_contiguous(memory_format=torch.channels_last):
+        return feats.permute(0, 2, 3, 1)
+    return feats
+
+
 def features_transform(feats: torch.Tensor, transform: str, temperature: float) -> torch.Tensor:
     """``[N, C, h, w]`` activations as the Gram matrices see them: unchanged (``gram``), or a
     softmax over each image's whole tensor (``softmax``, ``pyramid``; times its size, so values
-    stay near 1)."""
+    stay near 1). The softmax runs in the activations' memory order and keeps their layout."""
     if transform not in SOFTMAX_TRANSFORMS:
         return feats
-    flat = feats.flatten(1).float()
+    ordered = _in_memory_order(feats)
+    flat = ordered.reshape(feats.shape[0], -1).float()
     scale = temperature * flat.std(dim=1, keepdim=True).clamp_min(1e-6).detach()
-    return (torch.softmax(flat / scale, dim=1) * flat.shape[1]).view_as(feats)
+    soft = torch.softmax(flat / scale, dim=1) * flat.shape[1]
+    if ordered is feats:
+        return soft.view_as(feats)
+    return soft.view(ordered.shape).permute(0, 3, 1, 2)
+
+
+def _positions(feats: torch.Tensor) -> torch.Tensor:
+    """``[N, C, h, w]`` as ``[N, h * w, C]`` (a view for channels-last or contiguous ones)."""
+    ordered = _in_memory_order(feats)
+    if ordered is feats:
+        return feats.flatten(2).transpose(1, 2).float()
+    return ordered.flatten(1, 2).float()
 
 
 def gram(feats: torch.Tensor) -> torch.Tensor:
     """``[N, C, C]`` Gram matrices of ``[N, C, h, w]`` activations, over positions (mean)."""
-    flat = feats.flatten(2).float()
-    return flat @ flat.transpose(1, 2) / flat.shape[2]
+    flat = _positions(feats)
+    return flat.transpose(1, 2) @ flat / flat.shape[1]
 
 
 def _sum_gram(feats: torch.Tensor) -> torch.Tensor:
-    flat = feats.flatten(2).float()
-    return flat @ flat.transpose(1, 2)
+    flat = _positions(feats)
+    return flat.transpose(1, 2) @ flat
 
 
 #: Tile edges and window starts are multiples of this (the deepest stride of the backbones),
@@ -543,11 +564,12 @@ class _Pyramid:
 
     def set_grads(self, grad: torch.Tensor) -> None:
         """Each level's gradient from the pixel gradient ``grad``: the adjoint of its bilinear
-        upsampling (the kernel autograd would call, without the forward it would record)."""
-        self.levels[0].grad = grad.contiguous()
+        upsampling (:func:`~dreamsuite.engine.clean.up_adjoint`, without the forward autograd
+        would record)."""
+        grad = grad.contiguous()
+        self.levels[0].grad = grad
         for level in self.levels[1:]:
-            level.grad = torch.ops.aten.upsample_bilinear2d_backward(
-                grad, list(self.size), list(level.shape), False).contiguous()
+            level.grad = up_adjoint(grad, tuple(level.shape[-2:]))
 
 
 def _optimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[float, torch.Tensor]],
@@ -581,7 +603,7 @@ def _optimise(x0: torch.Tensor, loss_fn: Callable[[torch.Tensor], tuple[float, t
         # Over the pyramid, a coarse level's gradient sums those of every pixel it covers, so
         # L-BFGS's unit first step overshoots: without a line search the loss can jump several
         # times above its start and never come back (every pixel clamped). The strong Wolfe
-        # search keeps each step a descent, at up to 1.25 evaluations per iteration.
+        # search keeps each step a descent, at about 1.1 evaluations per iteration.
         optimizer = torch.optim.LBFGS(pyramid.levels, max_iter=config.iterations,
                                       history_size=50, tolerance_grad=0.0,
                                       tolerance_change=0.0,

@@ -115,6 +115,27 @@ def test_upsampling_is_bilinear_interpolation(shape, size):
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,size", [((2, 3, 16, 10), (32, 20)), ((1, 3, 7, 5), (13, 9)),
+                                        ((1, 1, 1, 4), (1, 7)), ((1, 3, 3, 1), (5, 2)),
+                                        ((1, 3, 9, 12), (37, 50)), ((1, 3, 16, 16), (512, 512))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_upsampling_adjoint_is_autograds_gradient(shape, size, channels_last):
+    """``up_adjoint`` gives what autograd gives through ``F.interpolate`` (float64, so only
+    the order of the sums differs), whatever the gradient's memory layout."""
+    import torch.nn.functional as F
+
+    from dreamsuite.engine.clean import up_adjoint
+
+    x = _noise(*shape).double().requires_grad_()
+    grad = _noise(shape[0], shape[1], *size).double()
+    (expected,) = torch.autograd.grad(F.interpolate(x, size=size, mode="bilinear"), x, grad)
+    if channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    got = up_adjoint(grad, tuple(shape[-2:]))
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_the_pyramid_keeps_float64_precision_autograd_and_half_range():
     import torch.nn.functional as F
 

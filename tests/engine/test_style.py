@@ -15,6 +15,8 @@ from dreamsuite.engine.style import (
     _Pyramid,
     _yiq,
     content_distance,
+    features_transform,
+    gram,
     image_grams,
     preserve_color,
     pyramid_levels,
@@ -114,6 +116,29 @@ def test_tiles_accumulate_the_grams_and_gradient_of_the_whole_image(transform):
     (value, grad), (tiled_value, tiled_grad) = loss(0), loss(64)
     assert tiled_value == pytest.approx(value, rel=1e-4)
     assert torch.allclose(tiled_grad, grad, rtol=1e-3, atol=1e-4 * grad.abs().max())
+
+
+@pytest.mark.parametrize("transform", ["gram", "softmax"])
+def test_grams_and_softmax_do_not_depend_on_the_memory_layout(transform):
+    """The backbones' activations are channels-last; the statistics read them in place (no
+    copy) and must equal those of the same tensor in the standard layout, gradient included."""
+    generator = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 5, 7, 6, generator=generator) * 3
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = feats.contiguous(memory_format=layout).requires_grad_()
+        smoothed = features_transform(x, transform, 2.0)
+        assert smoothed.shape == x.shape
+        g = gram(smoothed)
+        (grad,) = torch.autograd.grad((g * g).sum(), x)
+        results.append((smoothed.contiguous(), g, grad.contiguous()))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+    flat = results[0][0].flatten(2)
+    torch.testing.assert_close(results[0][1], flat @ flat.transpose(1, 2) / 42)
+    if transform == "softmax":  # each image's values: a softmax times their count
+        torch.testing.assert_close(results[0][0].sum(dim=(1, 2, 3)),
+                                   torch.full((2,), 210.0))
 
 
 def test_the_pyramid_levels_get_the_adjoint_of_the_pixel_gradient():
