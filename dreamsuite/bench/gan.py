@@ -11,6 +11,9 @@ each are interleaved, so load from other processes hits both alike. Target: ours
 (b) **Sampling vs dreaming**: 64 images of 64 px from the EMA generator against one dream of a
 64 px image with the default :class:`~dreamsuite.engine.DreamConfig`, per image. Target >= 100x.
 (c) **FastGAN**: the step time of ``fastgan128`` at the same batch (no reference; for scale).
+(d) **Projected**: the step time of ``projected64`` (the demo's GAN: DCGAN's generator, a
+discriminator on Lite0's frozen features) at the same width and batch, against (a)'s dcgan64
+step: what judging in a pretrained network's feature space costs.
 """
 
 from __future__ import annotations
@@ -184,7 +187,9 @@ class SampleFigure:
 
 
 @dataclass
-class FastGANFigure:
+class ModelFigure:
+    """The training step of one model kind, for scale (``fastgan128``, ``projected64``)."""
+
     model: str
     width: int
     batch: int
@@ -252,12 +257,14 @@ def measure_sampling(trainer: Trainer, rounds: int, device: torch.device) -> Sam
                         dream_seconds / per_image)
 
 
-def measure_fastgan(batch: int, steps: int, rounds: int, device: torch.device) -> FastGANFigure:
-    trainer = _trainer("fastgan128", None, batch, device)
+def measure_model(model: str, width: int | None, batch: int, steps: int, rounds: int,
+                  device: torch.device) -> ModelFigure:
+    """Median seconds per training step of ``model`` (after one warm-up step)."""
+    trainer = _trainer(model, width, batch, device)
     trainer.train_step()
     times = [_timed(trainer.train_step, steps, device) for _ in range(rounds)]
     seconds = statistics.median(times)
-    return FastGANFigure("fastgan128", trainer.width, batch, seconds, batch / seconds)
+    return ModelFigure(model, trainer.width, batch, seconds, batch / seconds)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -270,18 +277,21 @@ def main(args: argparse.Namespace) -> int:
     print("measuring sampling vs dreaming ...", file=sys.stderr)
     sampling = measure_sampling(trainer, args.rounds, device)
     print(f"measuring the fastgan128 step at batch {fast_batch} ...", file=sys.stderr)
-    fastgan = measure_fastgan(fast_batch, 1, min(args.rounds, 3), device)
+    fastgan = measure_model("fastgan128", None, fast_batch, 1, min(args.rounds, 3), device)
+    print(f"measuring the projected64 step at batch {args.batch} ...", file=sys.stderr)
+    projected = measure_model("projected64", args.width, args.batch, args.steps,
+                              min(args.rounds, 3), device)
     if args.json:
         print(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
                           "train_step": asdict(step), "sampling": asdict(sampling),
-                          "fastgan": asdict(fastgan)}))
+                          "fastgan": asdict(fastgan), "projected": asdict(projected)}))
         return 0
-    _print_table(step, sampling, fastgan, device, args)
+    _print_table(step, sampling, fastgan, projected, device, args)
     return 0
 
 
-def _print_table(step: StepFigure, sampling: SampleFigure, fastgan: FastGANFigure,
-                 device: torch.device, args: argparse.Namespace) -> None:
+def _print_table(step: StepFigure, sampling: SampleFigure, fastgan: ModelFigure,
+                 projected: ModelFigure, device: torch.device, args: argparse.Namespace) -> None:
     print(f"device {device}, {torch.get_num_threads()} threads; dcgan64 width {step.width}, batch "
           f"{step.batch}, {args.rounds} interleaved rounds of {args.steps} steps; policy "
           f"{DEFAULT_POLICY}")
@@ -295,3 +305,6 @@ def _print_table(step: StepFigure, sampling: SampleFigure, fastgan: FastGANFigur
           f"{TARGET_SAMPLE_SPEEDUP:.0f}x {ok}")
     print(f"{'(c) fastgan128 step, s':<34}{fastgan.step_seconds:>12.3f}{'':>12}{'':>10}  "
           f"batch {fastgan.batch}, width {fastgan.width}: {fastgan.images_per_second:.1f} img/s")
+    print(f"{'(d) projected64 step, s (vs (a))':<34}{projected.step_seconds:>12.4f}"
+          f"{step.ours_seconds:>12.4f}{projected.step_seconds / step.ours_seconds:>10.3f}  "
+          f"batch {projected.batch}, width {projected.width} (no target)")

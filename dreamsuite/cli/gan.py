@@ -20,7 +20,7 @@ from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 
 __all__ = ["register", "parse_seeds"]
 
-_MODELS = ("dcgan64", "fastgan128", "dream2dream")
+_MODELS = ("dcgan64", "fastgan128", "projected64", "dream2dream")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="out/gan", help="output folder (default out/gan)")
     d.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     d.add_argument("--crops", type=int, default=24, help="crops per photo (default 24)")
+    d.add_argument("--model", choices=("projected64", "dcgan64"), default="projected64",
+                   help="the GAN (default projected64: DCGAN's generator, a discriminator on "
+                        "Lite0's frozen features)")
     d.add_argument("--device", default=None)
     d.set_defaults(func=cmd_demo)
 
@@ -293,7 +296,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dreamsuite.launcher import gan
 
-    written = gan.demo(Path(args.out), steps=args.steps, crops=args.crops, device=args.device)
+    written = gan.demo(Path(args.out), steps=args.steps, crops=args.crops, device=args.device,
+                       model=args.model)
     print(f"wrote {len(written)} files to {Path(args.out).resolve()}:")
     for path in written:
         print(f"  {path}")

@@ -29,6 +29,7 @@ from dreamsuite.gan.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init
 from dreamsuite.gan.dream2dream import DEFAULT_WIDTH as D2D_WIDTH
 from dreamsuite.gan.dream2dream import Dream2Dream
 from dreamsuite.gan.fastgan import FastGANDiscriminator, FastGANGenerator
+from dreamsuite.gan.projected import ProjectedDiscriminator
 
 __all__ = ["LOSSES", "DEFAULT_MODEL", "ModelKind", "register", "list_models", "get_model_kind"]
 
@@ -125,6 +126,16 @@ for _resolution in (128, 256):
         generator=lambda w, r=_resolution: FastGANGenerator(256, w, r),
         discriminator=lambda w, r=_resolution: FastGANDiscriminator(w, r),
     ))
+
+register(ModelKind(
+    name="projected64",
+    description="DCGAN's generator at 64 px against a projected discriminator: small heads "
+                "on the frozen, pretrained EfficientNet-Lite0's features at four scales, mixed "
+                "by fixed random projections (Projected GAN)",
+    resolution=64, z_dim=128, default_width=32, loss="hinge",
+    generator=lambda w: dcgan_init(DCGANGenerator(128, w)),
+    discriminator=ProjectedDiscriminator,
+))
 
 register(ModelKind(
     name="dream2dream",

@@ -37,7 +37,7 @@ def test_reference_and_fused_augmentation_agree_in_distribution():
 
 
 @pytest.mark.slow
-def test_gan_bench_reports_its_three_rows_as_json(capsys):
+def test_gan_bench_reports_its_four_rows_as_json(capsys):
     args = argparse.Namespace(json=True, rounds=1, batch=4, width=4, steps=1)
     assert gan.main(args) == 0
     figures = json.loads(capsys.readouterr().out)
@@ -47,3 +47,6 @@ def test_gan_bench_reports_its_three_rows_as_json(capsys):
     assert sampling["speedup"] == pytest.approx(sampling["dream_seconds"]
                                                 / sampling["per_image_seconds"])
     assert fastgan["model"] == "fastgan128" and fastgan["step_seconds"] > 0
+    projected = figures["projected"]
+    assert projected["model"] == "projected64" and projected["width"] == step["width"]
+    assert projected["images_per_second"] == pytest.approx(4 / projected["step_seconds"])

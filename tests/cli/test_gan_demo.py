@@ -42,3 +42,8 @@ def test_demo_dreams_the_builtin_photos_trains_and_writes_the_report(tmp_path, c
     expected = check_config(DEMO_DREAM).config.to_dict()
     assert {k: manifest.dream_config[k] for k in ("octaves", "steps", "step_size", "seed")} == \
         {k: expected[k] for k in ("octaves", "steps", "step_size", "seed")}
+
+    # The demo's GAN: DCGAN's generator against the projected discriminator.
+    records = [json.loads(store.get(key)) for key in store.iter_keys("models/")
+               if key.endswith(".json") and not key.endswith(".meta.json")]
+    assert [r["kind"] for r in records] == ["projected64"]

@@ -96,3 +96,35 @@ def test_fastgan_generator_excites_high_resolution_features_from_low_ones():
     for size, (low, high) in seen.items():
         assert high.shape[-1] == int(size) and low.shape[-1] == int(size) // 16
     assert set(seen) == {"64", "128"}
+
+
+def test_the_projected_discriminator_trains_small_heads_on_frozen_pretrained_features():
+    """Only the heads learn; the backbone stays out of the checkpoint (the process's cached
+    Lite0), the random projections are fixed by the seed, and G gets gradients through the
+    frozen network."""
+    from dreamsuite.backbones import get_backbone
+    from dreamsuite.gan.projected import FEATURE_BACKBONE
+
+    kind = get_model_kind("projected64")
+    torch.manual_seed(0)
+    D = kind.build_discriminator(WIDTH)
+    torch.manual_seed(0)
+    again = kind.build_discriminator(WIDTH)
+    state = D.state_dict()
+    assert all(k.split(".")[0] in ("mix_channels", "mix_scales", "heads") for k in state)
+    for key, value in again.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    trained = {n for n, p in D.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("heads.") for n in trained)
+    backbone = get_backbone(FEATURE_BACKBONE, device="cpu")
+    frozen = sum(p.numel() for p in backbone.model.parameters())
+    assert sum(v.numel() for v in state.values()) < frozen / 10
+    # One logit per position of each head: 16 -> 4 px, 8 -> 4, 4 and 2 px maps at 64 px.
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_()
+    logits, _ = D(x)
+    assert logits.shape == (2, 4)
+    (-logits.mean()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in D.named_parameters() if not p.requires_grad)
+    assert all(p.grad is not None for n, p in D.named_parameters() if p.requires_grad)
+    assert all(p.grad is None for p in backbone.model.parameters())

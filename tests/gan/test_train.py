@@ -176,16 +176,19 @@ def test_tiny_job_checkpoints_previews_evaluates_and_records(store, evaluations)
     assert read_latest(store, "j1")["sha256"] == checkpoints[-1]["sha256"]
 
 
-def test_a_stopped_job_resumes_to_the_same_weights_as_one_never_stopped(store, evaluations):
-    _train(_config(store, job_id="whole"), store)
+@pytest.mark.parametrize("model", ["dcgan64", "projected64"])
+def test_a_stopped_job_resumes_to_the_same_weights_as_one_never_stopped(store, evaluations,
+                                                                          model):
+    _train(_config(store, job_id="whole", model=model), store)
     asked = iter([False] * 3 + [True])
-    outcome, events = _train(_config(store, job_id="part"), store, should_stop=lambda: next(asked))
+    outcome, events = _train(_config(store, job_id="part", model=model), store,
+                             should_stop=lambda: next(asked))
     assert outcome == "stopped"
     stopped = events[-1]
     assert stopped == {"event": "stopped", "step": 3, "key": "jobs/part/checkpoints/step-00000003.pt"}
     assert read_latest(store, "part")["step"] == 3
     assert json.loads(store.get("jobs/part/status.json"))["event"] == "stopped"
-    outcome, events = _train(_config(store, job_id="part"), store)
+    outcome, events = _train(_config(store, job_id="part", model=model), store)
     assert outcome == "done" and events[0]["step"] == 4
     whole, part = load_latest(store, "whole"), load_latest(store, "part")
     for name in _TRAINED:
@@ -241,6 +244,23 @@ def test_fastgan128_trains_checkpoints_and_samples(store, evaluations):
     assert kind.name == "fastgan128"
     images = sample(generator, [0, 1], truncation=2.0)
     assert images.shape == (2, 3, 128, 128) and images.std() > 0
+
+
+def test_projected64_trains_checkpoints_and_samples(store, evaluations):
+    """The projected discriminator's checkpoint holds its heads, not the frozen backbone, and
+    the generator samples like any other."""
+    config = _config(store, model="projected64", steps=2, batch=4, checkpoint_every=1,
+                     preview_seeds=1)
+    outcome, events = _train(config, store)
+    assert outcome == "done"
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [1, 2]
+    state = load_latest(store, "j1")
+    assert state["kind"] == "projected64"
+    assert {k.split(".")[0] for k in state["D"]} == {"mix_channels", "mix_scales", "heads"}
+    generator, kind = load_generator(store, "jobs/j1/checkpoints/latest", "cpu")
+    assert kind.name == "projected64"
+    images = sample(generator, [0, 1], truncation=2.0)
+    assert images.shape == (2, 3, 64, 64) and images.std() > 0
 
 
 # --- job processes: SIGKILL, SIGTERM, torchrun --------------------------------------------------
