@@ -147,9 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="out/gan", help="output folder (default out/gan)")
     d.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     d.add_argument("--crops", type=int, default=24, help="crops per photo (default 24)")
-    d.add_argument("--model", choices=("projected64", "dcgan64"), default="projected64",
-                   help="the GAN (default projected64: DCGAN's generator, a discriminator on "
-                        "Lite0's frozen features)")
+    d.add_argument("--model", choices=("dcgan64", "projected64"), default="dcgan64",
+                   help="the GAN (default dcgan64; projected64: DCGAN's generator against a "
+                        "discriminator on Lite0's frozen features)")
     d.add_argument("--device", default=None)
     d.set_defaults(func=cmd_demo)
 

@@ -20,13 +20,14 @@ torch generator (seeded by the trainer) and saved with the heads.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dreamsuite.backbones import get_backbone
+from dreamsuite.backbones import Backbone, FeatureExtractor, get_backbone, get_backbone_spec
 from dreamsuite.gan.dcgan import sn_conv
 
 __all__ = ["ProjectedDiscriminator", "FEATURE_BACKBONE", "FEATURE_LAYERS"]
@@ -51,8 +52,6 @@ class ProjectedDiscriminator(nn.Module):
 
     def __init__(self, width: int, feed: int = 64):
         super().__init__()
-        from dreamsuite.backbones import get_backbone_spec
-
         spec = get_backbone_spec(FEATURE_BACKBONE)
         self.feed = feed
         channels = [spec.layer(layer).channels for layer in FEATURE_LAYERS]
@@ -106,11 +105,7 @@ def _head(channels: int, side: int, width: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-_EXTRACTORS: dict[int, nn.Module] = {}
-
-
-def _extractor(backbone) -> nn.Module:
-    key = id(backbone)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = backbone.extractor(FEATURE_LAYERS)
-    return _EXTRACTORS[key]
+@functools.cache
+def _extractor(backbone: Backbone) -> FeatureExtractor:
+    """The frozen network up to :data:`FEATURE_LAYERS`, once per (cached) backbone."""
+    return backbone.extractor(FEATURE_LAYERS)

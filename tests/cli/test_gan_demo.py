@@ -43,7 +43,9 @@ def test_demo_dreams_the_builtin_photos_trains_and_writes_the_report(tmp_path, c
     assert {k: manifest.dream_config[k] for k in ("octaves", "steps", "step_size", "seed")} == \
         {k: expected[k] for k in ("octaves", "steps", "step_size", "seed")}
 
-    # The demo's GAN: DCGAN's generator against the projected discriminator.
+    # The demo's GAN, under a job id that names it (another --model in the same folder is a
+    # new job, not a refused resume).
     records = [json.loads(store.get(key)) for key in store.iter_keys("models/")
                if key.endswith(".json") and not key.endswith(".meta.json")]
-    assert [r["kind"] for r in records] == ["projected64"]
+    assert [(r["kind"], r["model"]) for r in records] == [
+        ("dcgan64", f"demo-dcgan64-{dataset[:12]}")]
