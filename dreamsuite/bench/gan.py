@@ -11,7 +11,7 @@ each are interleaved, so load from other processes hits both alike. Target: ours
 (b) **Sampling vs dreaming**: 64 images of 64 px from the EMA generator against one dream of a
 64 px image with the default :class:`~dreamsuite.engine.DreamConfig`, per image. Target >= 100x.
 (c) **FastGAN**: the step time of ``fastgan128`` at the same batch (no reference; for scale).
-(d) **Projected**: the step time of ``projected64`` (the demo's GAN: DCGAN's generator, a
+(d) **Projected**: the step time of ``projected64`` (DCGAN's generator against a
 discriminator on Lite0's frozen features) at the same width and batch, against (a)'s dcgan64
 step: what judging in a pretrained network's feature space costs.
 """

@@ -93,8 +93,9 @@ class ProjectedDiscriminator(nn.Module):
 
 
 def _head(channels: int, side: int, width: int) -> nn.Sequential:
-    """Strided 4x4 convolutions from ``side`` down to 4 px (at least one), then a 4x4
-    convolution to one logit per position (one in all from a 4 px map)."""
+    """Strided 4x4 convolutions from ``side`` down to 4 px (none for a map of 4 px or less),
+    then a convolution of kernel ``min(4, side)`` without padding: one logit per image from
+    each scale."""
     layers: list[nn.Module] = []
     c = channels
     for _ in range(max(0, int(math.log2(max(side, 4) // 4)))):
