@@ -37,12 +37,6 @@ FEATURE_BACKBONE = "efficientnet_lite0"
 FEATURE_LAYERS = ("block_2", "block_4", "block_10", "block_15")
 
 
-def _frozen(module: nn.Module) -> nn.Module:
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
 class ProjectedDiscriminator(nn.Module):
     """``[N, 3, R, R]`` in ``[-1, 1]`` -> ``(logits [N, K], None)``; see the module docstring.
     ``width`` sets the heads' channels (``2 * width``) and the projections' (``width`` times
@@ -58,12 +52,12 @@ class ProjectedDiscriminator(nn.Module):
         sides = [max(1, feed // s) for s in (4, 8, 16, 32)]
         projected = [width * m for m in (1, 2, 4, 8)]
         self.mix_channels = nn.ModuleList(
-            _frozen(nn.Conv2d(c, p, 1, bias=True)) for c, p in zip(channels, projected,
-                                                                   strict=True))
+            nn.Conv2d(c, p, 1, bias=True).requires_grad_(False)
+            for c, p in zip(channels, projected, strict=True))
         # Cross-scale mixing, deep to shallow: scale i gets scale i+1's mixed output.
         self.mix_scales = nn.ModuleList(
-            _frozen(nn.Conv2d(projected[i + 1], projected[i], 3, padding=1, bias=True))
-            for i in range(len(projected) - 1))
+            nn.Conv2d(projected[i + 1], projected[i], 3, padding=1, bias=True)
+            .requires_grad_(False) for i in range(len(projected) - 1))
         self.heads = nn.ModuleList(_head(p, s, 2 * width) for p, s in zip(projected, sides,
                                                                           strict=True))
 
