@@ -339,7 +339,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 #: The demo's GAN. ``projected64`` (the same generator against a discriminator on Lite0's
 #: frozen features) learned the dream's eyes and fur where this one learns its colours and
-#: blobs, but one of its three runs collapsed to a single image (README), so it is an option.
+#: blobs, but it collapses to a single image early in every run and one of four runs never
+#: recovered (README), so it is an option.
 DEMO_MODEL = "dcgan64"
 
 
