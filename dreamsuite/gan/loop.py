@@ -9,7 +9,8 @@ a fixed thread count: bit for bit).
 A step: draw the next ``batch`` training images (this rank's shard of a seeded permutation per
 epoch) and ``batch`` latents; D step on ``cat(real, G(z).detach())``, DiffAugmented, in one
 forward pass (batch-coupled discriminators keep the two parts' statistics apart); G step
-through D on the augmented fakes, computing gradients for G only; EMA of G.
+through D on the augmented fakes, computing gradients for G only (plus, for kinds that ask for
+it, a mode-seeking term on the unaugmented fakes); EMA of G.
 Losses: non-saturating (``softplus``, the BCE of DCGAN) or hinge, as the model kind says.
 Tensors are channels_last (NHWC convolutions are faster with cuDNN and oneDNN alike); on CUDA,
 fp16 autocast with one grad scaler per network; on the CPU, fp32.
@@ -30,7 +31,8 @@ from torch import nn
 from dreamsuite.gan.augment import diff_augment, parse_policy
 from dreamsuite.gan.models import ModelKind
 
-__all__ = ["DataOrder", "Trainer", "gather_per_rank", "stream_seed", "to_model_range"]
+__all__ = ["DataOrder", "Trainer", "gather_per_rank", "mode_seeking_loss", "stream_seed",
+           "to_model_range"]
 
 
 def stream_seed(*parts: int) -> int:
@@ -153,11 +155,12 @@ class Trainer:
         shard = indices[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
         real = to_model_range(self.images[shard.to(self.device)])
         real = real.contiguous(memory_format=self.memory_format)
-        z = torch.randn(len(shard), self.kind.z_dim, generator=self.noise)
+        z = torch.randn(len(shard), self.kind.z_dim, generator=self.noise).to(
+            self.device, non_blocking=True)
         with self._autocast():
-            fake = self.G_train(z.to(self.device, non_blocking=True))
+            fake = self.G_train(z)
         real_logits, d_loss = self._d_step(real, fake.detach())
-        g_loss = self._g_step(fake)
+        g_loss = self._g_step(fake, z)
         self._update_ema()
         self.step += 1
         with torch.no_grad():
@@ -183,14 +186,18 @@ class Trainer:
         self.scaler_D.update()
         return real_logits, loss
 
-    def _g_step(self, fake: torch.Tensor) -> torch.Tensor:
+    def _g_step(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """G's adversarial loss (returned, for progress) plus the kind's mode-seeking term."""
         x = diff_augment(fake, self.policy, generator=self.augment_rng)
         with self._autocast():  # D itself, not its DDP wrapper: D's gradients are not needed
             logits, _ = self.D(x)
         logits = logits.float()
         loss = -logits.mean() if self.kind.loss == "hinge" else F.softplus(-logits).mean()
+        total = loss
+        if self.kind.mode_seeking:
+            total = loss + self.kind.mode_seeking * mode_seeking_loss(fake.float(), z)
         self.opt_G.zero_grad(set_to_none=True)
-        self.scaler_G.scale(loss).backward(inputs=self.g_params)  # skips D's weight gradients
+        self.scaler_G.scale(total).backward(inputs=self.g_params)  # skips D's weight gradients
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
         return loss
@@ -242,6 +249,18 @@ class Trainer:
         else:
             self.noise.manual_seed(stream_seed(self.seed, 1, self.rank, self.step))
             self.augment_rng.manual_seed(stream_seed(self.seed, 2, self.rank, self.step))
+
+
+def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Mao et al.'s mode-seeking term for a batch of samples and their latents: the first half
+    paired with the second, ``1 / (lz + 1e-5)`` where ``lz`` is the mean absolute difference of
+    the paired images over that of the paired latents (0 for a batch of fewer than 2)."""
+    half = images.shape[0] // 2
+    if not half:
+        return images.new_zeros(())
+    lz = ((images[:half] - images[half:2 * half]).abs().mean()
+          / (z[:half] - z[half:2 * half]).abs().mean())
+    return 1 / (lz + 1e-5)
 
 
 def _ema_copy(generator: nn.Module) -> nn.Module:

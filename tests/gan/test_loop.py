@@ -1,0 +1,66 @@
+"""dreamsuite.gan.loop: the mode-seeking term in G's loss, and the kinds that use it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from dreamsuite.gan.loop import Trainer, mode_seeking_loss
+from dreamsuite.gan.models import get_model_kind
+
+
+def test_mode_seeking_loss_is_one_over_image_distance_per_latent_distance():
+    torch.manual_seed(0)
+    images, z = torch.randn(6, 3, 8, 8), torch.randn(6, 5)
+    lz = (images[:3] - images[3:]).abs().mean() / (z[:3] - z[3:]).abs().mean()
+    assert mode_seeking_loss(images, z).item() == pytest.approx(1 / (lz.item() + 1e-5), rel=1e-6)
+    # An odd batch pairs the first half with the next half and leaves the last image out.
+    assert torch.equal(mode_seeking_loss(torch.cat([images, images[:1]]), torch.cat([z, z[:1]])),
+                       mode_seeking_loss(images, z))
+    # Farther-apart images for the same latents: a smaller loss; the same image twice: 1e5.
+    assert mode_seeking_loss(images * 2, z) < mode_seeking_loss(images, z)
+    same = images[:1].expand(6, -1, -1, -1)
+    assert mode_seeking_loss(same, z).item() == pytest.approx(1e5)
+    assert mode_seeking_loss(images[:1], z[:1]).item() == 0
+
+
+def test_descending_the_mode_seeking_loss_spreads_a_collapsed_generators_samples():
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(8, 48), nn.Tanh())
+    with torch.no_grad():
+        G[0].weight.mul_(1e-3)  # every latent maps to (nearly) the same image
+    z = torch.randn(32, 8)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-2)
+    spread = G(z).detach().std(0).mean()
+    for _ in range(20):
+        opt.zero_grad()
+        mode_seeking_loss(G(z), z).backward()
+        opt.step()
+    assert G(z).detach().std(0).mean() > 20 * spread
+
+
+def _trainer(kind, images) -> Trainer:
+    return Trainer(kind, images, width=4, batch=4, lr=2e-4, ema_decay=0.999,
+                   augment="color,translation,cutout", seed=0, device=torch.device("cpu"))
+
+
+def test_projected64_adds_the_term_to_g_steps_only():
+    """projected64 sets a mode-seeking weight; with it the G step moves G differently, while
+    the D step (which comes first, from the same seed) is untouched."""
+    kind = get_model_kind("projected64")
+    assert kind.mode_seeking > 0 and get_model_kind("dcgan64").mode_seeking == 0
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    on, off = _trainer(kind, images), _trainer(dataclasses.replace(kind, mode_seeking=0.0), images)
+    for trainer in (on, off):
+        trainer.train_step()
+    for name, value in on.D.state_dict().items():
+        assert torch.equal(value, off.D.state_dict()[name]), name
+    moved = [name for name, value in on.G.state_dict().items()
+             if value.is_floating_point() and not torch.equal(value, off.G.state_dict()[name])]
+    assert moved
+    # The progress figure is the adversarial loss alone, the same with the term and without.
+    assert on.pop_stats()["g_loss"] == pytest.approx(off.pop_stats()["g_loss"], rel=1e-6)
