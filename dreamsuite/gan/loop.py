@@ -155,12 +155,11 @@ class Trainer:
         shard = indices[self.rank * self.local_batch:(self.rank + 1) * self.local_batch]
         real = to_model_range(self.images[shard.to(self.device)])
         real = real.contiguous(memory_format=self.memory_format)
-        z = torch.randn(len(shard), self.kind.z_dim, generator=self.noise).to(
-            self.device, non_blocking=True)
+        z = torch.randn(len(shard), self.kind.z_dim, generator=self.noise)
         with self._autocast():
-            fake = self.G_train(z)
+            fake = self.G_train(z.to(self.device, non_blocking=True))
         real_logits, d_loss = self._d_step(real, fake.detach())
-        g_loss = self._g_step(fake, z)
+        g_loss = self._g_step(fake, real)
         self._update_ema()
         self.step += 1
         with torch.no_grad():
@@ -186,7 +185,7 @@ class Trainer:
         self.scaler_D.update()
         return real_logits, loss
 
-    def _g_step(self, fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _g_step(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """G's adversarial loss (returned, for progress) plus the kind's mode-seeking term."""
         x = diff_augment(fake, self.policy, generator=self.augment_rng)
         with self._autocast():  # D itself, not its DDP wrapper: D's gradients are not needed
@@ -195,7 +194,8 @@ class Trainer:
         loss = -logits.mean() if self.kind.loss == "hinge" else F.softplus(-logits).mean()
         total = loss
         if self.kind.mode_seeking:
-            total = loss + self.kind.mode_seeking * mode_seeking_loss(fake.float(), z)
+            total = loss + self.kind.mode_seeking * mode_seeking_loss(
+                fake.float(), real, self.kind.mode_seeking_floor)
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler_G.scale(total).backward(inputs=self.g_params)  # skips D's weight gradients
         self.scaler_G.step(self.opt_G)
@@ -251,16 +251,22 @@ class Trainer:
             self.augment_rng.manual_seed(stream_seed(self.seed, 2, self.rank, self.step))
 
 
-def mode_seeking_loss(images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Mao et al.'s mode-seeking term for a batch of samples and their latents: the first half
-    paired with the second, ``1 / (lz + 1e-5)`` where ``lz`` is the mean absolute difference of
-    the paired images over that of the paired latents (0 for a batch of fewer than 2)."""
-    half = images.shape[0] // 2
+def mode_seeking_loss(fake: torch.Tensor, real: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """A mode-seeking term for a batch of samples (after Mao et al., "Mode Seeking Generative
+    Adversarial Networks", CVPR 2019): the samples' first half paired with their second, the
+    same for the real images; ``r`` is the mean absolute difference of the sample pairs over
+    that of the real pairs (the data's own diversity; the latents are independent draws), and
+    the term is ``1 / (r + 1e-5)``, unbounded as G maps different latents to one image. With a
+    ``floor`` in ``(0, 1]`` it is ``max(0, 1 / (r + 1e-5) - 1 / floor)``, hinged as in
+    Yang et al.'s diversity-sensitive GANs: no push once the samples are ``floor`` as diverse
+    as the data. 0 for a batch of fewer than 2."""
+    half = min(fake.shape[0], real.shape[0]) // 2
     if not half:
-        return images.new_zeros(())
-    lz = ((images[:half] - images[half:2 * half]).abs().mean()
-          / (z[:half] - z[half:2 * half]).abs().mean())
-    return 1 / (lz + 1e-5)
+        return fake.new_zeros(())
+    spread = (fake[:half] - fake[half:2 * half]).abs().mean()
+    data = (real[:half] - real[half:2 * half]).abs().mean().clamp_min(1e-8)
+    loss = 1 / (spread / data + 1e-5)
+    return (loss - 1 / floor).clamp_min(0) if floor else loss
 
 
 def _ema_copy(generator: nn.Module) -> nn.Module:

@@ -12,19 +12,32 @@ from dreamsuite.gan.loop import Trainer, mode_seeking_loss
 from dreamsuite.gan.models import get_model_kind
 
 
-def test_mode_seeking_loss_is_one_over_image_distance_per_latent_distance():
+def test_mode_seeking_loss_is_one_over_the_samples_spread_relative_to_the_datas():
     torch.manual_seed(0)
-    images, z = torch.randn(6, 3, 8, 8), torch.randn(6, 5)
-    lz = (images[:3] - images[3:]).abs().mean() / (z[:3] - z[3:]).abs().mean()
-    assert mode_seeking_loss(images, z).item() == pytest.approx(1 / (lz.item() + 1e-5), rel=1e-6)
+    fake, real = torch.randn(6, 3, 8, 8), torch.randn(6, 3, 8, 8) * 2
+    r = (fake[:3] - fake[3:]).abs().mean() / (real[:3] - real[3:]).abs().mean()
+    assert r.item() == pytest.approx(0.5, abs=0.1)
+    assert mode_seeking_loss(fake, real).item() == pytest.approx(1 / (r.item() + 1e-5), rel=1e-6)
     # An odd batch pairs the first half with the next half and leaves the last image out.
-    assert torch.equal(mode_seeking_loss(torch.cat([images, images[:1]]), torch.cat([z, z[:1]])),
-                       mode_seeking_loss(images, z))
-    # Farther-apart images for the same latents: a smaller loss; the same image twice: 1e5.
-    assert mode_seeking_loss(images * 2, z) < mode_seeking_loss(images, z)
-    same = images[:1].expand(6, -1, -1, -1)
-    assert mode_seeking_loss(same, z).item() == pytest.approx(1e5)
-    assert mode_seeking_loss(images[:1], z[:1]).item() == 0
+    assert torch.equal(mode_seeking_loss(torch.cat([fake, fake[:1]]), torch.cat([real, real[:1]])),
+                       mode_seeking_loss(fake, real))
+    # More spread-out samples: a smaller loss; the same sample six times: 1e5.
+    assert mode_seeking_loss(fake * 2, real) < mode_seeking_loss(fake, real)
+    assert mode_seeking_loss(fake[:1].expand(6, -1, -1, -1), real).item() == pytest.approx(1e5)
+    assert mode_seeking_loss(fake[:1], real[:1]).item() == 0
+
+
+def test_a_floor_hinges_the_term_at_that_share_of_the_datas_spread():
+    torch.manual_seed(0)
+    fake, real = torch.randn(6, 3, 8, 8), torch.randn(6, 3, 8, 8)
+    r = ((fake[:3] - fake[3:]).abs().mean() / (real[:3] - real[3:]).abs().mean()).item()
+    # A floor above the samples' relative spread pushes (less); one below it does not.
+    higher, lower = r * 1.5, r / 1.5
+    assert mode_seeking_loss(fake, real, floor=higher).item() == pytest.approx(
+        1 / (r + 1e-5) - 1 / higher, rel=1e-5)
+    assert mode_seeking_loss(fake, real, floor=lower).item() == 0
+    # Collapsed samples are pushed apart whatever the floor.
+    assert mode_seeking_loss(fake[:1].expand(6, -1, -1, -1), real, floor=0.5).item() > 1e4
 
 
 def test_descending_the_mode_seeking_loss_spreads_a_collapsed_generators_samples():
@@ -32,12 +45,12 @@ def test_descending_the_mode_seeking_loss_spreads_a_collapsed_generators_samples
     G = nn.Sequential(nn.Linear(8, 48), nn.Tanh())
     with torch.no_grad():
         G[0].weight.mul_(1e-3)  # every latent maps to (nearly) the same image
-    z = torch.randn(32, 8)
+    z, real = torch.randn(32, 8), torch.rand(32, 48) * 2 - 1
     opt = torch.optim.Adam(G.parameters(), lr=1e-2)
     spread = G(z).detach().std(0).mean()
     for _ in range(20):
         opt.zero_grad()
-        mode_seeking_loss(G(z), z).backward()
+        mode_seeking_loss(G(z), real).backward()
         opt.step()
     assert G(z).detach().std(0).mean() > 20 * spread
 
