@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dreamsuite.cli.options import add_backbone_options
+from dreamsuite.defaults import DEMO_GAN_MODEL, DEMO_GAN_MODELS, DEMO_GAN_STEPS
 from dreamsuite.errors import InvalidArgument
 from handlers import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_DELAY_MS
 
@@ -145,11 +146,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = which.add_parser("demo", help="built-in photos -> data set -> GAN -> samples, evaluation")
     d.add_argument("--out", default="out/gan", help="output folder (default out/gan)")
-    d.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    d.add_argument("--steps", type=int, default=DEMO_GAN_STEPS,
+                   help=f"training steps (default {DEMO_GAN_STEPS})")
     d.add_argument("--crops", type=int, default=24, help="crops per photo (default 24)")
-    d.add_argument("--model", choices=("dcgan64", "projected64"), default="dcgan64",
-                   help="the GAN (default dcgan64; projected64: DCGAN's generator against a "
-                        "discriminator on Lite0's frozen features)")
+    d.add_argument("--model", choices=DEMO_GAN_MODELS, default=DEMO_GAN_MODEL,
+                   help=f"the GAN (default {DEMO_GAN_MODEL}; projected64: DCGAN's generator "
+                        "against a discriminator on Lite0's frozen features; dcgan64: the "
+                        "classic small-data baseline)")
     d.add_argument("--device", default=None)
     d.set_defaults(func=cmd_demo)
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dreamsuite.artifacts import ArtifactStore, open_store
 from dreamsuite.clients.gan import GanClient
+from dreamsuite.defaults import DEMO_GAN_MODEL, DEMO_GAN_STEPS
 from dreamsuite.engine import DreamConfig, Maplist, dream, parse_layer_spec
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.gan.data import load_split, read_manifest
@@ -337,15 +338,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 # --- the demo ------------------------------------------------------------------------------------
 
 
-#: The demo's GAN. ``projected64`` (the same generator against a discriminator on Lite0's
-#: frozen features) learned the dream's eyes and fur where this one learns its colours and
-#: blobs, but it collapses to a single image early in every run and one of four runs never
-#: recovered (README), so it is an option.
-DEMO_MODEL = "dcgan64"
-
-
-def demo(out: Path, *, steps: int = 1500, crops: int = 24, device: str | None = None,
-         bootstrap: int = 200, model: str = DEMO_MODEL) -> list[Path]:
+def demo(out: Path, *, steps: int = DEMO_GAN_STEPS, crops: int = 24, device: str | None = None,
+         bootstrap: int = 200, model: str = DEMO_GAN_MODEL) -> list[Path]:
     """Built-in photos -> dreamed data set -> ``model`` -> samples and evaluation, in
     ``out``."""
     out.mkdir(parents=True, exist_ok=True)

@@ -48,4 +48,4 @@ def test_demo_dreams_the_builtin_photos_trains_and_writes_the_report(tmp_path, c
     records = [json.loads(store.get(key)) for key in store.iter_keys("models/")
                if key.endswith(".json") and not key.endswith(".meta.json")]
     assert [(r["kind"], r["model"]) for r in records] == [
-        ("dcgan64", f"demo-dcgan64-{dataset[:12]}")]
+        ("projected64", f"demo-projected64-{dataset[:12]}")]
