@@ -95,6 +95,9 @@ def register(kind: ModelKind) -> ModelKind:
         raise ValueError(f"model kind {kind.name!r}: loss must be one of {LOSSES}")
     if (kind.discriminator is None) != kind.paired:
         raise ValueError(f"model kind {kind.name!r}: a discriminator unless (only if) paired")
+    if not (kind.mode_seeking >= 0 and 0 <= kind.mode_seeking_floor <= 1):
+        raise ValueError(f"model kind {kind.name!r}: mode_seeking must be >= 0 and "
+                         "mode_seeking_floor in [0, 1]")
     _REGISTRY[kind.name] = kind
     return kind
 

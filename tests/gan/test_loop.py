@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dreamsuite.gan.loop import Trainer, mode_seeking_loss
-from dreamsuite.gan.models import get_model_kind
+from dreamsuite.gan.models import get_model_kind, register
 
 
 def test_mode_seeking_loss_is_one_over_the_samples_spread_relative_to_the_datas():
@@ -77,3 +77,12 @@ def test_projected64_adds_the_term_to_g_steps_only():
     assert moved
     # The progress figure is the adversarial loss alone, the same with the term and without.
     assert on.pop_stats()["g_loss"] == pytest.approx(off.pop_stats()["g_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("fields", [{"mode_seeking": -1.0}, {"mode_seeking_floor": 1.5},
+                                    {"mode_seeking_floor": -0.1},
+                                    {"mode_seeking": float("nan")}])
+def test_a_kind_with_a_bad_mode_seeking_setting_is_not_registered(fields):
+    kind = dataclasses.replace(get_model_kind("projected64"), name="projected64-bad", **fields)
+    with pytest.raises(ValueError, match="mode_seeking"):
+        register(kind)
