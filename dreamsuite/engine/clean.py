@@ -52,9 +52,6 @@ COLOR_CORRELATION = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
 #: a quarter of the Nyquist frequency, 0.5.
 HIGH_FREQUENCY_CUTOFF = 0.125
 
-_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
-
-
 def precondition(grad: torch.Tensor, *, laplacian: int = 0, decorrelate: bool = False,
                  fourier: float = 0.0) -> torch.Tensor:
     """The conditioned ascent direction for a pixel gradient ``[N, 3, H, W]``: into the
@@ -94,12 +91,28 @@ def from_decorrelated(step: torch.Tensor) -> torch.Tensor:
 
 
 def _blur_down(x: torch.Tensor) -> torch.Tensor:
-    """Binomial 5x5 blur, then every second pixel (``[N, C, H, W] -> [N, C, ceil(H/2), ...]``)."""
-    channels = x.shape[1]
-    k = _BINOMIAL.to(x) / _BINOMIAL.sum()
-    kernel = (k[:, None] * k[None, :]).expand(channels, 1, 5, 5)
+    """Binomial 5x5 blur, then every second pixel (``[N, C, H, W] -> [N, C, ceil(H/2), ...]``),
+    reflect-padded by 2 (replicate below 3 px): the 5x5 kernel ``k k^T / 256``, ``k = [1, 4, 6,
+    4, 1]``, applied as its two 1-D passes on strided views, each computing only the rows (then
+    columns) it keeps. On the CPU about 2.5x faster than the depthwise convolution, which also
+    reorders a 3-channel image into 16-channel blocks (5x its size in memory)."""
     mode = "reflect" if min(x.shape[-2:]) > 2 else "replicate"
-    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode=mode), kernel, stride=2, groups=channels)
+    padded = F.pad(x, (2, 2, 2, 2), mode=mode)
+    h, w = (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2
+    rows = _binomial_taps(padded, -2, h)
+    del padded
+    return _binomial_taps(rows, -1, w)
+
+
+def _binomial_taps(x: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """``(x[2i] + 4 x[2i+1] + 6 x[2i+2] + 4 x[2i+3] + x[2i+4]) / 16`` along ``dim`` for
+    ``i < n`` (no partial sum above twice the input: float16 keeps its range)."""
+    def tap(k: int) -> torch.Tensor:
+        every_second = (..., slice(None, None, 2)) + (slice(None),) * (-dim - 1)
+        return x.narrow(dim, k, 2 * n - 1)[every_second]
+
+    outer = torch.add(tap(0), tap(4)).mul_(1 / 16)
+    return outer.add_(tap(1) + tap(3), alpha=1 / 4).add_(tap(2), alpha=3 / 8)
 
 
 def _up2_along(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -148,12 +161,14 @@ def _resize_along(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
 def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``x`` (``[N, C, h, w]``) resized to ``size``: the same pixels as
     ``F.interpolate(x, size, mode="bilinear")`` to float rounding, one axis after the other,
-    about 4x faster on the CPU (PyTorch's bilinear kernel computes the taps per pixel; here
+    about 5x faster on the CPU (PyTorch's bilinear kernel computes the taps per pixel; here
     they are cached per size, and an exact 2x needs none). Under autograd (a gradient that
     itself needs one) it is ``F.interpolate``: the fast path writes into its output."""
     if x.requires_grad and torch.is_grad_enabled():
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return _resize_along(_resize_along(x.contiguous(), -2, size[0]), -1, size[1])
+    # Columns first: the slow axis (scattered reads and writes within rows) then runs on the
+    # input's rows only, and the rows' pass copies whole rows.
+    return _resize_along(_resize_along(x.contiguous(), -1, size[1]), -2, size[0])
 
 
 def _resize_adjoint_along(grad: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -182,18 +197,21 @@ def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> 
     """``grad`` (``[N, C, H, W]``) split into ``levels`` band-pass images and a low-pass rest,
     each divided by its RMS, and merged again. Levels stop where the image would fall below
     4 px. Splitting and merging use the same upsampling, so without the normalisation the merge
-    gives ``grad`` back exactly."""
+    gives ``grad`` back exactly. Each band and each merged level is computed in the buffer of
+    the upsampled image it starts from, so the pyramid holds about two copies of ``grad``."""
     bands = []
     low = grad
     for _ in range(levels):
         if min(low.shape[-2:]) < 8:
             break
         down = _blur_down(low)
-        bands.append(low - _up(down, tuple(low.shape[-2:])))
+        bands.append(_up(down, tuple(low.shape[-2:])).neg_().add_(low))  # low - up(down)
         low = down
     out = low / _rms(low).clamp_min(eps)
-    for band in reversed(bands):
-        out = torch.addcdiv(_up(out, tuple(band.shape[-2:])), band, _rms(band).clamp_min(eps))
+    while bands:
+        band = bands.pop()
+        out = _up(out, tuple(band.shape[-2:])).addcdiv_(band, _rms(band).clamp_min(eps))
+        del band
     return out
 
 

@@ -171,14 +171,17 @@ class _Stepper:
         if reach and masks is not None:
             masks = torch.roll(masks, (dy, dx), (2, 3))
         grad, value = yield from self.gradient(rolled, run, octave, masks)
+        del rolled  # a whole image: big ones are tiled to bound memory, so hold no extra copy
         if reach:
             grad = torch.roll(grad, (-dy, -dx), (2, 3))
         grad = smooth(grad, self.config.smooth)
         if self.conditioned:
             grad = precondition(grad, laplacian=self.config.laplacian,
                                 decorrelate=self.config.decorrelate, fourier=self.config.fourier)
-        grad = grad / (grad.abs().mean() + 1e-8)
-        image = (image + self.config.step_size * grad).clamp_(0, 1)
+        # image + step_size * grad / mean|grad|, without a copy of grad's magnitudes
+        wide = torch.float64 if grad.dtype == torch.float64 else torch.float32
+        scale = torch.linalg.vector_norm(grad, 1, dtype=wide) / grad.numel() + 1e-8
+        image = torch.add(image, grad, alpha=self.config.step_size / float(scale)).clamp_(0, 1)
         if self.config.blur_every and (step + 1) % self.config.blur_every == 0:
             image = smooth(image, self.config.blur_sigma)
         return image, value
