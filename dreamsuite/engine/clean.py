@@ -115,24 +115,6 @@ def _binomial_taps(x: torch.Tensor, dim: int, n: int) -> torch.Tensor:
     return outer.add_(tap(1) + tap(3), alpha=1 / 4).add_(tap(2), alpha=3 / 8)
 
 
-def _up2_along(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``x`` twice as long along ``dim`` (-2 or -1), bilinear with half-pixel centres: output
-    ``2i`` is ``3/4 x[i] + 1/4 x[i-1]``, ``2i+1`` is ``3/4 x[i] + 1/4 x[i+1]``, the edge pixels
-    repeated. Written straight into the interleaved output."""
-    n = x.shape[dim]
-    shape = list(x.shape)
-    out = x.new_empty(shape[:dim] + [n, 2] + shape[len(shape) + dim + 1:])
-    even, odd = out.select(dim, 0), out.select(dim, 1)  # views shaped like x
-    if n > 1:
-        head, tail = x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)
-        torch.lerp(tail, head, 0.25, out=even.narrow(dim, 1, n - 1))
-        torch.lerp(head, tail, 0.25, out=odd.narrow(dim, 0, n - 1))
-    even.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
-    odd.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 1, 1))
-    shape[dim] = 2 * n
-    return out.view(shape)
-
-
 @functools.lru_cache(maxsize=256)
 def _linear_taps(size_in: int, size_out: int, device: torch.device,
                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -149,31 +131,15 @@ def _linear_taps(size_in: int, size_out: int, device: torch.device,
     return i0.to(device), i1.to(device), (src - i0).to(device, dtype)
 
 
-def _resize_along(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
-    """``x`` resized to ``size`` along ``dim`` (-2 or -1), bilinear with half-pixel centres."""
-    if size == 2 * x.shape[dim]:
-        return _up2_along(x, dim)
-    i0, i1, weight = _linear_taps(x.shape[dim], size, x.device, x.dtype)
-    weight = weight.view([-1] + [1] * (-dim - 1))
-    return torch.lerp(x.index_select(dim, i0), x.index_select(dim, i1), weight)
-
-
 def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``x`` (``[N, C, h, w]``) resized to ``size``: the same pixels as
-    ``F.interpolate(x, size, mode="bilinear")`` to float rounding, one axis after the other,
-    about 5x faster on the CPU (PyTorch's bilinear kernel computes the taps per pixel; here
-    they are cached per size, and an exact 2x needs none). Under autograd (a gradient that
-    itself needs one) it is ``F.interpolate``: the fast path writes into its output."""
-    if x.requires_grad and torch.is_grad_enabled():
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    # Columns first: the slow axis (scattered reads and writes within rows) then runs on the
-    # input's rows only, and the rows' pass copies whole rows.
-    return _resize_along(_resize_along(x.contiguous(), -1, size[1]), -2, size[0])
+    """``x`` (``[N, C, h, w]``) resized bilinearly to ``size`` (half-pixel centres)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _resize_adjoint_along(grad: torch.Tensor, dim: int, size: int) -> torch.Tensor:
-    """The adjoint of :func:`_resize_along` from ``size`` samples: each output's gradient
-    added into the two inputs it read, by their weights."""
+    """The adjoint of the bilinear resize along ``dim`` from ``size`` samples to
+    ``grad.shape[dim]``: each output's gradient added into the two inputs it read (the taps
+    of :func:`_linear_taps`), by their weights."""
     i0, i1, weight = _linear_taps(size, grad.shape[dim], grad.device, grad.dtype)
     weight = weight.view([-1] + [1] * (-dim - 1))
     shape = list(grad.shape)
