@@ -10,19 +10,24 @@ nothing happens at import.
 :func:`available_cpus` is the CPUs this process may run on (its affinity mask) bounded by the
 cgroup CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; the
 tightest of its cgroup and their ancestors), rounded down, at least 1.
+
+:func:`keep_freed_memory` (called by :func:`apply_threads` and by every dream) keeps the C
+library's allocator from handing freed tensors back to the kernel between passes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 __all__ = ["CGROUP_ROOT", "MAX_THREADS", "THREAD_ENV", "apply_threads", "available_cpus", "cgroup_cpu_limit",
-           "apply_worker_threads", "resolve_threads", "thread_env", "threads_from_env",
-           "worker_threads"]
+           "apply_worker_threads", "keep_freed_memory", "resolve_threads", "thread_env",
+           "threads_from_env", "worker_threads"]
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
@@ -152,10 +157,48 @@ def apply_threads(threads: int) -> int:
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, not {threads}")
+    keep_freed_memory()
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # set already, or inter-op work has started
         torch.set_num_interop_threads(threads)
     return threads
+
+
+#: glibc's ``mallopt`` parameters, and the values :func:`keep_freed_memory` sets: blocks up to
+#: 32 MiB (the most glibc allows) come from the heap instead of their own ``mmap``, and up to
+#: 512 MiB of free memory may stay at the top of the heap.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20
+TRIM_THRESHOLD = 512 * 2**20
+#: Environment variables through which an operator sets glibc's allocator: then it is theirs.
+_MALLOC_ENVS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory of freed tensors instead of returning it to the
+    kernel and faulting it in again, zeroed, at the next allocation; returns whether that was
+    set (once per process; later calls return the first answer).
+
+    glibc's defaults serve each block over 128 KiB-32 MiB with its own ``mmap`` and trim the
+    heap's top when more than about twice that is free: a dream step frees and allocates
+    tens of megabytes of activations and gradients, and at 512 px the engine took about
+    120,000 page faults a dream (some 5% of its time). With a 32 MiB mmap threshold and
+    512 MiB trim threshold it takes none; the process's resident memory then stays near its
+    peak instead of falling between passes, as with PyTorch's CUDA caching allocator. Nothing
+    changes where the C library is not glibc (``mallopt`` missing or refusing), or where the
+    environment already sets its allocator (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``)."""
+    if any(name in os.environ for name in _MALLOC_ENVS):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return (mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+            and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
 
 
 def worker_threads(workers: int, environ: Mapping[str, str] | None = None, *,

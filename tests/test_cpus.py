@@ -115,3 +115,58 @@ def test_each_worker_gets_its_share_unless_the_environment_says():
     assert worker_threads(8, {}, cpus=4) == 1  # at least one
     assert worker_threads(0, {}, cpus=4) == 4  # no workers named: one
     assert worker_threads(2, {"OMP_NUM_THREADS": "3"}, cpus=4) == 3  # each worker's own
+
+
+_CHURN = (
+    "import ctypes, resource\n"
+    "{setup}\n"
+    "libc = ctypes.CDLL(None)\n"
+    "libc.malloc.restype = ctypes.c_void_p\n"
+    "libc.malloc.argtypes = (ctypes.c_size_t,)\n"
+    "libc.free.argtypes = (ctypes.c_void_p,)\n"
+    "size = 24 * 2**20\n"
+    "def churn():\n"
+    "    # a pass's worth of activations: three 24 MiB blocks written, then all freed\n"
+    "    blocks = [libc.malloc(size) for _ in range(3)]\n"
+    "    for block in blocks:\n"
+    "        ctypes.memset(block, 1, size)\n"
+    "    for block in reversed(blocks):\n"
+    "        libc.free(block)\n"
+    "for _ in range(3):  # glibc's thresholds adapt, the heap grows to its size\n"
+    "    churn()\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "for _ in range(10):\n"
+    "    churn()\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+)
+
+
+def _faults(setup: str, env: dict[str, str] | None = None) -> int:
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    out = subprocess.run([sys.executable, "-c", _CHURN.format(setup=setup)], check=True,
+                         capture_output=True, text=True, env={**environ, **(env or {})})
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux (glibc) only")
+def test_kept_freed_memory_is_reused_without_page_faults():
+    """With glibc's defaults the heap's top is trimmed after each round of big blocks, which
+    are then faulted in afresh (3 x 6,144 pages a round); once :func:`keep_freed_memory`
+    ran, or a dream started (it calls it), the freed memory is reused."""
+    default = _faults("")
+    kept = _faults("from dreamsuite.cpus import keep_freed_memory; assert keep_freed_memory()")
+    dreamed = _faults(
+        "from dreamsuite.engine import DreamConfig, dream\n"
+        "import torch\n"
+        "dream(torch.rand(3, 64, 64), DreamConfig(octaves=1, steps=1))")
+    assert default > 10 * 24 * 2**20 / 4096  # a block's worth of pages a round at least
+    assert kept < default / 100 and dreamed < default / 100
+    # An operator's own allocator settings win: nothing is changed then.
+    untouched = _faults("from dreamsuite.cpus import keep_freed_memory\n"
+                        "assert not keep_freed_memory()",
+                        env={"GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"})
+    assert untouched > default / 2

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from dreamsuite.backbones import Backbone, BackboneSpec, get_backbone
+from dreamsuite.cpus import keep_freed_memory
 from dreamsuite.engine.clean import precondition
 from dreamsuite.engine.config import (
     CheckedConfig,
@@ -298,6 +299,7 @@ def prepare_dream(
     """Check and plan a dream (see :func:`dream` for the arguments and errors) without running
     it: loads the backbone and builds the objective."""
     checked = check_config(config)
+    keep_freed_memory()  # a dream allocates and frees tens of MB a step: keep them (once)
     if image.dim() != 3 or image.shape[0] != 3:
         raise InvalidArgument(f"image must be [3, H, W], not {list(image.shape)}")
     spec = checked.spec
