@@ -3,10 +3,14 @@
 The floor is how the popular open-source dreamers run: the torchvision network truncated at the
 dreamed layer, weights frozen, eager fp32, default NCHW layout, BatchNorm unfused. It is the sum
 over octaves of ``steps x`` the median time of one forward+backward pass at that octave's size.
-Floor passes are interleaved with the dream's own steps (one naive pass at the same size after
-each step, its time excluded from the dream's), so load from other processes hits both alike.
+Floor passes are interleaved with the dream's own octaves (after each octave, as many naive
+passes at its size as it took steps, their time excluded from the dream's), so load from other
+processes hits both alike.
 The floor's modules are the reference ones (``spec.build()``'s own forwards and a plain
 ``(x - mean) / std``), never the engine's fused stages, so speeding up the engine cannot move it.
+They run in a process of their own (:class:`FloorProcess`) with the C library's default
+allocator, as a dreamer's process has it: the engine's process keeps freed memory
+(:func:`dreamsuite.cpus.keep_freed_memory`), which would otherwise speed the floor up too.
 
 Targets (:data:`TARGET_RATIO`, per backbone): at most 0.50x the floor for EfficientNet-Lite0 and
 0.85x for VGG16; the table marks each workload ``ok`` or ``MISSED`` (``met`` in ``--json``).
@@ -29,12 +33,14 @@ import torch
 from torch import nn
 
 from dreamsuite.backbones import get_backbone, get_backbone_spec
+from dreamsuite.cpus import keep_freed_memory
 from dreamsuite.engine import DreamConfig, dream
 from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.engine.octaves import plan_octaves
 from dreamsuite.images import resize, sample_image
 
-__all__ = ["main", "WORKLOADS", "TARGET_RATIO", "naive_network", "measure", "target_ratio"]
+__all__ = ["main", "WORKLOADS", "TARGET_RATIO", "FloorProcess", "floor_worker", "naive_network",
+           "measure", "target_ratio"]
 
 #: (backbone, weights, layer) of the standard workload.
 WORKLOADS = (
@@ -46,6 +52,9 @@ TARGET_RATIO = {"efficientnet_lite0": 0.50, "vgg16": 0.85}
 #: The target of a backbone outside the standard workloads.
 DEFAULT_TARGET_RATIO = 0.90
 TARGET_MEMORY_GIB = 0.5
+#: How long each process idles before the other computes (libgomp's threads spin about 6 ms
+#: after a parallel region on the 2-core machine).
+SETTLE_SECONDS = 0.02
 #: The backbone of the memory workload (the default one).
 MEMORY_BACKBONE = DreamConfig().backbone
 
@@ -97,43 +106,112 @@ def _naive_pass(net: nn.Module, size: tuple[int, int]) -> float:
     return time.perf_counter() - started
 
 
-class _FloorAfterEachStep:
-    """Progress callback: one timed naive pass at the size of the step just taken."""
+class FloorProcess:
+    """The floor's network in a child process that times one naive pass per request: a fresh
+    interpreter that imports the network's definition and nothing that tunes the process (no
+    dream runs there), on this process's torch thread count. Use as a context manager."""
 
-    def __init__(self, net: nn.Module):
-        self.net = net
+    def __init__(self, backbone: str, layer: str):
+        code = f"from {__name__} import floor_worker; floor_worker()"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, backbone, layer, str(torch.get_num_threads())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def time_passes(self, size: tuple[int, int], count: int = 1) -> list[float]:
+        """Seconds of each of ``count`` naive forward+backward passes at ``size``, run back
+        to back in the child. Each side idles :data:`SETTLE_SECONDS` before the other
+        computes: OpenMP's threads spin for a few milliseconds after their last parallel
+        region, and would take the cores from the other process's first operations."""
+        time.sleep(SETTLE_SECONDS)
+        self.proc.stdin.write(f"{size[0]} {size[1]} {count}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the floor's process exited (code {self.proc.wait()})")
+        time.sleep(SETTLE_SECONDS)
+        return [float(v) for v in line.split()]
+
+    def info(self) -> dict:
+        """The child's torch threads and whether anything there tuned its allocator."""
+        self.proc.stdin.write("info\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> FloorProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def floor_worker() -> None:
+    """The child of :class:`FloorProcess` (argv: backbone, layer, threads): reads ``H W N``
+    lines, answers each with the seconds of N naive passes at that size (``info``: a JSON line
+    of its threads and whether its allocator was tuned)."""
+    backbone, layer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    torch.set_num_threads(threads)
+    net = naive_network(backbone, layer)
+    for line in sys.stdin:
+        if line.strip() == "info":
+            tuned = keep_freed_memory.cache_info().currsize > 0
+            print(json.dumps({"threads": torch.get_num_threads(), "allocator_tuned": tuned}),
+                  flush=True)
+            continue
+        h, w, count = (int(v) for v in line.split())
+        print(" ".join(str(_naive_pass(net, (h, w))) for _ in range(count)), flush=True)
+
+
+class _FloorAfterEachOctave:
+    """Progress callback: at the end of each octave, as many timed naive passes at its size as
+    it took steps (the steps ran back to back, and so do the passes)."""
+
+    def __init__(self, floor: FloorProcess):
+        self.floor = floor
         self.passes: dict[tuple[int, int], list[float]] = {}
         self.spent = 0.0
 
     def __call__(self, progress) -> None:
+        if progress.image is None:  # set on an octave's last step
+            return
         started = time.perf_counter()
         size = tuple(progress.size)
-        self.passes.setdefault(size, []).append(_naive_pass(self.net, size))
+        self.passes.setdefault(size, []).extend(self.floor.time_passes(size, progress.steps))
         self.spent += time.perf_counter() - started
 
 
 def measure(backbone: str, weights: str, layer: str, size: int, octaves: int, steps: int,
             rounds: int) -> EngineFigure:
     """Median over ``rounds`` dreams of the dream time, and the floor from naive passes timed
-    right after each dream step at that step's size (so both see the same machine load)."""
+    (in :class:`FloorProcess`) right after each octave at its size, so both see the same
+    machine load."""
     image = sample_image("astronaut", size=size)[:, :size, :size]
     config = DreamConfig(backbone=backbone, weights=weights, octaves=octaves, steps=steps,
                          maplist=Maplist((LayerTerm(layer),)), seed=0)
-    net = naive_network(backbone, layer)
     get_backbone(backbone, weights=weights)  # load outside the timed region
     spec = get_backbone_spec(backbone)
-    for octave_size in plan_octaves((size, size), octaves, config.octave_scale,
-                                    spec.min_size).sizes:
-        _naive_pass(net, octave_size)  # warm both paths at every size
-        dream(resize(image, octave_size), DreamConfig(backbone=backbone, weights=weights,
-                                                      octaves=1, steps=1, maplist=config.maplist))
-    dream_times, floors = [], []
-    for _ in range(rounds):
-        floor = _FloorAfterEachStep(net)
-        started = time.perf_counter()
-        dream(image, config, progress=floor)
-        dream_times.append(time.perf_counter() - started - floor.spent)
-        floors.append(sum(steps * statistics.median(t) for t in floor.passes.values()))
+    with FloorProcess(backbone, layer) as floor_process:
+        for octave_size in plan_octaves((size, size), octaves, config.octave_scale,
+                                        spec.min_size).sizes:
+            floor_process.time_passes(octave_size)  # warm both paths at every size
+            dream(resize(image, octave_size), DreamConfig(backbone=backbone, weights=weights,
+                                                          octaves=1, steps=1,
+                                                          maplist=config.maplist))
+        dream_times, floors = [], []
+        for _ in range(rounds):
+            floor = _FloorAfterEachOctave(floor_process)
+            started = time.perf_counter()
+            dream(image, config, progress=floor)
+            dream_times.append(time.perf_counter() - started - floor.spent)
+            floors.append(sum(steps * statistics.median(t) for t in floor.passes.values()))
     dream_seconds, floor = statistics.median(dream_times), statistics.median(floors)
     return EngineFigure(backbone, layer, dream_seconds, floor, dream_seconds / floor,
                         target_ratio(backbone))

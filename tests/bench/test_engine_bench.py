@@ -65,3 +65,15 @@ def test_peak_rss_is_the_childs_own_not_the_parents():
     peak = engine._peak_rss_child(128, 512)
     assert peak < bloat.numel() * 4
     del bloat
+
+
+def test_the_floor_runs_in_its_own_untuned_process_on_the_same_threads():
+    from dreamsuite.cpus import keep_freed_memory
+
+    keep_freed_memory()  # this process dreams with the tuned allocator...
+    with engine.FloorProcess("efficientnet_lite0", "block_10") as floor:
+        # ...the floor's process keeps the default one, as a plain dreamer's would.
+        assert floor.info() == {"threads": torch.get_num_threads(), "allocator_tuned": False}
+        assert 0 < floor.time_passes((64, 48), 2)[1] < 60
+        pid = floor.proc.pid
+    assert floor.proc.returncode == 0 and pid != __import__("os").getpid()
