@@ -107,7 +107,7 @@ def _naive_pass(net: nn.Module, size: tuple[int, int]) -> float:
 
 
 class FloorProcess:
-    """The floor's network in a child process that times one naive pass per request: a fresh
+    """The floor's network in a child process that times naive passes on request: a fresh
     interpreter that imports the network's definition and nothing that tunes the process (no
     dream runs there), on this process's torch thread count. Use as a context manager."""
 

@@ -52,6 +52,7 @@ COLOR_CORRELATION = _SVD_SQRT / _SVD_SQRT.norm(dim=0).max()
 #: a quarter of the Nyquist frequency, 0.5.
 HIGH_FREQUENCY_CUTOFF = 0.125
 
+
 def precondition(grad: torch.Tensor, *, laplacian: int = 0, decorrelate: bool = False,
                  fourier: float = 0.0) -> torch.Tensor:
     """The conditioned ascent direction for a pixel gradient ``[N, 3, H, W]``: into the
@@ -164,7 +165,8 @@ def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> 
     each divided by its RMS, and merged again. Levels stop where the image would fall below
     4 px. Splitting and merging use the same upsampling, so without the normalisation the merge
     gives ``grad`` back exactly. Each band and each merged level is computed in the buffer of
-    the upsampled image it starts from, so the pyramid holds about two copies of ``grad``."""
+    the upsampled image it starts from (no second full-size temporary per level), and each band
+    is dropped once merged."""
     bands = []
     low = grad
     for _ in range(levels):
