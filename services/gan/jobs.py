@@ -230,10 +230,10 @@ class JobManager:
                 state=state if state in ACTIVE else "RUNNING", step=step,
                 total=int(event.get("total", job.snapshot.total)),
                 images_seen=int(event.get("images_seen", 0)),
-                d_loss=float(event.get("d_loss", 0.0)), g_loss=float(event.get("g_loss", 0.0)),
-                d_real_sign=float(event.get("d_real_sign", 0.0)),
-                steps_per_second=float(event.get("steps_per_second", 0.0)),
-                eta_seconds=float(event.get("eta_seconds", 0.0)))
+                d_loss=_number(event, "d_loss"), g_loss=_number(event, "g_loss"),
+                d_real_sign=_number(event, "d_real_sign"),
+                steps_per_second=_number(event, "steps_per_second"),
+                eta_seconds=_number(event, "eta_seconds"))
         elif kind == "checkpoint":
             ref = await self._stored(str(event["key"]), step, str(event.get("sha256", "")))
             await job.update(checkpoint=ref, step=max(step, job.snapshot.step))
@@ -340,3 +340,10 @@ class JobManager:
         stop_all = getattr(self.launcher, "close", None)
         if stop_all is not None:
             await asyncio.to_thread(stop_all, self.stop_grace)
+
+
+def _number(event: dict, key: str) -> float:
+    """A progress figure of a trainer's event: 0 when missing or null (the trainer writes NaN
+    as null, and a progress event before the first step since a resume has no losses yet)."""
+    value = event.get(key)
+    return 0.0 if value is None else float(value)
