@@ -166,6 +166,22 @@ def _train_fields(args: argparse.Namespace) -> dict:
     return fields
 
 
+def progress_postfix(event: dict) -> dict[str, str]:
+    """The progress bar's figures for a trainer's progress event.
+
+    A figure is null (or absent) in the first event of a resumed trainer, sent before its first
+    step, and where it was NaN (JSON has no NaN): it shows as "-", never as a TypeError."""
+    def figure(key: str, spec: str) -> str:
+        value = event.get(key)
+        return "-" if value is None else format(value, spec)
+
+    if "pixel_loss" in event:  # dream2dream: no discriminator
+        return {"loss": figure("g_loss", ".3f"), "pixel": figure("pixel_loss", ".4f"),
+                "perceptual": figure("perceptual_loss", ".3f")}
+    return {"d": figure("d_loss", ".3f"), "g": figure("g_loss", ".3f"),
+            "real": figure("d_real_sign", "+.2f")}
+
+
 def train_local(store: ArtifactStore, config: TrainConfig, *, quiet: bool = False,
                 on_event: Callable[[dict], None] | None = None) -> str:
     """Train in this process with a progress bar; Ctrl-C or SIGTERM checkpoint, then stop."""
@@ -177,14 +193,7 @@ def train_local(store: ArtifactStore, config: TrainConfig, *, quiet: bool = Fals
     def emit(event: dict) -> None:
         if event.get("event") == "progress":
             bar.n = int(event.get("step", 0))
-            if "pixel_loss" in event:  # dream2dream: no discriminator
-                bar.set_postfix(loss=f"{event.get('g_loss') or 0:.3f}",
-                                pixel=f"{event.get('pixel_loss') or 0:.4f}",
-                                perceptual=f"{event.get('perceptual_loss') or 0:.3f}")
-            else:
-                bar.set_postfix(d=f"{event.get('d_loss', 0):.3f}",
-                                g=f"{event.get('g_loss', 0):.3f}",
-                                real=f"{event.get('d_real_sign', 0):+.2f}")
+            bar.set_postfix(progress_postfix(event))
             bar.refresh()
         elif event.get("event") == "evaluation" and not quiet:
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in event.get("metrics", {}).items())

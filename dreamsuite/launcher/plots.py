@@ -23,7 +23,10 @@ def _font(size: int):
 
 def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: Path, *,
                title: str = "", width: int = 900, panel_height: int = 180) -> Path:
-    """One panel per series (its own y range), steps on x; returns ``path``."""
+    """One panel per series (its own y range), steps on x; returns ``path``.
+
+    Points whose y is None (a NaN written as JSON null, or a figure not known yet) or not finite
+    are left out of their panel."""
     names = [n for n, points in series.items() if points]
     height = 40 + panel_height * max(1, len(names))
     image = Image.new("RGB", (width, height), "white")
@@ -35,7 +38,7 @@ def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], path: Path, 
     for i, name in enumerate(names):
         top = 40 + i * panel_height
         bottom = top + panel_height - 30
-        points = [(x, y) for x, y in series[name] if math.isfinite(y)]
+        points = [(x, y) for x, y in series[name] if y is not None and math.isfinite(y)]
         ys = [y for _, y in points] or [0.0]
         y_lo, y_hi = min(ys), max(ys)
         if y_hi == y_lo:
