@@ -6,7 +6,11 @@ REQUEST_FILE, warms up, prints ``ready``, then for each line ``N`` read on stdin
 and prints one JSON line ``{"reported_ms": [...], "wall_ms": [...]}``. MODE:
 
 - ``plain``: a plain blocking client (:func:`dreamsuite.clients.open_channel` and the generated
-  stub), each call timed around the stub call;
+  stub), each call timed around the stub call, back to back;
+- ``pool``: the same plain client, each call made and timed in a worker thread
+  (``concurrent.futures.ThreadPoolExecutor``, the standard way to make blocking calls
+  concurrently): its calls are paced as the load tester's are, by a hand-over to a native
+  thread and back between calls;
 - ``locust``: the load tester: a Locust environment and runner, each call made by
   :func:`dreamsuite.loadtest.calls.unary` from a greenlet exactly as a Locust user makes it (a
   user's channel, a native thread of gevent's pool); ``reported_ms`` are the times it reported
@@ -42,7 +46,7 @@ from dreamsuite.v1 import guide_pb2, guide_pb2_grpc  # noqa: E402
 
 __all__ = ["main", "MODES"]
 
-MODES = ("plain", "locust", "gevent")
+MODES = ("plain", "pool", "locust", "gevent")
 _TIMEOUT = 30.0
 _WARMUP = 20
 
@@ -58,6 +62,21 @@ def plain_caller(target: str, request: guide_pb2.GuideWeightsRequest) -> Caller:
             started = time.perf_counter()
             stub.ComputeGuideWeights(request, timeout=_TIMEOUT)
             times.append((time.perf_counter() - started) * 1000.0)
+        return times, times
+
+    return run
+
+
+def pool_caller(target: str, request: guide_pb2.GuideWeightsRequest) -> Caller:
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = plain_caller(target, request)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="probe")
+
+    def run(count: int) -> tuple[list[float], list[float]]:
+        times = []
+        for _ in range(count):
+            times += pool.submit(one, 1).result()[0]
         return times, times
 
     return run
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     request = guide_pb2.GuideWeightsRequest.FromString(Path(request_file).read_bytes())
     if mode == "plain":
         run = plain_caller(target, request)
+    elif mode == "pool":
+        run = pool_caller(target, request)
     else:
         run = locust_caller(target, request, in_threads=mode == "locust")
     run(_WARMUP)
