@@ -173,7 +173,11 @@ def laplacian_normalise(grad: torch.Tensor, levels: int, eps: float = 1e-10) -> 
         if min(low.shape[-2:]) < 8:
             break
         down = _blur_down(low)
-        bands.append(_up(down, tuple(low.shape[-2:])).neg_().add_(low))  # low - up(down)
+        up = _up(down, tuple(low.shape[-2:]))
+        if torch.is_grad_enabled() and low.requires_grad:  # out= has no autograd
+            bands.append(low - up)
+        else:  # low - up(down) in one pass, in up's buffer
+            bands.append(torch.sub(low, up, out=up))
         low = down
     out = low / _rms(low).clamp_min(eps)
     while bands:

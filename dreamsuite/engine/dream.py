@@ -38,7 +38,14 @@ from dreamsuite.engine.guide import (
     guided_maplist,
 )
 from dreamsuite.engine.objectives import Maplist, Objective, Sum, from_maplist, guide_match, guided
-from dreamsuite.engine.octaves import plan_octaves, smooth, tile_slices, total_variation, upsample
+from dreamsuite.engine.octaves import (
+    plan_octaves,
+    roll_copy,
+    smooth,
+    tile_slices,
+    total_variation,
+    upsample,
+)
 from dreamsuite.engine.provenance import make_provenance
 from dreamsuite.engine.shaping import Place, Shaped, is_shaped, prepare_masks, shaped_objective
 from dreamsuite.errors import Cancelled, InvalidArgument
@@ -168,13 +175,17 @@ class _Stepper:
         # jitter is capped at a quarter of the octave, so small octaves are not wrapped wholesale.
         reach = self.config.tile if tiled else min(self.config.jitter, min(h, w) // 4)
         dy, dx = (rng.randint(-reach, reach), rng.randint(-reach, reach)) if reach else (0, 0)
-        rolled = torch.roll(image, (dy, dx), (2, 3)) if reach else image
+        # Rolled straight into the layout the pass takes (channels_last, when one request
+        # covers the image; tiles are cut from it and converted each), and the gradient rolled
+        # back straight into the layout the rest of the step reads: one copy each way.
+        layout = torch.contiguous_format if tiled else torch.channels_last
+        rolled = roll_copy(image, (dy, dx), layout) if reach else image
         if reach and masks is not None:
             masks = torch.roll(masks, (dy, dx), (2, 3))
         grad, value = yield from self.gradient(rolled, run, octave, masks)
         del rolled  # a whole image: big ones are tiled to bound memory, so hold no extra copy
         if reach:
-            grad = torch.roll(grad, (-dy, -dx), (2, 3))
+            grad = roll_copy(grad, (-dy, -dx))
         grad = smooth(grad, self.config.smooth)
         if self.conditioned:
             grad = precondition(grad, laplacian=self.config.laplacian,

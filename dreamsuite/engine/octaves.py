@@ -14,7 +14,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from dreamsuite.errors import InvalidArgument
 
-__all__ = ["OctavePlan", "plan_octaves", "tile_slices", "total_variation", "smooth"]
+__all__ = ["OctavePlan", "plan_octaves", "tile_slices", "total_variation", "smooth", "roll_copy"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,23 @@ def tile_slices(size: tuple[int, int], tile: int) -> list[tuple[slice, slice]]:
         for y0, y1 in _bounds(size[0], tile)
         for x0, x1 in _bounds(size[1], tile)
     ]
+
+
+def roll_copy(x: torch.Tensor, shifts: tuple[int, int],
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """``torch.roll(x, shifts, (-2, -1))`` in ``memory_format``, in one pass over ``x``: the
+    four wrapped blocks are copied straight to their places. ``torch.roll`` over two dimensions
+    rolls one after the other (a copy each), and a layout change would be a third."""
+    h, w = x.shape[-2:]
+    sy, sx = shifts[0] % h, shifts[1] % w
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+    rows = ((slice(sy, h), slice(0, h - sy)), (slice(0, sy), slice(h - sy, h)))
+    cols = ((slice(sx, w), slice(0, w - sx)), (slice(0, sx), slice(w - sx, w)))
+    for to_rows, from_rows in rows:
+        for to_cols, from_cols in cols:
+            if to_rows.stop > to_rows.start and to_cols.stop > to_cols.start:
+                out[..., to_rows, to_cols].copy_(x[..., from_rows, from_cols])
+    return out
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamsuite.engine.octaves import plan_octaves, smooth, tile_slices, total_variation
+from dreamsuite.engine.octaves import plan_octaves, roll_copy, smooth, tile_slices, total_variation
 
 
 def test_octaves_grow_by_the_scale_up_to_the_full_size():
@@ -71,3 +71,15 @@ def test_smooth_blurs_and_keeps_the_mean():
     assert blurred.shape == noise.shape
     assert float(blurred.std()) < 0.6 * float(noise.std())
     assert float(blurred.mean()) == pytest.approx(float(noise.mean()), abs=0.02)
+
+
+@pytest.mark.parametrize("shifts", [(0, 0), (5, -3), (-7, 11), (13, 0), (0, -1), (40, -45)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_roll_copy_is_torch_roll_in_the_layout_asked_for(shifts, layout):
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 13, 17, generator=gen)
+    for source in (image, image.contiguous(memory_format=torch.channels_last)):
+        rolled = roll_copy(source, shifts, layout)
+        assert torch.equal(rolled, torch.roll(image, shifts, (2, 3)))
+        assert rolled.is_contiguous(memory_format=layout)
+        assert rolled.data_ptr() != source.data_ptr()
