@@ -47,6 +47,7 @@ from dreamsuite.errors import Unavailable
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "MODEL_NAME",
+    "PUBLISHED_PREFIX",
     "TOKEN_MINUTES",
     "TorchServePorts",
     "TorchServe",
@@ -70,6 +71,12 @@ assert MAX_MESSAGE_BYTES > DEFAULT_MAX_RESPONSE_BYTES
 
 #: Names TorchServe accepts for a model: letters, digits, '_', '-', '.'; a letter or digit first.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+#: Where the GAN service keeps published one-pass models in the artifact store:
+#: ``published/<name>.mar`` and ``published/<name>.json`` (the list of what every TorchServe
+#: replica should serve; the dream service reads it to tell "not registered here yet" from
+#: "unknown").
+PUBLISHED_PREFIX = "published/"
 
 #: Lifetime of TorchServe's generated keys (``token_expiration_min``; its default is 60): the
 #: services read a key once, so a key must live as long as the TorchServe that made it.

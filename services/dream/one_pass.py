@@ -9,7 +9,10 @@ optimised dream's result is. The stream has one update carrying the result.
 
 It never takes a place in the device queue: the work is TorchServe's (which batches it), so a
 bounded number of calls are in flight at once (``max_in_flight``); more are
-``RESOURCE_EXHAUSTED`` with a retry hint, like a full dream queue.
+``RESOURCE_EXHAUSTED`` with a retry hint, like a full dream queue. A model TorchServe does not
+serve is ``NOT_FOUND``, unless the artifact store lists it as published (the GAN service's
+PublishModel): then that replica has not registered it yet, and the call is ``UNAVAILABLE``,
+which the suite's clients retry.
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ import time
 from dreamsuite import __version__
 from dreamsuite.activations.torchserve_client import TorchServeBackend
 from dreamsuite.engine.config import MAX_NAME_LENGTH
-from dreamsuite.errors import InvalidArgument, ResourceExhausted, Unavailable, shorten
+from dreamsuite.errors import (
+    DreamsuiteError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    shorten,
+)
 from dreamsuite.images import check_image_header, png_size
+from dreamsuite.torchserve import PUBLISHED_PREFIX
 from services.dream.jobs import DreamSpec
 from services.dream.metrics import DreamMetrics
 from services.dream.outputs import OctaveOutput, Publisher
@@ -98,7 +109,16 @@ class OnePass:
                                   "for one-pass models (start it with --torchserve HOST:PORT)")
             inputs = {"data": data, "condition": spec.condition.encode()}
             hint = "export it with `dreamsuite gan export` and register it with TorchServe"
-            png = await self.backend.predict(spec.model, inputs, hint=hint)
+            try:
+                png = await self.backend.predict(spec.model, inputs, hint=hint)
+            except NotFound:
+                if await asyncio.to_thread(self._published, spec.model):
+                    raise Unavailable(
+                        f"model {spec.model!r} is published, but the TorchServe replica that "
+                        "took the call does not serve it yet (a replica that started or "
+                        "restarted since gets it at the GAN service's next resync); retry "
+                        "shortly") from None
+                raise
             output = await asyncio.to_thread(self._publish, spec, data, uri, input_size, png,
                                              time.perf_counter() - started)
             outcome = "ok"
@@ -109,6 +129,16 @@ class OnePass:
             label = spec.model if spec.model in self._served else "other"
             self.metrics.one_pass_seconds.labels(label, outcome).observe(
                 time.perf_counter() - started)
+
+    def _published(self, model: str) -> bool:
+        """Whether the store lists ``model`` as published (``published/<model>.json``): then
+        a replica that does not serve it is behind, not the name unknown. A store that cannot
+        say leaves TorchServe's answer as it is."""
+        try:
+            self.publisher.store.stat(f"{PUBLISHED_PREFIX}{model}.json")
+        except DreamsuiteError:  # NotFound, or the store unreachable
+            return False
+        return True
 
     def _load(self, spec: DreamSpec) -> tuple[bytes, str, tuple[int, int]]:
         """The input's bytes, its artifact URI (if it came from the store) and its size, from

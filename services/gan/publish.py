@@ -51,6 +51,7 @@ from dreamsuite.errors import (
 )
 from dreamsuite.torchserve import (
     MODEL_NAME,
+    PUBLISHED_PREFIX,
     describe_model,
     management_endpoints,
     model_versions,
@@ -69,8 +70,6 @@ __all__ = ["PUBLISHED_PREFIX", "MAX_BATCH_SIZE", "PublishRequest", "Published", 
 
 log = logging.getLogger(__name__)
 
-#: Where published archives and their records live in the artifact store.
-PUBLISHED_PREFIX = "published/"
 MAX_BATCH_SIZE = 256
 _ARCHIVE_TYPE = "application/java-archive"
 _MANIFEST = "MAR-INF/MANIFEST.json"

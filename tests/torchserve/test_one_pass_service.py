@@ -61,6 +61,26 @@ def test_a_model_torchserve_does_not_serve_is_not_found(dream_server, torchserve
     assert "dreamsuite gan export" in error.details()
 
 
+def test_a_published_model_a_replica_does_not_serve_yet_is_unavailable(
+        dream_server, torchserve, cat_png, svc, tmp_path):
+    """A TorchServe replica that started after PublishModel serves the model only after the GAN
+    service's next resync: meanwhile the name is not unknown, and the call is worth a retry."""
+    server = dream_server(torchserve=torchserve.grpc_target)
+    record = tmp_path / "artifacts" / "published" / "later.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"model": "later-job", "version": "1"}))
+    with server.client() as client:
+        error = svc.expect_code(lambda: list(client.dream(one_pass_request(cat_png, "later"),
+                                                          timeout=60)),
+                                grpc.StatusCode.UNAVAILABLE)
+        assert "'later' is published" in error.details() and "retry" in error.details()
+        # A name the store does not list stays unknown.
+        error = svc.expect_code(lambda: list(client.dream(one_pass_request(cat_png, "never"),
+                                                          timeout=60)),
+                                grpc.StatusCode.NOT_FOUND)
+    assert "serves no model 'never'" in error.details()
+
+
 @pytest.fixture(scope="module")
 def registered(trained, tmp_path_factory) -> Iterator[TorchServe]:
     """A real TorchServe with token authorization and the model-control API on, serving
