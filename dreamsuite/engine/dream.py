@@ -181,7 +181,7 @@ class _Stepper:
         layout = torch.contiguous_format if tiled else torch.channels_last
         rolled = roll_copy(image, (dy, dx), layout) if reach else image
         if reach and masks is not None:
-            masks = torch.roll(masks, (dy, dx), (2, 3))
+            masks = roll_copy(masks, (dy, dx))
         grad, value = yield from self.gradient(rolled, run, octave, masks)
         del rolled  # a whole image: big ones are tiled to bound memory, so hold no extra copy
         if reach:
