@@ -44,11 +44,12 @@ log = logging.getLogger(__name__)
 Answer = tuple[torch.Tensor, float]
 
 
-def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer]:
+def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer | Exception]:
     """Answer ``requests``: those with the same backbone and pixel shape as one batched
     forward+backward each, the others alone. If a batched pass fails (e.g. out of memory),
-    its requests are answered one by one, so one request cannot fail the others."""
-    answers: list[Answer | None] = [None] * len(requests)
+    its requests are answered one by one, so one request cannot fail the others; a request
+    that fails alone too is answered with its exception."""
+    answers: list[Answer | Exception | None] = [None] * len(requests)
     groups: dict[tuple, list[int]] = {}
     for i, request in enumerate(requests):
         key = (id(request.run.backbone), tuple(request.pixels.shape), request.pixels.dtype)
@@ -61,13 +62,25 @@ def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer]:
                 log.warning("a batch of %d failed (%s); stepping its dreams one by one",
                             len(members), exc)
                 batch = None
+                _free_cached(requests[members[0]].pixels.device)
             if batch is not None:
                 for i, answer in zip(members, batch, strict=True):
                     answers[i] = answer
                 continue
         for i in members:
-            answers[i] = gradient(requests[i])
+            try:
+                answers[i] = gradient(requests[i])
+            except Exception as exc:  # this request's dream ends; the others go on
+                answers[i] = exc.with_traceback(None)
+                _free_cached(requests[i].pixels.device)
     return answers  # type: ignore[return-value]
+
+
+def _free_cached(device: torch.device) -> None:
+    """After a failed pass (out of memory, most likely), hand the allocator's cached blocks
+    back so that what runs next can have them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _batched(requests: Sequence[GradientRequest]) -> list[Answer]:
@@ -90,21 +103,28 @@ def dream_together(
     progress: Sequence[Callable[[DreamProgress], None] | None] | None = None,
     should_cancel: Sequence[CancelCheck | None] | None = None,
     *,
-    answer: Callable[[Sequence[GradientRequest]], list[Answer]] = batch_gradients,
+    answer: Callable[[Sequence[GradientRequest]], list[Answer | Exception]] = batch_gradients,
 ) -> list[DreamResult | Exception]:
     """Run ``runs`` in lockstep, answering each round of their gradient requests with one
     call of ``answer`` (default :func:`batch_gradients`). Returns, in order, each run's
     :class:`DreamResult` or the exception that ended it: a run that fails or is cancelled
-    (its ``should_cancel`` turns true) leaves the round, the others go on undisturbed."""
+    (its ``should_cancel`` turns true), or whose request ``answer`` answers with an
+    exception, leaves the round, the others go on undisturbed. Should ``answer`` itself
+    raise, every run still in the round ends with that exception: never without an outcome."""
     progress = progress or [None] * len(runs)
     should_cancel = should_cancel or [None] * len(runs)
     outcomes: list[DreamResult | Exception | None] = [None] * len(runs)
     steps = [run.steps(p, c) for run, p, c in zip(runs, progress, should_cancel, strict=True)]
     pending: dict[int, GradientRequest] = {}
 
-    def advance(i: int, reply: Answer | None) -> None:
+    def advance(i: int, reply: Answer | Exception | None) -> None:
         try:
-            pending[i] = next(steps[i]) if reply is None else steps[i].send(reply)
+            if reply is None:
+                pending[i] = next(steps[i])
+            elif isinstance(reply, Exception):  # raised where the dream waits for its answer
+                pending[i] = steps[i].throw(reply)
+            else:
+                pending[i] = steps[i].send(reply)
         except StopIteration as done:
             outcomes[i] = done.value
             pending.pop(i, None)
@@ -117,7 +137,12 @@ def dream_together(
             advance(i, None)
         while pending:
             order = list(pending)
-            replies = answer([pending[i] for i in order])
+            try:
+                replies = answer([pending[i] for i in order])
+                if len(replies) != len(order):
+                    raise RuntimeError(f"{len(replies)} answers to {len(order)} requests")
+            except Exception as exc:
+                replies = [exc.with_traceback(None)] * len(order)
             for i, reply in zip(order, replies, strict=True):
                 advance(i, reply)
     return outcomes  # type: ignore[return-value]

@@ -111,6 +111,47 @@ def test_a_cancelled_dream_leaves_the_batch_and_the_others_are_undisturbed():
         assert (expected[i] - outcomes[i].image).abs().max() <= TOLERANCE
 
 
+def test_a_dream_that_fails_alone_after_its_batch_failed_ends_and_the_others_finish(
+        monkeypatch):
+    """Out of memory in a batched pass: the dreams are stepped one by one; one that fails
+    alone too ends with its error, the others finish as they would have alone."""
+    import dreamsuite.engine.batch as batch
+
+    runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in CASES]
+
+    def no_memory(requests):
+        raise RuntimeError("out of memory (injected)")
+
+    def second_fails(request):
+        if request.run is runs[1]:
+            raise RuntimeError("out of memory alone too (injected)")
+        return gradient(request)
+
+    from dreamsuite.engine.dream import gradient
+
+    monkeypatch.setattr(batch, "_batched", no_memory)
+    monkeypatch.setattr(batch, "gradient", second_fails)
+    outcomes = dream_together(runs)
+    assert isinstance(outcomes[1], RuntimeError)
+    assert "alone too" in str(outcomes[1])
+    expected = alone(CASES)
+    for i in (0, 2):
+        assert (expected[i] - outcomes[i].image).abs().max() <= TOLERANCE
+
+
+def test_every_dream_gets_an_outcome_when_answering_a_round_fails():
+    runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in CASES]
+    rounds = []
+
+    def broken(requests):
+        rounds.append(len(requests))
+        raise RuntimeError("device lost (injected)")
+
+    outcomes = dream_together(runs, answer=broken)
+    assert rounds == [3]
+    assert all(isinstance(o, RuntimeError) and "device lost" in str(o) for o in outcomes)
+
+
 def test_calibration_picks_the_smallest_batch_near_the_fastest(monkeypatch):
     per_image = {1: 10.0, 2: 6.0, 4: 4.1, 8: 4.0, 16: 4.5}
     timed = []
