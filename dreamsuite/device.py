@@ -8,7 +8,7 @@ import torch
 
 from dreamsuite.errors import InvalidArgument
 
-__all__ = ["DEVICE_ENV", "select_device"]
+__all__ = ["DEVICE_ENV", "select_device", "out_of_memory"]
 
 DEVICE_ENV = "DREAMSUITE_DEVICE"
 
@@ -25,3 +25,15 @@ def select_device(preferred: str | torch.device | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgument(f"device {choice!r} asked for, but CUDA is not available here")
     return device
+
+
+#: What the allocators' errors say: CUDA's (``torch.OutOfMemoryError``), the CPU's, MPS's.
+_OOM_MESSAGES = ("out of memory", "can't allocate memory")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device allocator running out of memory (a load to retry later
+    or to shrink, not a bug)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)

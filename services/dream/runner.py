@@ -29,6 +29,7 @@ from dreamsuite.backbones import (
     list_backbones,
     weights_status,
 )
+from dreamsuite.device import out_of_memory
 from dreamsuite.engine import DreamConfig, DreamProgress, DreamResult
 from dreamsuite.engine.batch import BatchCalibration, dream_together
 from dreamsuite.engine.dream import DreamRun, prepare_dream
@@ -261,6 +262,7 @@ class DreamRunner:
             events.put("result", result)
         except Exception as exc:
             label = "cancelled" if isinstance(exc, Cancelled) else "error"
+            exc = self._refusal(exc, device, task.label)
             if not isinstance(exc, DreamsuiteError):
                 log.error("%s failed", task.label, exc_info=exc)
             events.put("error", exc.with_traceback(None))
@@ -281,8 +283,9 @@ class DreamRunner:
     def _prepare(self, spec: DreamSpec, request: CheckedRequest | None = None) -> PreparedJob:
         return prepare(spec, self.store, max_pixels=self.max_pixels, request=request)
 
-    def _batch_size(self, ticket: Ticket) -> int:
-        """How many dreams like ``ticket``'s to step together on this device."""
+    def _batch_size(self, ticket: Ticket, device: torch.device | None) -> int:
+        """How many dreams like ``ticket``'s to step together on ``device`` (measured there:
+        the worker asking, not another worker's device busy with its own batch)."""
         if self.batching == "off" or self.max_batch == 1 or isinstance(ticket.payload[0], Task):
             return 1
         if self.batching == "always":
@@ -290,7 +293,8 @@ class DreamRunner:
         job: PreparedJob = ticket.payload[0]
         config = job.config
         spec = get_backbone_spec(config.backbone)
-        backbone = get_backbone(config.backbone, weights=config.weights, device=self.device)
+        backbone = get_backbone(config.backbone, weights=config.weights,
+                                device=device or self.device)
         layers = (list(job.spec.selection.layers) if job.spec.selection is not None
                   else config.maplist.layers if config.maplist is not None
                   else [spec.default_layer])
@@ -325,20 +329,33 @@ class DreamRunner:
         progress = [self._progress(job, events) for job, events, _, _ in members]
         cancels = [cancel.is_set for _, _, _, cancel in members]
         runs = [run for _, _, run, _ in members]
-        if len(runs) == 1:
-            try:
+        try:
+            if len(runs) == 1:
                 outcomes: list = [runs[0].run(progress[0], cancels[0])]
-            except Exception as exc:
-                outcomes = [exc]
-        else:
-            outcomes = dream_together(runs, progress, cancels)
+            else:
+                outcomes = dream_together(runs, progress, cancels)
+        except Exception as exc:  # every dream of the batch hears of it: none is left waiting
+            outcomes = [exc.with_traceback(None)] * len(runs)
         del runs
         failed = False
         for (job, events, _, _), outcome in zip(members, outcomes, strict=True):
+            if not isinstance(outcome, DreamResult):
+                outcome = self._refusal(outcome, device, "the dream")
             self._report(job, events, outcome, started)
             failed |= not isinstance(outcome, DreamResult)
         del members, outcomes
         self._release_memory(device, thorough=failed)
+
+    def _refusal(self, exc: Exception, device: torch.device, what: str) -> Exception:
+        """An out-of-memory error as :class:`ResourceExhausted`, with a retry hint: the same
+        request may fit once the device is less busy (or with a smaller image or tile)."""
+        if not out_of_memory(exc):
+            return exc
+        log.warning("%s ran out of memory on %s: %s", what, device, str(exc).splitlines()[0])
+        refusal = ResourceExhausted(
+            f"{what} ran out of memory on the dream service's {device.type} device; retry "
+            "later, or send a smaller image, tile or batch", retry_after=self.scheduler.retry_after())
+        return refusal
 
     def _progress(self, job: PreparedJob, events: _Events) -> Callable[[DreamProgress], None]:
         octave_started = [time.perf_counter()]

@@ -7,7 +7,7 @@
 - **Bounded**: at most ``queue_size`` dreams wait beyond what idle workers can take at once; more
   are refused with :class:`ResourceExhausted`, whose ``retry_after`` estimates when a place frees.
 - **Deadlines**: a queued dream whose call deadline has passed is dropped before it starts.
-- **Batches**: with the next dream (the leader), a worker takes up to ``batch_size(leader) - 1``
+- **Batches**: with the next dream (the leader), a worker takes up to ``batch_size(leader, device) - 1``
   queued dreams with the same batch key (same backbone, sizes and steps: they can share every
   pass), taking turns over callers again, waiting at most ``window`` seconds for more to arrive
   (only for keys whose last batch had company: a lone caller never waits).
@@ -51,7 +51,7 @@ class Scheduler:
     """Thread-safe queue of :class:`Ticket` shared by ``workers`` device workers."""
 
     def __init__(self, queue_size: int, workers: int = 1, *,
-                 batch_size: Callable[[Ticket], int] = lambda ticket: 1,
+                 batch_size: Callable[[Ticket, Any], int] = lambda ticket, worker: 1,
                  window: float = 0.0, on_drop: Callable[[str], None] = lambda reason: None,
                  on_depth: Callable[[int, int], None] = lambda waiting, running: None):
         if queue_size < 0:
@@ -127,9 +127,10 @@ class Scheduler:
 
     # -- workers --------------------------------------------------------------------------------
 
-    def take(self) -> list[Ticket] | None:
+    def take(self, worker: Any = None) -> list[Ticket] | None:
         """Block until there is work: the next caller's oldest dream and the compatible dreams
-        that can join it. ``None`` once the scheduler is closed."""
+        that can join it, as many as ``batch_size(leader, worker)`` says for the ``worker``
+        asking (its device). ``None`` once the scheduler is closed."""
         expired: list[Ticket] = []
         try:
             with self._cond:
@@ -146,14 +147,14 @@ class Scheduler:
         finally:
             self._expire(expired)
         batch = [leader]
-        wanted = self._wanted(leader)
+        wanted = self._wanted(leader, worker)
         if wanted > 1:
             batch += self._gather(leader, wanted - 1)
         return batch
 
-    def _wanted(self, leader: Ticket) -> int:
+    def _wanted(self, leader: Ticket, worker: Any) -> int:
         try:
-            return max(1, int(self.batch_size(leader)))
+            return max(1, int(self.batch_size(leader, worker)))
         except Exception:  # a dream that cannot be planned fails on its own, unbatched
             return 1
 

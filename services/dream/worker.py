@@ -50,7 +50,7 @@ class DeviceWorkers:
 
     def _loop(self, device: torch.device) -> None:
         while True:
-            batch = self.scheduler.take()
+            batch = self.scheduler.take(device)
             if batch is None:
                 return
             started = time.perf_counter()

@@ -11,10 +11,11 @@ import time
 
 import grpc
 import pytest
+import torch
 from grpc_health.v1 import health_pb2
 
 from dreamsuite.images import encode_png, sample_image
-from dreamsuite.v1 import common_pb2, dream_pb2
+from dreamsuite.v1 import common_pb2, dream_pb2, dream_pb2_grpc
 from dreamsuite.wire.channels import RETRY_POLICY
 from services.dream.jobs import PreparedJob
 from services.dream.server import SERVICE_NAME
@@ -148,6 +149,72 @@ def test_more_dreams_than_capacity_are_resource_exhausted(dream_server, cat_png,
     assert server.sample("dream_rejected_total") == RETRY_POLICY["maxAttempts"]
     call.cancel()
     thread.join(timeout=30)
+
+
+def test_out_of_memory_is_resource_exhausted_and_the_client_retries_it(
+        dream_server, cat_png, svc, monkeypatch):
+    """A device running out of memory is load, not a bug: RESOURCE_EXHAUSTED with a retry
+    hint, which the suite's client honours (the retried dream arrives)."""
+    from services.dream import runner
+
+    real_run = runner.DreamRun.run
+    attempts = []
+
+    def out_of_memory_once(self, *args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(runner.DreamRun, "run", out_of_memory_once)
+    server = dream_server(batching="off")
+    with server.client() as client:
+        updates = list(client.dream(svc.small_request(cat_png), timeout=120))
+    assert updates[-1].HasField("result")
+    assert len(attempts) == 2
+    assert ('grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="Dream",'
+            'grpc_service="dreamsuite.v1.DreamService",grpc_type="server_stream"} 1.0'
+            ) in server.metrics()
+    # Without the retry, the caller reads why and when to come back.
+    attempts.clear()
+    with grpc.insecure_channel(server.address) as channel:
+        stub = dream_pb2_grpc.DreamServiceStub(channel)
+        error = svc.expect_code(lambda: list(stub.Dream(svc.small_request(cat_png), timeout=120)),
+                                grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert "ran out of memory" in error.details()
+    assert int(dict(error.trailing_metadata())["grpc-retry-pushback-ms"]) >= 100
+
+
+def test_a_batch_that_fails_as_a_whole_fails_each_of_its_dreams(dream_server, cat_png, svc,
+                                                                monkeypatch):
+    """A bug outside any one dream's steps still ends every dream of the batch with an error,
+    none is left waiting for an answer, and the next dreams run."""
+    from services.dream import runner
+
+    def broken(*args, **kwargs):
+        raise ValueError("the batch broke (injected)")
+
+    monkeypatch.setattr(runner, "dream_together", broken)
+    server = dream_server(batching="always", max_batch=2, batch_window_ms=2000, queue_size=2)
+    errors: list[grpc.RpcError] = []
+
+    def one() -> None:
+        with server.client() as client:
+            try:
+                list(client.dream(svc.small_request(cat_png), timeout=60))
+            except grpc.RpcError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert [e.code() for e in errors] == [grpc.StatusCode.INTERNAL] * 2
+    assert server.sample("dream_batch_size_sum") == 2  # they were one batch
+    monkeypatch.undo()
+    with server.client() as client:
+        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].HasField("result")
 
 
 def test_bearer_token(dream_server, svc):

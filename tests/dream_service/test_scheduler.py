@@ -115,8 +115,26 @@ def test_dropping_a_queued_ticket_frees_its_place():
     assert reasons == ["cancelled"]
 
 
+def test_each_worker_sizes_its_batch_for_its_own_device():
+    """The batch size is measured on the device of the worker that takes the batch: with
+    one worker per GPU, calibrating on another worker's (busy) device would measure noise."""
+    sizes = {"cuda:0": 1, "cuda:1": 3}
+    asked = []
+
+    def batch_size(ticket, worker):
+        asked.append(worker)
+        return sizes[worker]
+
+    scheduler = Scheduler(queue_size=20, workers=2, batch_size=batch_size)
+    for i in range(5):
+        scheduler.submit(Ticket(i, key=64))
+    assert names(scheduler.take("cuda:0")) == [0]
+    assert names(scheduler.take("cuda:1")) == [1, 2, 3]
+    assert asked == ["cuda:0", "cuda:1"]
+
+
 def test_a_batch_takes_compatible_tickets_over_callers_in_turn():
-    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket: 3)
+    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket, worker: 3)
     scheduler.submit(Ticket("a-64", caller="a", key=64))
     scheduler.submit(Ticket("a-64b", caller="a", key=64))
     scheduler.submit(Ticket("a-128", caller="a", key=128))
@@ -129,14 +147,14 @@ def test_a_batch_takes_compatible_tickets_over_callers_in_turn():
 
 
 def test_the_window_waits_for_compatible_dreams_and_no_longer():
-    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket: 2, window=2.0)
+    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket, worker: 2, window=2.0)
     scheduler.submit(Ticket("first", key=1))
     later = threading.Timer(0.2, lambda: scheduler.submit(Ticket("second", key=1)))
     later.start()
     started = time.monotonic()
     assert names(scheduler.take()) == ["first", "second"]
     assert time.monotonic() - started < 1.5  # joined as soon as it arrived
-    alone = Scheduler(queue_size=20, batch_size=lambda ticket: 2, window=0.2)
+    alone = Scheduler(queue_size=20, batch_size=lambda ticket, worker: 2, window=0.2)
     alone.submit(Ticket("only", key=1))
     started = time.monotonic()
     assert names(alone.take()) == ["only"]
@@ -148,7 +166,7 @@ def test_the_window_waits_for_compatible_dreams_and_no_longer():
 
 
 def test_a_failing_batch_size_means_alone_and_close_returns_the_queue():
-    def broken(ticket):
+    def broken(ticket, worker):
         raise RuntimeError("cannot plan")
 
     scheduler = Scheduler(queue_size=5, batch_size=broken)
