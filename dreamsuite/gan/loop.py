@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from torch import nn
 from dreamsuite.gan.augment import diff_augment, parse_policy
 from dreamsuite.gan.models import ModelKind
 
-__all__ = ["DataOrder", "Trainer", "gather_per_rank", "mode_seeking_loss", "stream_seed",
+__all__ = ["DataOrder", "Trainer", "gather_per_rank", "load_parts", "mode_seeking_loss", "stream_seed",
            "to_model_range"]
 
 
@@ -93,6 +94,17 @@ class DataOrder:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+
+
+def load_parts(owner: Any, state: dict[str, Any], names: Sequence[str]) -> None:
+    """``owner.NAME.load_state_dict(state[NAME])`` for each name. A grad scaler saved disabled
+    (a CPU run's: its state is empty) is not loaded into an enabled one (a CUDA run resuming
+    that checkpoint, which the scaler refuses): it starts afresh, as a new run's would."""
+    for name in names:
+        part = getattr(owner, name)
+        if isinstance(part, torch.amp.GradScaler) and not state[name]:
+            continue
+        part.load_state_dict(state[name])
 
 
 class Trainer:
@@ -239,8 +251,7 @@ class Trainer:
         """Restore :meth:`state_dict` (from a run with any number of ranks: with another
         number, each rank's generators are reseeded from the seed, rank and step)."""
         self.step = int(state["step"])
-        for name in ("G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D"):
-            getattr(self, name).load_state_dict(state[name])
+        load_parts(self, state, ("G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D"))
         self.order.load_state_dict(state["data"])
         noise, augment = state["rank_rng"]["noise"], state["rank_rng"]["augment"]
         if len(noise) == self.world:

@@ -54,7 +54,7 @@ from dreamsuite.errors import InvalidArgument
 from dreamsuite.gan.checkpoint import load_checkpoint
 from dreamsuite.gan.data import Manifest, load_split
 from dreamsuite.gan.dream2dream import MIN_SIDE, Dream2Dream, one_pass_batch
-from dreamsuite.gan.loop import DataOrder, gather_per_rank, stream_seed
+from dreamsuite.gan.loop import DataOrder, gather_per_rank, load_parts, stream_seed
 from dreamsuite.gan.models import ModelKind, get_model_kind
 from dreamsuite.images import image_grid
 
@@ -453,8 +453,7 @@ class PairTrainer:
         names = ("G", "G_ema", "opt_G", "scaler_G")
         if self.D is not None:
             names += ("D", "opt_D", "scaler_D")
-        for name in names:
-            getattr(self, name).load_state_dict(state[name])
+        load_parts(self, state, names)
         self.order.load_state_dict(state["data"])
         crops = state["rank_rng"]["crop"]
         if len(crops) == self.world:

@@ -86,3 +86,26 @@ def test_a_kind_with_a_bad_mode_seeking_setting_is_not_registered(fields):
     kind = dataclasses.replace(get_model_kind("projected64"), name="projected64-bad", **fields)
     with pytest.raises(ValueError, match="mode_seeking"):
         register(kind)
+
+
+def test_a_cpu_checkpoint_resumes_where_the_grad_scaler_is_enabled():
+    """A checkpoint from a CPU run (scalers disabled: empty state) resumes on CUDA, where the
+    scalers are enabled: they start afresh instead of refusing the empty state. Simulated
+    with CPU scalers enabled, which refuse an empty state the same way."""
+    kind = get_model_kind("dcgan64")
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    saved = _trainer(kind, images)
+    saved.train_step()
+    state = saved.state_dict()
+    assert state["scaler_G"] == {} and state["scaler_D"] == {}
+    resumed = _trainer(kind, images)
+    resumed.scaler_G = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)
+    resumed.scaler_D = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)
+    with pytest.raises(RuntimeError, match="empty"):  # what the scaler itself does
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict(state["scaler_G"])
+    resumed.load_state_dict(state)
+    assert resumed.step == saved.step == 1
+    for name, value in saved.G.state_dict().items():
+        assert torch.equal(value, resumed.G.state_dict()[name]), name
+    assert resumed.scaler_G.get_scale() == 1024.0
