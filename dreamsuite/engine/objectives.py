@@ -130,7 +130,10 @@ def guide_match(layer: str, guide: torch.Tensor) -> Objective:
         x = a[layer].float()
         feats = x.flatten(2).transpose(1, 2)  # [N, P, C]
         g = guide.to(x.device)
-        best = (feats.detach() @ g).argmax(dim=-1)  # [N, P]
+        # Which guide feature matches best is decided in float32: under the dream's fp16
+        # autocast, the product would round close matches to ties and pick the wrong one.
+        with torch.autocast(x.device.type, enabled=False):
+            best = (feats.detach() @ g).argmax(dim=-1)  # [N, P]
         return (feats * g.t()[best]).sum(-1).mean()
 
     return Objective(fn, [layer], f"{layer}:match")

@@ -57,6 +57,17 @@ def test_guide_match_pulls_each_position_towards_its_best_guide_feature():
     torch.testing.assert_close(grad.view(2, 2), torch.tensor([[0.5, 0.0], [0.0, 0.5]]))
 
 
+def test_guide_match_picks_the_best_guide_feature_in_float32_under_autocast():
+    """Dreams run under autocast (fp16 on CUDA): a close second-best guide feature must not
+    win by the product's rounding. bfloat16 autocast on the CPU rounds 1.0 and 1.002 alike."""
+    guide = torch.tensor([[1.0, 1.002]])  # [C=1, M=2]: the second matches a positive x best
+    x = torch.ones(1, 1, 1, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert float((x.flatten(2).transpose(1, 2) @ guide).argmax()) == 0  # the rounding
+        value = guide_match("l", guide)({"l": x})
+    assert float(value) == pytest.approx(1.002, rel=1e-6)
+
+
 def test_maplist_objective_signs_and_weights(acts):
     maplist = Maplist((
         LayerTerm("a", 2.0, {1: 1.0, 4: -0.5}),
