@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 
 from dreamsuite.artifacts import ArtifactStore, open_store
 from dreamsuite.errors import NotFound, shorten
@@ -190,8 +191,16 @@ class Job:
         self._send({"event": "preview", "step": self.trainer.step, "key": key})
 
     def _evaluate(self) -> None:
-        if self.emit is None:
-            return
+        """Rank 0 evaluates; under torchrun the other ranks wait for it at a barrier (one
+        collective with the process group's long timeout, rather than the next step's)."""
+        try:
+            if self.emit is not None:
+                self._evaluate_here()
+        finally:
+            if dist.is_initialized():
+                dist.barrier()
+
+    def _evaluate_here(self) -> None:
         self._progress(force=True, state="EVALUATING")
         step = self.trainer.step
         try:

@@ -18,7 +18,10 @@ the artifact store:
 It prints one JSON event per line on stdout: ``progress``, ``checkpoint``, ``preview``,
 ``evaluation``, then ``done`` (exit 0), ``stopped`` after SIGTERM (it checkpoints first; exit 0)
 or ``error`` (exit 1). Under ``torchrun`` (``WORLD_SIZE > 1``) every rank trains its shard of
-each batch (DistributedDataParallel; gloo on the CPU, NCCL on CUDA) and only rank 0 writes.
+each batch (DistributedDataParallel; gloo on the CPU, NCCL on CUDA) and only rank 0 writes;
+rank 0 evaluates while the others wait at a barrier, for at most ``$DREAMSUITE_DIST_TIMEOUT_S``
+seconds (default 3600: longer than any evaluation, where NCCL's own default, 10 minutes, is
+not).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -52,11 +56,17 @@ from dreamsuite.gan.loop import Trainer
 from dreamsuite.gan.models import ModelKind, get_model_kind
 from dreamsuite.gan.paired import LOSSES as DREAM2DREAM_LOSSES
 
-__all__ = ["TrainConfig", "run", "main", "DETERMINISTIC_THREADS", "Emit"]
+__all__ = ["TrainConfig", "run", "main", "DETERMINISTIC_THREADS", "DIST_TIMEOUT_ENV", "Emit",
+           "dist_timeout"]
 
 #: Intra-op threads in deterministic mode: results depend on the thread count, so it is fixed;
 #: one thread also never waits on a descheduled sibling when the machine is oversubscribed.
 DETERMINISTIC_THREADS = 1
+
+#: How long a rank waits in a collective (the others' step, rank 0's evaluation) before the
+#: process group gives up on it, in seconds.
+DIST_TIMEOUT_ENV = "DREAMSUITE_DIST_TIMEOUT_S"
+DIST_TIMEOUT_S = 3600
 
 Emit = Callable[[dict[str, Any]], None]
 #: Most data sets (conditions) of one dream2dream model.
@@ -230,8 +240,24 @@ def _start_world(device: str | None) -> _World:
     if cuda:
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=dist_timeout())
     return world
+
+
+def dist_timeout(env: Mapping[str, str] = os.environ) -> timedelta:
+    """The process group's collective timeout: ``$DREAMSUITE_DIST_TIMEOUT_S`` seconds, else
+    :data:`DIST_TIMEOUT_S`."""
+    text = env.get(DIST_TIMEOUT_ENV, "").strip()
+    if not text:
+        return timedelta(seconds=DIST_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidArgument(f"${DIST_TIMEOUT_ENV} must be a positive number of seconds, "
+                              f"not {text!r}")
+    return timedelta(seconds=seconds)
 
 
 def _pick_device(config: TrainConfig, world: _World) -> torch.device:

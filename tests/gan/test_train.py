@@ -388,3 +388,33 @@ def test_torchrun_two_cpu_ranks_train_shards_and_only_rank_zero_reports(jobs):
     assert len(state["rank_rng"]["noise"]) == 2, "every rank's RNG state is in the checkpoint"
     assert not torch.equal(state["rank_rng"]["noise"][0], state["rank_rng"]["noise"][1])
     assert state["step"] == 3 and state["images_seen"] == 3 * 8
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_wait_for_rank_zeros_evaluation_mid_run(jobs):
+    """Rank 0 evaluates between steps while rank 1 waits at a barrier; both go on and end."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    job = jobs("ddp-eval", steps=3, checkpoint_every=2, eval_every=2, deterministic=False,
+               launcher=[torchrun, "--standalone", "--nproc-per-node", "2"])
+    code, events = job.finish()
+    assert code == 0, "".join(job.stderr)
+    evaluations = [e for e in events if e["event"] == "evaluation"]
+    assert [e["step"] for e in evaluations] == [2, 3]
+    assert all(e["metrics"] and "error" not in e for e in evaluations), evaluations
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "nan", "inf"])
+def test_a_bad_collective_timeout_is_refused_by_name(value):
+    from dreamsuite.gan.train import DIST_TIMEOUT_ENV, dist_timeout
+
+    with pytest.raises(InvalidArgument, match=DIST_TIMEOUT_ENV):
+        dist_timeout({DIST_TIMEOUT_ENV: value})
+
+
+def test_the_collective_timeout_outlasts_an_evaluation_by_default():
+    from dreamsuite.gan.train import DIST_TIMEOUT_ENV, dist_timeout
+
+    assert dist_timeout({}).total_seconds() == 3600  # NCCL's own default is 600
+    assert dist_timeout({DIST_TIMEOUT_ENV: "90"}).total_seconds() == 90
