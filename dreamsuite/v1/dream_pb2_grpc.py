@@ -55,7 +55,8 @@ class DreamServiceServicer:
 
         Errors: INVALID_ARGUMENT names the bad field (corrupt image, image over the pixel limit,
         unknown backbone/layer/channel, zero octaves, non-finite numbers, missing image);
-        RESOURCE_EXHAUSTED when the device queue is full (retry later); UNAVAILABLE when the
+        RESOURCE_EXHAUSTED when the device queue is full or the device ran out of memory for the
+        dream (retry later; the pushback trailer says when); UNAVAILABLE when the
         artifact store cannot be reached; FAILED_PRECONDITION when pretrained weights are missing;
         UNAUTHENTICATED without a valid bearer token when the server requires one. Cancelling the
         call or letting its deadline expire stops the work within one optimisation step.
