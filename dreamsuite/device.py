@@ -14,16 +14,20 @@ DEVICE_ENV = "DREAMSUITE_DEVICE"
 
 
 def select_device(preferred: str | torch.device | None = None) -> torch.device:
-    """``preferred`` if given, else ``$DREAMSUITE_DEVICE``, else CUDA when present, else CPU."""
+    """``preferred`` if given, else ``$DREAMSUITE_DEVICE``, else CUDA when present, else CPU.
+    A GPU is always named with its index (``cuda`` is the current one, e.g. ``cuda:0``)."""
     choice = preferred if preferred is not None else os.environ.get(DEVICE_ENV) or None
     if choice is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(choice)
     except RuntimeError as exc:
         raise InvalidArgument(f"unknown device {choice!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgument(f"device {choice!r} asked for, but CUDA is not available here")
+    if device.type == "cuda" and device.index is None:
+        # One name per GPU: "cuda" and "cuda:0" must not load a second copy of a backbone.
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
