@@ -3,9 +3,10 @@
 The floor is how the popular open-source dreamers run: the torchvision network truncated at the
 dreamed layer, weights frozen, eager fp32, default NCHW layout, BatchNorm unfused. It is the sum
 over octaves of ``steps x`` the median time of one forward+backward pass at that octave's size.
-Floor passes are interleaved with the dream's own octaves (after each octave, as many naive
-passes at its size as it took steps, their time excluded from the dream's), so load from other
-processes hits both alike.
+The floor and the dream run on the same device (``--device``; default CUDA when present), each
+CUDA pass timed to its end (synchronised). Floor passes are interleaved with the dream's own
+octaves (after each octave, as many naive passes at its size as it took steps, their time
+excluded from the dream's), so load from other processes hits both alike.
 The floor's modules are the reference ones (``spec.build()``'s own forwards and a plain
 ``(x - mean) / std``), never the engine's fused stages, so speeding up the engine cannot move it.
 They run in a process of their own (:class:`FloorProcess`) with the C library's default
@@ -34,6 +35,7 @@ from torch import nn
 
 from dreamsuite.backbones import get_backbone, get_backbone_spec
 from dreamsuite.cpus import keep_freed_memory
+from dreamsuite.device import select_device
 from dreamsuite.engine import DreamConfig, dream
 from dreamsuite.engine.objectives import LayerTerm, Maplist
 from dreamsuite.engine.octaves import plan_octaves
@@ -67,6 +69,7 @@ class EngineFigure:
     floor_seconds: float
     ratio: float
     target: float = DEFAULT_TARGET_RATIO
+    device: str = "cpu"
 
     @property
     def met(self) -> bool:
@@ -99,22 +102,32 @@ def naive_network(backbone: str, layer: str) -> nn.Module:
     return nn.Sequential(NaiveNormalize(spec.mean, spec.std), *(stage for _, stage in stages))
 
 
-def _naive_pass(net: nn.Module, size: tuple[int, int]) -> float:
-    x = torch.rand(1, 3, *size, requires_grad=True)
+def _naive_pass(net: nn.Module, size: tuple[int, int],
+                device: torch.device = torch.device("cpu")) -> float:
+    x = torch.rand(1, 3, *size, device=device, requires_grad=True)
+    _synchronize(device)
     started = time.perf_counter()
     net(x).pow(2).mean().backward()
+    _synchronize(device)
     return time.perf_counter() - started
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class FloorProcess:
     """The floor's network in a child process that times naive passes on request: a fresh
     interpreter that imports the network's definition and nothing that tunes the process (no
-    dream runs there), on this process's torch thread count. Use as a context manager."""
+    dream runs there), on this process's torch thread count and on ``device``. Use as a
+    context manager."""
 
-    def __init__(self, backbone: str, layer: str):
+    def __init__(self, backbone: str, layer: str, device: str | torch.device = "cpu"):
         code = f"from {__name__} import floor_worker; floor_worker()"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, backbone, layer, str(torch.get_num_threads())],
+            [sys.executable, "-c", code, backbone, layer, str(torch.get_num_threads()),
+             str(device)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def time_passes(self, size: tuple[int, int], count: int = 1) -> list[float]:
@@ -154,20 +167,21 @@ class FloorProcess:
 
 
 def floor_worker() -> None:
-    """The child of :class:`FloorProcess` (argv: backbone, layer, threads): reads ``H W N``
-    lines, answers each with the seconds of N naive passes at that size (``info``: a JSON line
-    of its threads and whether its allocator was tuned)."""
+    """The child of :class:`FloorProcess` (argv: backbone, layer, threads, device): reads
+    ``H W N`` lines, answers each with the seconds of N naive passes at that size (``info``: a
+    JSON line of its threads, device and whether its allocator was tuned)."""
     backbone, layer, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
     torch.set_num_threads(threads)
-    net = naive_network(backbone, layer)
+    net = naive_network(backbone, layer).to(device)
     for line in sys.stdin:
         if line.strip() == "info":
             tuned = keep_freed_memory.cache_info().currsize > 0
-            print(json.dumps({"threads": torch.get_num_threads(), "allocator_tuned": tuned}),
-                  flush=True)
+            print(json.dumps({"threads": torch.get_num_threads(), "device": str(device),
+                              "allocator_tuned": tuned}), flush=True)
             continue
         h, w, count = (int(v) for v in line.split())
-        print(" ".join(str(_naive_pass(net, (h, w))) for _ in range(count)), flush=True)
+        print(" ".join(str(_naive_pass(net, (h, w), device)) for _ in range(count)), flush=True)
 
 
 class _FloorAfterEachOctave:
@@ -189,32 +203,34 @@ class _FloorAfterEachOctave:
 
 
 def measure(backbone: str, weights: str, layer: str, size: int, octaves: int, steps: int,
-            rounds: int) -> EngineFigure:
+            rounds: int, device: str | torch.device | None = None) -> EngineFigure:
     """Median over ``rounds`` dreams of the dream time, and the floor from naive passes timed
     (in :class:`FloorProcess`) right after each octave at its size, so both see the same
-    machine load."""
+    machine load; both on ``device`` (default CUDA when present)."""
+    device = select_device(device)
     image = sample_image("astronaut", size=size)[:, :size, :size]
     config = DreamConfig(backbone=backbone, weights=weights, octaves=octaves, steps=steps,
                          maplist=Maplist((LayerTerm(layer),)), seed=0)
-    get_backbone(backbone, weights=weights)  # load outside the timed region
+    get_backbone(backbone, weights=weights, device=device)  # load outside the timed region
     spec = get_backbone_spec(backbone)
-    with FloorProcess(backbone, layer) as floor_process:
+    with FloorProcess(backbone, layer, device) as floor_process:
         for octave_size in plan_octaves((size, size), octaves, config.octave_scale,
                                         spec.min_size).sizes:
             floor_process.time_passes(octave_size)  # warm both paths at every size
             dream(resize(image, octave_size), DreamConfig(backbone=backbone, weights=weights,
                                                           octaves=1, steps=1,
-                                                          maplist=config.maplist))
+                                                          maplist=config.maplist),
+                  device=device)
         dream_times, floors = [], []
         for _ in range(rounds):
             floor = _FloorAfterEachOctave(floor_process)
             started = time.perf_counter()
-            dream(image, config, progress=floor)
+            dream(image, config, progress=floor, device=device)
             dream_times.append(time.perf_counter() - started - floor.spent)
             floors.append(sum(steps * statistics.median(t) for t in floor.passes.values()))
     dream_seconds, floor = statistics.median(dream_times), statistics.median(floors)
     return EngineFigure(backbone, layer, dream_seconds, floor, dream_seconds / floor,
-                        target_ratio(backbone))
+                        target_ratio(backbone), str(device))
 
 
 def _peak_rss_child(size: int, tile: int) -> int:
@@ -242,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
             continue
         print(f"measuring {backbone} up to {layer} ...", file=sys.stderr)
         figures.append(measure(backbone, weights, layer, args.size, args.octaves, args.steps,
-                               args.rounds))
+                               args.rounds, getattr(args, "device", None)))
     memory = None
     if args.memory:
         print("measuring peak RSS: 2048 px tiled dream vs 512 px dream ...", file=sys.stderr)
@@ -264,8 +280,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _print_table(figures: list[EngineFigure], memory: dict | None, args) -> None:
     print(f"workload: {args.size}x{args.size}, {args.octaves} octaves x {args.steps} steps, "
-          f"scale 1.4; floor = naive eager fp32 NCHW forward+backward; threads "
-          f"{torch.get_num_threads()}")
+          f"scale 1.4; floor = naive eager fp32 NCHW forward+backward; device "
+          f"{figures[0].device if figures else '-'}; threads {torch.get_num_threads()}")
     print(f"{'backbone':<20}{'layer':<10}{'dream s':>10}{'floor s':>10}{'ratio':>8}  target")
     for f in figures:
         ok = "ok" if f.met else "MISSED"

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--backbone", action="append", help="only these backbones")
     e.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                    help="measure peak RSS of a 2048 px tiled dream vs a 512 px one")
+    e.add_argument("--device", default=None,
+                   help="cpu, cuda (default: CUDA when present); the floor runs there too")
     e.set_defaults(func=_engine)
 
     s = which.add_parser("service", help="a dream through the dream service vs in-process")

@@ -73,7 +73,8 @@ def test_the_floor_runs_in_its_own_untuned_process_on_the_same_threads():
     keep_freed_memory()  # this process dreams with the tuned allocator...
     with engine.FloorProcess("efficientnet_lite0", "block_10") as floor:
         # ...the floor's process keeps the default one, as a plain dreamer's would.
-        assert floor.info() == {"threads": torch.get_num_threads(), "allocator_tuned": False}
+        assert floor.info() == {"threads": torch.get_num_threads(), "device": "cpu",
+                                "allocator_tuned": False}
         assert 0 < floor.time_passes((64, 48), 2)[1] < 60
         pid = floor.proc.pid
     assert floor.proc.returncode == 0 and pid != __import__("os").getpid()
