@@ -24,6 +24,8 @@ inputs by name):
 - 400: ``{"code": "INVALID_ARGUMENT", "message": ...}`` (JSON) for a body that is not an image,
   an unknown condition (the message lists the valid ones), a photo under 8 px a side or over
   ``max_pixels``. A bad request of a batch never fails the others, and never kills the worker.
+- 507: ``{"code": "RESOURCE_EXHAUSTED", ...}`` when the device runs out of memory for a photo
+  even alone (a batch that runs out of memory is retried one photo at a time first).
 - On TorchServe's gRPC ``Predictions`` (inputs ``data`` and ``condition``) TorchServe 0.12 drops
   the per-request status: the call is OK and ``prediction`` holds either the PNG (it starts
   with the PNG signature ``\\x89PNG``) or that JSON error object; callers tell them apart by
@@ -47,6 +49,7 @@ from typing import Any
 import torch
 
 from dreamsuite.cpus import apply_worker_threads
+from dreamsuite.device import out_of_memory
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, shorten
 from dreamsuite.gan.dream2dream import Dream2Dream, condition_index, from_export, one_pass_batch
 from dreamsuite.images import encode_png, load_image
@@ -67,6 +70,13 @@ INPUT_KEYS = ("body", "data", "image")
 # TorchServe instantiates the one class this module defines: everything else is a function,
 # and a request is an ``(image [3, H, W], condition index)`` pair.
 _Request = tuple[torch.Tensor, int]
+#: Why a request gets no dream: a gRPC-style code and a message for the caller.
+_Refusal = tuple[str, str]
+
+
+#: The HTTP status and phrase of each refusal's code.
+_HTTP_STATUS = {"INVALID_ARGUMENT": (400, "Bad Request"),
+                "RESOURCE_EXHAUSTED": (507, "Insufficient Storage")}
 
 
 def _text(value: Any) -> str | None:
@@ -140,33 +150,26 @@ class Dream2DreamHandler:
         """One answer per request of the batch, in order: PNG bytes, or a JSON error with
         its HTTP status (400) set on the request."""
         assert self.model is not None, "initialize() was not called"
-        answers: list[bytes | str | None] = [None] * len(data)  # str: why it was refused
+        # bytes: the PNG; a _Refusal: why not.
+        answers: list[bytes | _Refusal | None] = [None] * len(data)
         requests: dict[int, _Request] = {}
         for idx, row in enumerate(data):
             try:
                 requests[idx] = self._parse(row if isinstance(row, dict) else {},
                                             self._headers(context, idx))
             except DreamsuiteError as exc:
-                answers[idx] = str(exc)
+                answers[idx] = ("INVALID_ARGUMENT", str(exc))
         groups: dict[tuple[int, int], list[int]] = {}
         for idx, (image, _) in requests.items():
             groups.setdefault(tuple(image.shape[-2:]), []).append(idx)
         if len(data) > 1:
             log.info("batch of %d requests in %d size group(s)", len(data), len(groups))
         for ids in groups.values():
-            try:
-                images = torch.stack([requests[i][0] for i in ids])
-                dreams = one_pass_batch(self.model, images, [requests[i][1] for i in ids])
-            except DreamsuiteError as exc:
-                for i in ids:
-                    answers[i] = str(exc)
-                continue
-            for i, dream in zip(ids, dreams, strict=True):
-                answers[i] = encode_png(dream)
+            self._dream(ids, requests, answers)
         out = []
         for idx, answer in enumerate(answers):
             assert answer is not None
-            if isinstance(answer, str):
+            if isinstance(answer, tuple):
                 out.append(self._refuse(context, idx, answer))
                 continue
             condition = requests[idx][1]
@@ -177,10 +180,42 @@ class Dream2DreamHandler:
             out.append(answer)
         return out
 
-    def _refuse(self, context: Any, idx: int, message: str) -> bytes:
-        self._set(context, idx, content_type="application/json", status=400,
-                  phrase="Bad Request")
-        return json.dumps({"code": "INVALID_ARGUMENT", "message": shorten(message, 1000)}).encode()
+    def _dream(self, ids: list[int], requests: dict[int, _Request],
+               answers: list[bytes | _Refusal | None]) -> None:
+        """The one-pass dreams of requests ``ids`` (photos of one size) as one forward pass;
+        out of memory, one photo at a time; out of memory alone, that photo is refused."""
+        try:
+            images = torch.stack([requests[i][0] for i in ids])
+            dreams = one_pass_batch(self.model, images, [requests[i][1] for i in ids])
+        except DreamsuiteError as exc:
+            for i in ids:
+                answers[i] = ("INVALID_ARGUMENT", str(exc))
+            return
+        except RuntimeError as exc:
+            if not out_of_memory(exc):
+                raise
+            log.warning("out of memory for %d photo(s) of %dx%d: %s", len(ids),
+                        *requests[ids[0]][0].shape[-2:], str(exc).splitlines()[0])
+            del exc
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(ids) > 1:
+                for i in ids:
+                    self._dream([i], requests, answers)
+            else:
+                h, w = requests[ids[0]][0].shape[-2:]
+                answers[ids[0]] = (
+                    "RESOURCE_EXHAUSTED", f"the device ran out of memory for a {w}x{h} photo; "
+                    "retry later or send a smaller one")
+            return
+        for i, dream in zip(ids, dreams, strict=True):
+            answers[i] = encode_png(dream)
+
+    def _refuse(self, context: Any, idx: int, refusal: _Refusal) -> bytes:
+        code, message = refusal
+        status, phrase = _HTTP_STATUS[code]
+        self._set(context, idx, content_type="application/json", status=status, phrase=phrase)
+        return json.dumps({"code": code, "message": shorten(message, 1000)}).encode()
 
     @staticmethod
     def _set(context: Any, idx: int, *, content_type: str, status: int, phrase: str = "",

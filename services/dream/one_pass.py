@@ -74,6 +74,8 @@ def _refusal(model: str, answer: bytes) -> Exception:
                            "image; is it a dream2dream archive?")
     if code == "INVALID_ARGUMENT":
         return InvalidArgument(f"model {model!r}: {message}")
+    if code == "RESOURCE_EXHAUSTED":  # its device ran out of memory: load, retry later
+        return ResourceExhausted(f"model {model!r}: {message}", retry_after=1.0)
     return Unavailable(f"TorchServe's model {model!r} failed: {message}")
 
 

@@ -130,6 +130,36 @@ def test_the_handler_answers_a_batch_of_sizes_conditions_and_bad_requests(traine
         assert re.search(match, error["message"]), error["message"]
 
 
+def test_out_of_memory_retries_photo_by_photo_then_refuses_with_507(trained, tmp_path,
+                                                                     monkeypatch):
+    """A batch that runs out of memory is dreamed one photo at a time; a photo that does not
+    fit even alone is RESOURCE_EXHAUSTED (507), and the others of the batch get their dreams."""
+    import handlers.dream2dream_handler as module
+
+    handler, context = _handler(trained.model_store, tmp_path)
+    real = module.one_pass_batch
+    calls = []
+
+    def tight_memory(model, images, conditions):
+        calls.append(len(images))
+        if len(images) > 1 or images.shape[-1] > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, images, conditions)
+
+    monkeypatch.setattr(module, "one_pass_batch", tight_memory)
+    cat, big = sample_image("chelsea", size=20), sample_image("coffee", size=48)
+    out = _call(handler, context, [{"body": encode_png(cat)}, {"body": encode_png(big)},
+                                   {"body": encode_png(cat), "condition": b"1"}])
+    assert sorted(calls) == [1, 1, 1, 2]
+    for i, condition in ((0, 0), (2, 1)):
+        assert context.get_response_status(i)[0] == 200
+        difference = load_image(out[i]) - one_pass(trained.model, cat, condition)
+        assert difference.abs().max() <= 1 / 255 + 1e-6, i
+    assert context.get_response_status(1)[0] == 507
+    error = json.loads(out[1])
+    assert error["code"] == "RESOURCE_EXHAUSTED" and "out of memory" in error["message"]
+
+
 # --- a real TorchServe -----------------------------------------------------------------------------
 
 

@@ -36,6 +36,22 @@ def test_a_service_without_torchserve_says_unavailable(dream_server, cat_png, sv
                          {"model": "other", "outcome": "error"}) == 1
 
 
+def test_the_handlers_refusals_become_library_errors():
+    """What a dream2dream handler answers instead of a PNG: its code decides the status."""
+    from dreamsuite.errors import InvalidArgument, ResourceExhausted
+    from services.dream.one_pass import _refusal
+
+    def answer(code: str) -> bytes:
+        return json.dumps({"code": code, "message": "why"}).encode()
+
+    assert isinstance(_refusal("m", answer("INVALID_ARGUMENT")), InvalidArgument)
+    exhausted = _refusal("m", answer("RESOURCE_EXHAUSTED"))  # out of memory: retry later
+    assert isinstance(exhausted, ResourceExhausted) and exhausted.retry_after > 0
+    assert "model 'm': why" in str(exhausted)
+    assert isinstance(_refusal("m", answer("INTERNAL")), Unavailable)
+    assert "not an image" in str(_refusal("m", b"<html>"))
+
+
 def test_one_pass_refuses_what_only_the_optimisation_does(dream_server, cat_png, svc):
     server = dream_server()
     guided = one_pass_request(cat_png, "d2d", guidance=dream_pb2.Guidance(
