@@ -286,13 +286,17 @@ def _finish_gram(sums: torch.Tensor, count: int, normaliser: torch.Tensor | None
 
 
 class _Net:
-    """The backbone's features of the layers a loss needs, on ``[1, 3, H, W]`` pixels."""
+    """The backbone's features of the layers a loss needs, on ``[1, 3, H, W]`` pixels.
 
-    def __init__(self, backbone: Backbone, layers: Sequence[str]):
+    On CUDA under fp16 autocast, unless ``optimizer`` is ``lbfgs``: L-BFGS builds its curvature
+    from differences of successive gradients and its line search compares nearby losses, and
+    fp16's rounding in both would steer it (the CPU is fp32 either way)."""
+
+    def __init__(self, backbone: Backbone, layers: Sequence[str], optimizer: str = "adam"):
         self.backbone = backbone
         self.layers = list(dict.fromkeys(layers))
         self.extractor = backbone.extractor(self.layers)
-        self.autocast = backbone.device.type == "cuda"
+        self.autocast = backbone.device.type == "cuda" and optimizer != "lbfgs"
 
     def __call__(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         x = pixels.contiguous(memory_format=torch.channels_last)
@@ -661,7 +665,8 @@ def stylize(
         backbone.spec.layer(layer)
     content_layer = (backbone.spec.canonical_layer(config.resolved_content_layer())
                      if config.content_weight else None)
-    net = _Net(backbone, [*style_weights, *([content_layer] if content_layer else [])])
+    net = _Net(backbone, [*style_weights, *([content_layer] if content_layer else [])],
+               config.optimizer)
     sizes = _sizes(tuple(content.shape[-2:]), config.scales, 2 * backbone.spec.min_size)
     total_weight = sum(weights)
     x = None
@@ -754,7 +759,7 @@ def reconstruct(
     size = tuple(target.shape[-2:])
     out = {}
     for index, (key, group) in enumerate(groups.items()):
-        net = _Net(backbone, group)
+        net = _Net(backbone, group, config.optimizer)
         if config.mode == "content":
             loss = _Loss(net, "gram", 1.0, {}, {}, None)
             targets = {}

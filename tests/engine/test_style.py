@@ -212,3 +212,16 @@ def test_cancel_and_bad_input(content, style):
         reconstruct(content, ["block_99"], device="cpu")
     with pytest.raises(InvalidArgument, match="iterations"):
         reconstruct(content, ["stem"], ReconstructConfig(iterations=0), device="cpu")
+
+
+def test_lbfgs_runs_in_float32_on_cuda_and_adam_under_autocast():
+    """L-BFGS's curvature pairs and line search would follow fp16 rounding: only Adam runs
+    under autocast on CUDA (a stand-in backbone on a CUDA device; nothing runs)."""
+    from types import SimpleNamespace
+
+    from dreamsuite.engine.style import _Net
+
+    for device, optimizer, autocast in (("cuda", "lbfgs", False), ("cuda", "adam", True),
+                                        ("cpu", "adam", False)):
+        backbone = SimpleNamespace(device=torch.device(device), extractor=lambda layers: None)
+        assert _Net(backbone, ["a"], optimizer).autocast is autocast
