@@ -8,6 +8,12 @@ which no loss trains on: ``perceptual_ratio`` = distance(one-pass, optimised dre
 the losses side by side per step, with seconds per training step; ``--png`` writes held-out
 rows of photo | optimised dream | each loss's one-pass dream. The better loss is the one with
 the lower final ``perceptual_ratio``: that is how the default was chosen.
+
+``--seed-floor N`` (default 8) also scores the optimisation itself the same way: N held-out
+photos dreamed again with their data set's dream config and the next seed
+(:func:`dreamsuite.gan.paired.seed_floor`). A dream depends on its seed as much as on its photo,
+so this is about as close as anything that sees only the photo can come to the stored dream:
+the reference the losses' ratios are read against.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dreamsuite.artifacts import open_store
 from dreamsuite.errors import InvalidArgument
 from dreamsuite.gan.data import read_manifest
 from dreamsuite.gan.dream2dream import one_pass_batch
-from dreamsuite.gan.paired import LOSSES, load_dream2dream, load_pairs
+from dreamsuite.gan.paired import LOSSES, conditions_of, load_dream2dream, load_pairs, seed_floor
 from dreamsuite.gan.records import read_model
 from dreamsuite.gan.train import TrainConfig, run
 from dreamsuite.images import image_grid, save_png
@@ -96,7 +102,28 @@ def measure(args: argparse.Namespace) -> dict:
     best = min(ratios, key=lambda loss: ratios[loss])
     return {"datasets": list(args.datasets), "steps": args.steps, "batch": args.batch,
             "seed": args.seed, "crop": args.crop, "width": args.width, "jobs": jobs,
-            "final_perceptual_ratio": ratios, "best": best, "target": 0.5}
+            "final_perceptual_ratio": ratios, "best": best, "target": 0.5,
+            "seed_floor": _seed_floor(args)}
+
+
+def _seed_floor(args: argparse.Namespace) -> dict | None:
+    """The optimisation's own ratio on held-out pairs with the next seed; None when not
+    asked for, ``{"error": ...}`` when the data sets cannot be dreamed again."""
+    if args.seed_floor <= 0:
+        return None
+    store = open_store(args.artifacts)
+    manifests = [read_manifest(store, d) for d in args.datasets]
+    pairs = load_pairs(store, manifests, "holdout")
+    if not len(pairs):
+        return {"error": "no held-out pairs"}
+    _progress(f"dreaming {min(args.seed_floor, len(pairs))} held-out photos again with the "
+              "next seed (the optimisation's own ratio) ...")
+    try:
+        return seed_floor(pairs, [c["dream_config"] for c in conditions_of(manifests)],
+                          count=args.seed_floor, device=args.device,
+                          progress=lambda done, total: _progress(f"  {done}/{total}"))
+    except InvalidArgument as exc:
+        return {"error": str(exc)}
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -135,4 +162,11 @@ def main(args: argparse.Namespace) -> int:
     ratio = figures["final_perceptual_ratio"][best]
     print(f"best: {best} (final perceptual ratio {ratio:.3f}; target <= 0.5 "
           f"{'ok' if ratio <= 0.5 else 'MISSED'})")
+    floor = figures["seed_floor"]
+    if floor and "error" in floor:
+        print(f"seed floor: not measured ({floor['error']})")
+    elif floor:
+        print(f"seed floor: the optimised dream with the next seed scores perceptual "
+              f"{floor['perceptual_ratio']:.3f}, L1 {floor['l1_ratio']:.3f} on "
+              f"{floor['pairs']:.0f} held-out pairs (what the photo alone determines)")
     return 0

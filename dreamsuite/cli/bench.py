@@ -150,6 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--width", type=int, default=None, help="network width (default 16)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--png", default=None, help="write held-out photo | dream | each loss here")
+    d.add_argument("--seed-floor", type=int, default=8, metavar="N",
+                   help="also dream N held-out photos again with the next seed, scored alike "
+                        "(the optimisation's own ratio; default 8, 0: off)")
     d.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when present)")
     d.add_argument("--json", action="store_true", help="print the figures as JSON")
     d.set_defaults(func=_dream2dream_loss)

@@ -35,6 +35,8 @@ def test_the_bench_trains_both_losses_alike_and_picks_by_held_out_ratio(tmp_path
     ratios = report["final_perceptual_ratio"]
     assert ratios == {loss: jobs[loss]["evaluations"]["4"]["perceptual_ratio"] for loss in jobs}
     assert report["best"] == min(ratios, key=ratios.get)
+    # These pairs' dreams are synthetic: no dream config to dream them again with.
+    assert "cannot be dreamed again" in report["seed_floor"]["error"]
     # two held-out rows of photo | dream | paired | pix2pix
     grid = load_image(png)
     assert grid.shape == (3, 2 + 2 * (SIZE + 2), 2 + 4 * (SIZE + 2))

@@ -402,3 +402,29 @@ def test_one_pair_is_learned_in_50_steps():
     metrics = evaluate_pairs(trainer.G_ema, pairs)
     assert metrics["l1_output_dream"] < metrics["l1_photo_dream"]
     assert metrics["perceptual_output_dream"] < metrics["perceptual_photo_dream"]
+
+
+@pytest.mark.slow
+def test_the_seed_floor_is_zero_for_the_same_seed_and_positive_for_another():
+    """The optimisation scored like a one-pass network: dreaming a pair's photo again with its
+    own seed gives its dream (ratio 0, up to 8-bit rounding); another seed gives another."""
+    from dreamsuite.engine import DreamConfig, dream
+    from dreamsuite.gan.paired import seed_floor
+
+    config = DreamConfig(octaves=1, steps=3, seed=5, jitter=8)
+    u8 = lambda x: x.mul(255).round().to(torch.uint8)  # noqa: E731
+    photos = [u8(sample_image(name, size=32)[:, :32, :32]).float() / 255
+              for name in ("chelsea", "coffee", "astronaut")]  # 8-bit, as stored
+    dreams = [dream(p, config, device="cpu").image.clamp(0, 1) for p in photos]
+    pairs = PairSet(torch.stack([u8(p) for p in photos]), torch.stack([u8(d) for d in dreams]),
+                    torch.zeros(3, dtype=torch.long))
+    seen = []
+    same = seed_floor(pairs, [config.to_dict()], count=2, seed_offset=0, device="cpu",
+                      progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)] and same["pairs"] == 2
+    assert same["l1_ratio"] < 0.02 and same["perceptual_ratio"] < 0.05
+    other = seed_floor(pairs, [config.to_dict()], count=3, device="cpu")
+    assert other["pairs"] == 3
+    assert 0.1 < other["perceptual_ratio"] < 2 and other["l1_ratio"] > 0.1
+    with pytest.raises(InvalidArgument, match="cannot be dreamed again"):
+        seed_floor(pairs, [{"frequency": 1.0}], device="cpu")
