@@ -73,7 +73,6 @@ _Request = tuple[torch.Tensor, int]
 #: Why a request gets no dream: a gRPC-style code and a message for the caller.
 _Refusal = tuple[str, str]
 
-
 #: The HTTP status and phrase of each refusal's code.
 _HTTP_STATUS = {"INVALID_ARGUMENT": (400, "Bad Request"),
                 "RESOURCE_EXHAUSTED": (507, "Insufficient Storage")}
@@ -148,7 +147,7 @@ class Dream2DreamHandler:
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         """One answer per request of the batch, in order: PNG bytes, or a JSON error with
-        its HTTP status (400) set on the request."""
+        its HTTP status (400, or 507 out of memory) set on the request."""
         assert self.model is not None, "initialize() was not called"
         # bytes: the PNG; a _Refusal: why not.
         answers: list[bytes | _Refusal | None] = [None] * len(data)

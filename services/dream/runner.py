@@ -352,10 +352,9 @@ class DreamRunner:
         if not out_of_memory(exc):
             return exc
         log.warning("%s ran out of memory on %s: %s", what, device, str(exc).splitlines()[0])
-        refusal = ResourceExhausted(
+        return ResourceExhausted(
             f"{what} ran out of memory on the dream service's {device.type} device; retry "
-            "later, or send a smaller image, tile or batch", retry_after=self.scheduler.retry_after())
-        return refusal
+            "later, or send a smaller image or tile", retry_after=self.scheduler.retry_after())
 
     def _progress(self, job: PreparedJob, events: _Events) -> Callable[[DreamProgress], None]:
         octave_started = [time.perf_counter()]
