@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 import dreamsuite
 from dreamsuite.backbones import Backbone, fuse_batchnorm, get_backbone_spec
 from dreamsuite.defaults import DEFAULT_MAX_RESPONSE_BYTES
+from dreamsuite.device import out_of_memory
 from dreamsuite.engine.guide import prepare_guide
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, ResourceExhausted
 from dreamsuite.images import load_image
@@ -126,9 +127,52 @@ def compute_batch(
             responses[index] = _error_response(backbone, exc)
             continue
         groups.setdefault((job.layers, tuple(job.image.shape)), []).append(job)
-    for (layers, _), jobs in groups.items():
+    for (layers, _), group in groups.items():
+        for jobs, acts in _forward(backbone, group, layers):
+            if acts is None:  # out of memory even alone
+                responses[jobs[0].index] = pb.ActivationsResponse(
+                    backbone=backbone.name, error=pb.ActivationsError(
+                        code=pb.ActivationsError.CODE_OUT_OF_MEMORY,
+                        message=f"the backend ran out of memory for a {jobs[0].image.shape[2]}x"
+                                f"{jobs[0].image.shape[1]} image; retry later or send a "
+                                "smaller one"))
+                continue
+            _respond_all(backbone, jobs, acts, responses, max_response_bytes)
+            del acts  # before the next forward pass
+    for response in responses:
+        assert response is not None
+        response.batch_size = len(requests)
+        if not response.HasField("error"):
+            response.backend_version = version
+    return [r for r in responses if r is not None]
+
+
+def _forward(backbone: Backbone, jobs: list[_Job], layers: tuple[str, ...]
+             ) -> Iterator[tuple[list[_Job], dict[str, torch.Tensor] | None]]:
+    """The activations of ``jobs`` (one image size) as one forward pass; out of memory, one
+    image at a time (each answered before the next runs); ``None`` for an image that does not
+    fit even alone."""
+    try:
         acts = backbone.activations(torch.stack([job.image for job in jobs]), layers)
-        for row, job in enumerate(jobs):
+    except RuntimeError as exc:
+        if not out_of_memory(exc):
+            raise
+        acts = None
+    if acts is not None:
+        yield jobs, acts
+        return
+    if backbone.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if len(jobs) == 1:
+        yield jobs, None
+        return
+    for job in jobs:
+        yield from _forward(backbone, [job], layers)
+
+
+def _respond_all(backbone: Backbone, jobs: list[_Job], acts: dict[str, torch.Tensor],
+                 responses: list[pb.ActivationsResponse | None], max_response_bytes: int) -> None:
+    for row, job in enumerate(jobs):
             cap = _cap(job.request, max_response_bytes)
             try:
                 response = _respond(backbone, job, {k: v[row] for k, v in acts.items()}, cap)
@@ -137,12 +181,6 @@ def compute_batch(
             else:
                 response.shared_forward = len(jobs)
             responses[job.index] = response
-    for response in responses:
-        assert response is not None
-        response.batch_size = len(requests)
-        if not response.HasField("error"):
-            response.backend_version = version
-    return [r for r in responses if r is not None]
 
 
 def _decode(backbone: Backbone, index: int, request: pb.ActivationsRequest) -> _Job:
@@ -213,6 +251,8 @@ def stats_from_response(response: pb.ActivationsResponse) -> dict[str, LayerStat
             raise InvalidArgument(error.message)
         if error.code == pb.ActivationsError.CODE_RESOURCE_EXHAUSTED:
             raise ResourceExhausted(error.message)
+        if error.code == pb.ActivationsError.CODE_OUT_OF_MEMORY:  # load: worth a retry
+            raise ResourceExhausted(error.message, retry_after=1.0)
         raise DreamsuiteError(f"activation backend failed: {error.message}")
     return {
         entry.layer: LayerStats(

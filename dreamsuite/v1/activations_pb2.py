@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64reamsuite/v1/activations.proto\x12\rdreamsuite.v1\"\xa0\x01\n\x12\x41\x63tivationsRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x0e\n\x06layers\x18\x03 \x03(\t\x12+\n\treduction\x18\x04 \x01(\x0e\x32\x18.dreamsuite.v1.Reduction\x12\x10\n\x08max_side\x18\x05 \x01(\r\x12\x1a\n\x12max_response_bytes\x18\x06 \x01(\x04\"\x88\x01\n\x10LayerActivations\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0b\n\x03sum\x18\x05 \x03(\x02\x12\x0c\n\x04mean\x18\x06 \x03(\x02\x12\x0b\n\x03max\x18\x07 \x03(\x02\x12\x0c\n\x04maps\x18\x08 \x01(\x0c\"\xc0\x01\n\x10\x41\x63tivationsError\x12\x32\n\x04\x63ode\x18\x01 \x01(\x0e\x32$.dreamsuite.v1.ActivationsError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"g\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ODE_INVALID_ARGUMENT\x10\x01\x12\x1b\n\x17\x43ODE_RESOURCE_EXHAUSTED\x10\x02\x12\x11\n\rCODE_INTERNAL\x10\x03\"\xf8\x01\n\x13\x41\x63tivationsResponse\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12/\n\x06layers\x18\x02 \x03(\x0b\x32\x1f.dreamsuite.v1.LayerActivations\x12\x14\n\x0cimage_height\x18\x03 \x01(\r\x12\x13\n\x0bimage_width\x18\x04 \x01(\r\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x05 \x01(\t\x12.\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1f.dreamsuite.v1.ActivationsError\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x16\n\x0eshared_forward\x18\x08 \x01(\r*O\n\tReduction\x12\x19\n\x15REDUCTION_UNSPECIFIED\x10\x00\x12\x13\n\x0fREDUCTION_STATS\x10\x01\x12\x12\n\x0eREDUCTION_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64reamsuite/v1/activations.proto\x12\rdreamsuite.v1\"\xa0\x01\n\x12\x41\x63tivationsRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x0e\n\x06layers\x18\x03 \x03(\t\x12+\n\treduction\x18\x04 \x01(\x0e\x32\x18.dreamsuite.v1.Reduction\x12\x10\n\x08max_side\x18\x05 \x01(\r\x12\x1a\n\x12max_response_bytes\x18\x06 \x01(\x04\"\x88\x01\n\x10LayerActivations\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0b\n\x03sum\x18\x05 \x03(\x02\x12\x0c\n\x04mean\x18\x06 \x03(\x02\x12\x0b\n\x03max\x18\x07 \x03(\x02\x12\x0c\n\x04maps\x18\x08 \x01(\x0c\"\xd8\x01\n\x10\x41\x63tivationsError\x12\x32\n\x04\x63ode\x18\x01 \x01(\x0e\x32$.dreamsuite.v1.ActivationsError.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x7f\n\x04\x43ode\x12\x14\n\x10\x43ODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ODE_INVALID_ARGUMENT\x10\x01\x12\x1b\n\x17\x43ODE_RESOURCE_EXHAUSTED\x10\x02\x12\x11\n\rCODE_INTERNAL\x10\x03\x12\x16\n\x12\x43ODE_OUT_OF_MEMORY\x10\x04\"\xf8\x01\n\x13\x41\x63tivationsResponse\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12/\n\x06layers\x18\x02 \x03(\x0b\x32\x1f.dreamsuite.v1.LayerActivations\x12\x14\n\x0cimage_height\x18\x03 \x01(\r\x12\x13\n\x0bimage_width\x18\x04 \x01(\r\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x05 \x01(\t\x12.\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1f.dreamsuite.v1.ActivationsError\x12\x12\n\nbatch_size\x18\x07 \x01(\r\x12\x16\n\x0eshared_forward\x18\x08 \x01(\r*O\n\tReduction\x12\x19\n\x15REDUCTION_UNSPECIFIED\x10\x00\x12\x13\n\x0fREDUCTION_STATS\x10\x01\x12\x12\n\x0eREDUCTION_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dreamsuite.v1.activations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REDUCTION']._serialized_start=798
-  _globals['_REDUCTION']._serialized_end=877
+  _globals['_REDUCTION']._serialized_start=822
+  _globals['_REDUCTION']._serialized_end=901
   _globals['_ACTIVATIONSREQUEST']._serialized_start=51
   _globals['_ACTIVATIONSREQUEST']._serialized_end=211
   _globals['_LAYERACTIVATIONS']._serialized_start=214
   _globals['_LAYERACTIVATIONS']._serialized_end=350
   _globals['_ACTIVATIONSERROR']._serialized_start=353
-  _globals['_ACTIVATIONSERROR']._serialized_end=545
+  _globals['_ACTIVATIONSERROR']._serialized_end=569
   _globals['_ACTIVATIONSERROR_CODE']._serialized_start=442
-  _globals['_ACTIVATIONSERROR_CODE']._serialized_end=545
-  _globals['_ACTIVATIONSRESPONSE']._serialized_start=548
-  _globals['_ACTIVATIONSRESPONSE']._serialized_end=796
+  _globals['_ACTIVATIONSERROR_CODE']._serialized_end=569
+  _globals['_ACTIVATIONSRESPONSE']._serialized_start=572
+  _globals['_ACTIVATIONSRESPONSE']._serialized_end=820
 # @@protoc_insertion_point(module_scope)

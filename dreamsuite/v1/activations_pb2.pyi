@@ -60,10 +60,12 @@ class ActivationsError(_message.Message):
         CODE_INVALID_ARGUMENT: _ClassVar[ActivationsError.Code]
         CODE_RESOURCE_EXHAUSTED: _ClassVar[ActivationsError.Code]
         CODE_INTERNAL: _ClassVar[ActivationsError.Code]
+        CODE_OUT_OF_MEMORY: _ClassVar[ActivationsError.Code]
     CODE_UNSPECIFIED: ActivationsError.Code
     CODE_INVALID_ARGUMENT: ActivationsError.Code
     CODE_RESOURCE_EXHAUSTED: ActivationsError.Code
     CODE_INTERNAL: ActivationsError.Code
+    CODE_OUT_OF_MEMORY: ActivationsError.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: ActivationsError.Code

@@ -132,3 +132,32 @@ def test_the_handler_loads_its_backbone_on_its_workers_share_of_the_cpus(tmp_pat
         assert torch.get_num_threads() == max(1, available_cpus() // 2)
     finally:
         torch.set_num_threads(before)
+
+
+def test_out_of_memory_retries_image_by_image_then_asks_for_a_retry(lite0, cat_png, monkeypatch):
+    """A forward pass that runs out of memory is run again one image at a time; an image that
+    does not fit even alone gets CODE_OUT_OF_MEMORY, which callers retry (not a refusal for
+    good, as an over-cap response is); the others are answered as if alone."""
+    real = type(lite0).activations
+    calls = []
+
+    def tight_memory(self, images, layers):
+        calls.append(tuple(images.shape))
+        if len(images) > 1 or images.shape[-1] > 150:  # the cat is 144 px wide
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, images, layers)
+
+    big = encode_png(torch.rand(3, 120, 160, generator=torch.Generator().manual_seed(0)))
+    [expected] = compute_batch(lite0, [_request(cat_png)], kind="test")
+    monkeypatch.setattr(type(lite0), "activations", tight_memory)
+    batch = compute_batch(lite0, [_request(cat_png), _request(big), _request(cat_png)],
+                          kind="test")
+    assert sorted(n for n, *_ in calls) == [1, 1, 1, 2]  # the pair, each cat, the big one
+    for i in (0, 2):
+        assert not batch[i].HasField("error")
+        assert batch[i].shared_forward == 1
+        assert list(batch[i].layers[1].mean) == list(expected.layers[1].mean)
+    assert batch[1].error.code == pb.ActivationsError.CODE_OUT_OF_MEMORY
+    with pytest.raises(ResourceExhausted, match="160x120 image") as info:
+        stats_from_response(batch[1])
+    assert info.value.retry_after == 1.0
