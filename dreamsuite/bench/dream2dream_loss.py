@@ -4,7 +4,8 @@ Each loss of ``--losses`` (default: ``paired`` and ``pix2pix``, :data:`dreamsuit
 trains a local job on the same data sets, with the same seed, steps, batch, crop and width; the
 jobs are evaluated on the same held-out pairs every ``--eval-every`` steps (EfficientNet-Lite2,
 which no loss trains on: ``perceptual_ratio`` = distance(one-pass, optimised dream) / distance
-(photo, optimised dream), the issue's target <= 0.5; and the same ratio in L1). The table puts
+(photo, optimised dream), the issue's target <= 0.5; and the same ratio in L1 and in the Gram
+(texture statistics) distance, ``style_ratio``). The table puts
 the losses side by side per step, with seconds per training step; ``--png`` writes held-out
 rows of photo | optimised dream | each loss's one-pass dream. The better loss is the one with
 the lower final ``perceptual_ratio``: that is how the default was chosen.
@@ -147,7 +148,8 @@ def main(args: argparse.Namespace) -> int:
           f"{figures['batch']}, seed {figures['seed']}; held-out evaluation on "
           "EfficientNet-Lite2 (perceptual ratio: one-pass vs photo, distance to the optimised "
           "dream; target <= 0.5)")
-    print(f"{'step':>6}" + "".join(f"{loss + ' perc.':>16}{loss + ' L1':>13}" for loss in losses))
+    print(f"{'step':>6}" + "".join(f"{loss + ' perc.':>16}{loss + ' L1':>13}{loss + ' style':>16}"
+                                   for loss in losses))
     steps = sorted({s for job in figures["jobs"].values() for s in job["evaluations"]})
     for step in steps:
         row = f"{step:>6}"
@@ -155,9 +157,10 @@ def main(args: argparse.Namespace) -> int:
             m = figures["jobs"][loss]["evaluations"].get(step, {})
             row += f"{m.get('perceptual_ratio', float('nan')):>16.3f}"
             row += f"{m.get('l1_ratio', float('nan')):>13.3f}"
+            row += f"{m.get('style_ratio', float('nan')):>16.3f}"
         print(row)
     print(f"{'s/step':>6}" + "".join(f"{figures['jobs'][loss]['seconds_per_step']:>16.3f}"
-                                     f"{'':>13}" for loss in losses))
+                                     f"{'':>29}" for loss in losses))
     best = figures["best"]
     ratio = figures["final_perceptual_ratio"][best]
     print(f"best: {best} (final perceptual ratio {ratio:.3f}; target <= 0.5 "
@@ -167,6 +170,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"seed floor: not measured ({floor['error']})")
     elif floor:
         print(f"seed floor: the optimised dream with the next seed scores perceptual "
-              f"{floor['perceptual_ratio']:.3f}, L1 {floor['l1_ratio']:.3f} on "
-              f"{floor['pairs']:.0f} held-out pairs (what the photo alone determines)")
+              f"{floor['perceptual_ratio']:.3f}, L1 {floor['l1_ratio']:.3f}, style "
+              f"{floor['style_ratio']:.3f} on {floor['pairs']:.0f} held-out pairs (what the "
+              "photo alone determines)")
     return 0

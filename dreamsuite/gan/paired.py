@@ -197,6 +197,20 @@ def _perceptual(use: str, device: torch.device) -> nn.Module:
     return PerceptualDistance(EVAL_BACKBONE, device=device)
 
 
+def _style_distances(images: torch.Tensor, targets: torch.Tensor,
+                     device: torch.device) -> torch.Tensor:
+    """``[N]``: the Gram (texture statistics) distance on the evaluation backbone between each
+    image and its target (``[N, 3, H, W]`` in ``[0, 1]``), as ``bench style`` measures it."""
+    from dreamsuite.backbones import get_backbone
+    from dreamsuite.engine.style import style_distance
+    from dreamsuite.gan.perceptual import EVAL_BACKBONE
+
+    backbone = get_backbone(EVAL_BACKBONE, device=device)
+    with torch.no_grad():
+        return torch.tensor([style_distance(backbone, a, b) for a, b in zip(images, targets,
+                                                                            strict=True)])
+
+
 def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255)
 
@@ -479,7 +493,12 @@ def evaluate_pairs(model: Dream2Dream, pairs: PairSet, *,
       pixels) of the one-pass output and of the photo from the optimised dream;
     - ``perceptual_output_dream`` / ``perceptual_photo_dream``: the same in the Lite2
       perceptual distance (:class:`~dreamsuite.gan.perceptual.PerceptualDistance`);
-    - ``perceptual_ratio`` and ``l1_ratio``: output over photo (the target: ratio <= 0.5);
+    - ``style_output_dream`` / ``style_photo_dream``: the Gram (texture statistics) distance on
+      the same network, which does not ask for the stored dream's patterns in their places,
+      only for its kind of texture: another seed's dream of the photo is close in it (see
+      :func:`seed_floor`), so it shows whether a network dreams at all;
+    - ``perceptual_ratio``, ``l1_ratio`` and ``style_ratio``: output over photo (the issue's
+      target: ``perceptual_ratio <= 0.5``);
     - with several conditions, ``perceptual_ratio/<index>`` per condition;
     - ``pairs``: how many pairs were compared.
     """
@@ -497,12 +516,15 @@ def evaluate_pairs(model: Dream2Dream, pairs: PairSet, *,
             "l1_photo_dream": (photos - dreams).abs().mean(dim=(1, 2, 3)),
             "perceptual_output_dream": distance(outputs, dreams).float().cpu(),
             "perceptual_photo_dream": distance(photos, dreams).float().cpu(),
+            "style_output_dream": _style_distances(outputs, dreams, distance.device),
+            "style_photo_dream": _style_distances(photos, dreams, distance.device),
         }
         for name, value in values.items():
             sums[name] = torch.cat([sums[name], value]) if name in sums else value
     out = {name: float(value.double().mean()) for name, value in sums.items()}
     out["perceptual_ratio"] = _ratio(out["perceptual_output_dream"], out["perceptual_photo_dream"])
     out["l1_ratio"] = _ratio(out["l1_output_dream"], out["l1_photo_dream"])
+    out["style_ratio"] = _ratio(out["style_output_dream"], out["style_photo_dream"])
     count = conditions if conditions is not None else int(pairs.conditions.max()) + 1
     if count > 1:
         for c in range(count):
@@ -523,7 +545,8 @@ def seed_floor(pairs: PairSet, dream_configs: Sequence[Mapping[str, Any]], *, co
     spread) are dreamed again from their photos with their condition's dream config
     (``dream_configs[c]``, the manifests' ``dream_config``) and seed + ``seed_offset``, stored
     as the data sets store dreams (8-bit), and compared with the pairs' dreams:
-    ``perceptual_ratio`` and ``l1_ratio`` (distance to the dream over the photo's), ``pairs``.
+    ``perceptual_ratio``, ``l1_ratio`` and ``style_ratio`` (distance to the dream over the
+    photo's), ``pairs``.
 
     A dream depends on its seed as well as its photo (the seed draws the jitter), so a network
     that sees only the photo cannot be expected to come much closer than this. Guide images
@@ -556,7 +579,10 @@ def seed_floor(pairs: PairSet, dream_configs: Sequence[Mapping[str, Any]], *, co
     with torch.no_grad():
         to_dream = distance(redreamed, dreams).double().mean()
         photo_to_dream = distance(photos, dreams).double().mean()
+    style = [_style_distances(x, dreams, distance.device).double().mean()
+             for x in (redreamed, photos)]
     return {"perceptual_ratio": _ratio(float(to_dream), float(photo_to_dream)),
+            "style_ratio": _ratio(float(style[0]), float(style[1])),
             "l1_ratio": _ratio(float((redreamed - dreams).abs().mean()),
                                float((photos - dreams).abs().mean())),
             "pairs": float(len(chosen)), "seed_offset": float(seed_offset)}

@@ -261,7 +261,7 @@ def test_a_two_condition_job_checkpoints_previews_evaluates_and_records(store):
     metrics = events[-2]["metrics"]
     for name in ("l1_output_dream", "l1_photo_dream", "perceptual_output_dream",
                  "perceptual_photo_dream", "perceptual_ratio", "perceptual_ratio/0",
-                 "perceptual_ratio/1"):
+                 "perceptual_ratio/1", "style_output_dream", "style_photo_dream", "style_ratio"):
         assert math.isfinite(metrics[name]), name
     assert metrics["pairs"] == 4 and metrics["holdout"] == 1
     # the preview: 3 rows (conditions take turns) of photo | dream | output
@@ -423,8 +423,10 @@ def test_the_seed_floor_is_zero_for_the_same_seed_and_positive_for_another():
                       progress=lambda done, total: seen.append((done, total)))
     assert seen == [(1, 2), (2, 2)] and same["pairs"] == 2
     assert same["l1_ratio"] < 0.02 and same["perceptual_ratio"] < 0.05
+    assert same["style_ratio"] < 0.05
     other = seed_floor(pairs, [config.to_dict()], count=3, device="cpu")
     assert other["pairs"] == 3
     assert 0.1 < other["perceptual_ratio"] < 2 and other["l1_ratio"] > 0.1
+    assert 0 < other["style_ratio"] < 2
     with pytest.raises(InvalidArgument, match="cannot be dreamed again"):
         seed_floor(pairs, [{"frequency": 1.0}], device="cpu")
