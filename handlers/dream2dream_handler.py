@@ -183,6 +183,7 @@ class Dream2DreamHandler:
                answers: list[bytes | _Refusal | None]) -> None:
         """The one-pass dreams of requests ``ids`` (photos of one size) as one forward pass;
         out of memory, one photo at a time; out of memory alone, that photo is refused."""
+        dreams = None
         try:
             images = torch.stack([requests[i][0] for i in ids])
             dreams = one_pass_batch(self.model, images, [requests[i][1] for i in ids])
@@ -194,21 +195,23 @@ class Dream2DreamHandler:
             if not out_of_memory(exc):
                 raise
             log.warning("out of memory for %d photo(s) of %dx%d: %s", len(ids),
-                        *requests[ids[0]][0].shape[-2:], str(exc).splitlines()[0])
-            del exc
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if len(ids) > 1:
-                for i in ids:
-                    self._dream([i], requests, answers)
-            else:
-                h, w = requests[ids[0]][0].shape[-2:]
-                answers[ids[0]] = (
-                    "RESOURCE_EXHAUSTED", f"the device ran out of memory for a {w}x{h} photo; "
-                    "retry later or send a smaller one")
+                        *requests[ids[0]][0].shape[-2:], str(exc).partition("\n")[0])
+        if dreams is not None:
+            for i, dream in zip(ids, dreams, strict=True):
+                answers[i] = encode_png(dream)
             return
-        for i, dream in zip(ids, dreams, strict=True):
-            answers[i] = encode_png(dream)
+        # Out of memory. Outside the handler, whose traceback held the batch's activations:
+        # now the cache can give them back, and each photo is tried alone.
+        images = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(ids) > 1:
+            for i in ids:
+                self._dream([i], requests, answers)
+            return
+        h, w = requests[ids[0]][0].shape[-2:]
+        answers[ids[0]] = ("RESOURCE_EXHAUSTED", f"the device ran out of memory for a {w}x{h} "
+                           "photo; retry later or send a smaller one")
 
     def _refuse(self, context: Any, idx: int, refusal: _Refusal) -> bytes:
         code, message = refusal

@@ -15,7 +15,7 @@ is tested).
 4. style: 30 L-BFGS iterations at 256 px lower the loss, all finite.
 5. gan: ``dcgan64`` trains 20 steps with AMP, checkpoints, and a CPU checkpoint of it resumes
    on the device (the grad scalers start afresh).
-6. oom: with the device filled up to 256 MiB, a 1024 px dream fails as out of memory (what
+6. oom: with the device filled up to 256 MiB, an untiled 2048 px dream fails as out of memory (what
    the dream service refuses as ``RESOURCE_EXHAUSTED``), and the next dream runs once the
    memory is back (skipped on the CPU, where it would only exhaust the machine).
 7. bench: ``dreamsuite bench engine`` on the device (Lite0, one round) and ``bench throughput``
@@ -189,17 +189,21 @@ def check_gan(device: torch.device, out: Path | None) -> dict:
 
 @check("oom")
 def check_oom(device: torch.device, out: Path | None) -> dict:
-    """The device filled up to 256 MiB (a stand-in for other work on it), a 1024 px dream
-    must fail as out of memory (what the dream service refuses as RESOURCE_EXHAUSTED), and
-    once the memory is back, the next dream runs."""
+    """The device filled up to 256 MiB (a stand-in for other work on it), an untiled 2048 px
+    dream must fail as out of memory (what the dream service refuses as RESOURCE_EXHAUSTED),
+    and once the memory is back, the next dream runs."""
     if device.type != "cuda":
         return {"skipped": "CPU"}
+    import gc
+
     from dreamsuite.device import out_of_memory
 
+    gc.collect()
+    torch.cuda.empty_cache()  # the earlier checks' cached blocks would be freed on demand
     free, total = torch.cuda.mem_get_info(device)
     hog = torch.empty(max(0, free - (256 << 20)), dtype=torch.uint8, device=device)
     try:
-        dream(photo(1024), DreamConfig(octaves=1, steps=1), device=device)
+        dream(photo(2048), DreamConfig(octaves=1, steps=1, tile=2048), device=device)
         detected = False
     except RuntimeError as exc:
         detected = out_of_memory(exc)

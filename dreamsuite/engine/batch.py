@@ -58,12 +58,13 @@ def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer | Except
         if len(members) > 1:
             try:
                 batch = _batched([requests[i] for i in members])
-            except RuntimeError as exc:
+            except Exception as exc:  # out of memory, or one dream's objective failing
                 log.warning("a batch of %d failed (%s); stepping its dreams one by one",
                             len(members), exc)
                 batch = None
+            if batch is None:  # outside the handler: its traceback held the batch's tensors
                 _free_cached(requests[members[0]].pixels.device)
-            if batch is not None:
+            else:
                 for i, answer in zip(members, batch, strict=True):
                     answers[i] = answer
                 continue
@@ -72,6 +73,7 @@ def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer | Except
                 answers[i] = gradient(requests[i])
             except Exception as exc:  # this request's dream ends; the others go on
                 answers[i] = exc.with_traceback(None)
+            if isinstance(answers[i], Exception):
                 _free_cached(requests[i].pixels.device)
     return answers  # type: ignore[return-value]
 
@@ -129,7 +131,9 @@ def dream_together(
             outcomes[i] = done.value
             pending.pop(i, None)
         except Exception as exc:  # this dream ends; the others go on
-            outcomes[i] = exc
+            # A reply shared by the round (``answer`` raised) would collect every dream's
+            # frames in its traceback: each keeps its own record only in the log.
+            outcomes[i] = exc.with_traceback(None) if exc is reply else exc
             pending.pop(i, None)
 
     with torch.random.fork_rng(devices=[]):
@@ -142,6 +146,8 @@ def dream_together(
                 if len(replies) != len(order):
                     raise RuntimeError(f"{len(replies)} answers to {len(order)} requests")
             except Exception as exc:
+                log.error("answering a round of %d dreams failed; they all end", len(order),
+                          exc_info=exc)
                 replies = [exc.with_traceback(None)] * len(order)
             for i, reply in zip(order, replies, strict=True):
                 advance(i, reply)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamsuite.device import out_of_memory
 from dreamsuite.errors import InvalidArgument, shorten
 
 __all__ = [
@@ -117,6 +118,8 @@ class Dream2Dream(nn.Module):
             try:
                 return self._residual_fast(x, conditions)
             except RuntimeError as exc:  # a oneDNN build that refuses the fused op: once
+                if out_of_memory(exc):  # load, not a refusal: the fast path stays
+                    raise
                 _FAST_REFUSED.append(str(exc))
                 log.warning("dream2dream: the fused CPU path failed (%s); using the modules' "
                             "path from now on", shorten(str(exc), 300))

@@ -198,7 +198,8 @@ class Job:
                 self._evaluate_here()
         finally:
             if dist.is_initialized():
-                dist.barrier()
+                device = self.trainer.device
+                dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)
 
     def _evaluate_here(self) -> None:
         self._progress(force=True, state="EVALUATING")

@@ -313,6 +313,7 @@ class DreamRunner:
         self.metrics.batch_size.observe(len(tickets))
         started = time.perf_counter()
         members = []
+        failed = False
         for ticket in tickets:
             job, events, cancel = ticket.payload
             # The call's cancel callback keeps the ticket: it must not keep the images too.
@@ -321,10 +322,13 @@ class DreamRunner:
                 if cancel.is_set():
                     raise Cancelled("cancelled while waiting in the queue")
                 members.append((job, events, self._plan(job, device), cancel))
-            except Exception as exc:
-                self._report(job, events, exc, started)
+            except Exception as exc:  # planning runs on the device too (selection, guides)
+                self._report(job, events, self._refusal(exc, device, "the dream"), started)
+                failed |= not isinstance(exc, Cancelled)
         del tickets
         if not members:
+            if failed:
+                self._release_memory(device, thorough=True)
             return
         progress = [self._progress(job, events) for job, events, _, _ in members]
         cancels = [cancel.is_set for _, _, _, cancel in members]
@@ -337,7 +341,6 @@ class DreamRunner:
         except Exception as exc:  # every dream of the batch hears of it: none is left waiting
             outcomes = [exc.with_traceback(None)] * len(runs)
         del runs
-        failed = False
         for (job, events, _, _), outcome in zip(members, outcomes, strict=True):
             if not isinstance(outcome, DreamResult):
                 outcome = self._refusal(outcome, device, "the dream")
@@ -351,7 +354,7 @@ class DreamRunner:
         request may fit once the device is less busy (or with a smaller image or tile)."""
         if not out_of_memory(exc):
             return exc
-        log.warning("%s ran out of memory on %s: %s", what, device, str(exc).splitlines()[0])
+        log.warning("%s ran out of memory on %s: %s", what, device, str(exc).partition("\n")[0])
         return ResourceExhausted(
             f"{what} ran out of memory on the dream service's {device.type} device; retry "
             "later, or send a smaller image or tile", retry_after=self.scheduler.retry_after())

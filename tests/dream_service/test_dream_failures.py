@@ -185,6 +185,30 @@ def test_out_of_memory_is_resource_exhausted_and_the_client_retries_it(
     assert int(dict(error.trailing_metadata())["grpc-retry-pushback-ms"]) >= 100
 
 
+def test_out_of_memory_while_planning_is_resource_exhausted_too(dream_server, cat_png, svc,
+                                                               monkeypatch):
+    """Planning runs on the device as well (neuron selection, guide features)."""
+    from services.dream import runner
+
+    real_prepare = runner.prepare_dream
+    attempts = []
+
+    def out_of_memory_once(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (injected)")
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "prepare_dream", out_of_memory_once)
+    server = dream_server(batching="off")
+    with server.client() as client:
+        assert list(client.dream(svc.small_request(cat_png), timeout=120))[-1].HasField("result")
+    assert len(attempts) == 2
+    assert ('grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="Dream",'
+            'grpc_service="dreamsuite.v1.DreamService",grpc_type="server_stream"} 1.0'
+            ) in server.metrics()
+
+
 def test_a_batch_that_fails_as_a_whole_fails_each_of_its_dreams(dream_server, cat_png, svc,
                                                                 monkeypatch):
     """A bug outside any one dream's steps still ends every dream of the batch with an error,

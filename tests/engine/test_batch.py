@@ -139,6 +139,27 @@ def test_a_dream_that_fails_alone_after_its_batch_failed_ends_and_the_others_fin
         assert (expected[i] - outcomes[i].image).abs().max() <= TOLERANCE
 
 
+def test_a_dream_whose_objective_fails_in_a_batch_ends_alone(monkeypatch):
+    """Not only out of memory: any error in a batched pass sends its dreams one by one, so
+    the dream whose objective fails ends with its error and the others finish."""
+    runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in CASES]
+    real_value = runs[1].value
+
+    def broken(acts, pixels):
+        if len(seen := broken.calls) >= 2:
+            raise ValueError("this objective broke (injected)")
+        seen.append(1)
+        return real_value(acts, pixels)
+
+    broken.calls = []
+    monkeypatch.setattr(runs[1], "value", broken)
+    outcomes = dream_together(runs)
+    assert isinstance(outcomes[1], ValueError)
+    expected = alone(CASES)
+    for i in (0, 2):
+        assert (expected[i] - outcomes[i].image).abs().max() <= TOLERANCE
+
+
 def test_every_dream_gets_an_outcome_when_answering_a_round_fails():
     runs = [prepare_dream(sample_image(name, size=64), cfg, device="cpu") for name, cfg in CASES]
     rounds = []

@@ -163,6 +163,22 @@ def test_a_refused_fused_op_falls_back_to_the_modules_once(monkeypatch):
     assert len(dream2dream._FAST_REFUSED) == 1
 
 
+def test_out_of_memory_on_the_fused_path_is_raised_and_keeps_the_path(monkeypatch):
+    """Out of memory is load, not a oneDNN refusal: it reaches the caller (the handler then
+    retries photo by photo), and the fused path stays on for the next call."""
+    net = _perturbed(width=4, conditions=2, seed=5)
+    x = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(7))
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1")
+
+    monkeypatch.setattr(dream2dream, "_conv_fast", no_memory)
+    monkeypatch.setattr(dream2dream, "_FAST_REFUSED", [])
+    with torch.no_grad(), pytest.raises(RuntimeError, match="can't allocate memory"):
+        net(x, torch.tensor([1]))
+    assert dream2dream._FAST_REFUSED == []
+
+
 def test_bad_inputs_and_conditions_are_refused():
     net = _perturbed(conditions=2)
     with pytest.raises(InvalidArgument, match="at least 8 px"):

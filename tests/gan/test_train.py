@@ -418,3 +418,36 @@ def test_the_collective_timeout_outlasts_an_evaluation_by_default():
 
     assert dist_timeout({}).total_seconds() == 3600  # NCCL's own default is 600
     assert dist_timeout({DIST_TIMEOUT_ENV: "90"}).total_seconds() == 90
+
+
+def test_every_rank_meets_at_a_barrier_after_an_evaluation_and_the_group_gets_the_timeout(
+        monkeypatch):
+    """Under torchrun, rank 0 evaluates (it has the emitter) and every rank then meets at one
+    barrier; the process group is created with the collective timeout."""
+    import torch.distributed as dist
+
+    from dreamsuite.gan import train as train_module
+    from dreamsuite.gan.job import Job
+
+    barriers, evaluated = [], []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda **kw: barriers.append(kw))
+    monkeypatch.setattr(Job, "_evaluate_here", lambda self: evaluated.append(self.emit))
+    for emit in (print, None):  # rank 0, another rank
+        job = Job.__new__(Job)
+        job.emit, job.trainer = emit, type("T", (), {"device": torch.device("cpu")})()
+        job._evaluate()
+    assert evaluated == [print]
+    assert barriers == [{"device_ids": None}, {"device_ids": None}]
+
+    created = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: created.append(
+        (backend, kw)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv(train_module.DIST_TIMEOUT_ENV, "120")
+    world = train_module._start_world("cpu")
+    assert (world.rank, world.size) == (1, 2)
+    assert created == [("gloo", {"timeout": train_module.dist_timeout()})]
+    assert created[0][1]["timeout"].total_seconds() == 120
