@@ -243,13 +243,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in records:
         evaluation = r.get("evaluation") or {}
         kid, ratio = evaluation.get("kid_lite2"), evaluation.get("perceptual_ratio")
+        style = evaluation.get("style_ratio")
         datasets = r.get("datasets") or [r.get("dataset", "?")]
         print(f"{r['model']}  {r.get('kind', '?'):<11} step {r.get('step', 0):<6} "
               f"data set{'s' if len(datasets) > 1 else ''} {', '.join(datasets)}  "
               f"{'finished' if r.get('finished') else 'checkpoint'}"
               + (f"  KID(Lite2) {kid:.4f}" if isinstance(kid, float) else "")
               + (f"  perceptual(out,dream)/(photo,dream) {ratio:.3f}"
-                 if isinstance(ratio, float) else ""))
+                 if isinstance(ratio, float) else "")
+              + (f"  style {style:.3f}" if isinstance(style, float) else ""))
     if not records:
         print("no models", file=sys.stderr)
     return 0

@@ -82,6 +82,15 @@ def test_dream2dream_trains_on_two_data_sets_lists_and_exports_locally(tmp_path,
     assert "job d2d: done" in capsys.readouterr().out
     assert main(["gan", "models", "--artifacts", store]) == 0
     assert "dream2dream step 2      data sets dreams-a, dreams-b" in capsys.readouterr().out
+    # An evaluated model's quality figures are listed (written into its record here).
+    from dreamsuite.gan.checkpoint import model_record_key, put_json
+    from dreamsuite.gan.records import read_model
+
+    record = read_model(open_store((tmp_path / "store").as_uri()), "d2d")
+    record["evaluation"] = {"perceptual_ratio": 0.981, "style_ratio": 1.084}
+    put_json(open_store((tmp_path / "store").as_uri()), model_record_key("d2d"), record)
+    assert main(["gan", "models", "--artifacts", store]) == 0
+    assert "perceptual(out,dream)/(photo,dream) 0.981  style 1.084" in capsys.readouterr().out
     assert main(["gan", "export", "d2d", "-o", str(tmp_path / "ms"), "--name", "one-pass",
                  "--artifacts", store]) == 0
     assert "2 condition(s): 0=dreams-a, 1=dreams-b" in capsys.readouterr().out
