@@ -8,7 +8,7 @@ import torch
 
 from dreamsuite.errors import InvalidArgument
 
-__all__ = ["DEVICE_ENV", "select_device", "out_of_memory"]
+__all__ = ["DEVICE_ENV", "select_device", "out_of_memory", "release_cached"]
 
 DEVICE_ENV = "DREAMSUITE_DEVICE"
 
@@ -41,3 +41,11 @@ def out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
+
+
+def release_cached(device: torch.device) -> None:
+    """Hand the CUDA allocator's cached blocks on ``device`` back (after a failed pass, out of
+    memory most likely, so that what runs next can have them); nothing elsewhere. Call it
+    outside the ``except`` block: the exception's traceback holds the failed pass's tensors."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from dreamsuite.cpus import apply_worker_threads
-from dreamsuite.device import out_of_memory
+from dreamsuite.device import out_of_memory, release_cached
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, shorten
 from dreamsuite.gan.dream2dream import Dream2Dream, condition_index, from_export, one_pass_batch
 from dreamsuite.images import encode_png, load_image
@@ -203,8 +203,7 @@ class Dream2DreamHandler:
         # Out of memory. Outside the handler, whose traceback held the batch's activations:
         # now the cache can give them back, and each photo is tried alone.
         images = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_cached(self.model.stem.weight.device)
         if len(ids) > 1:
             for i in ids:
                 self._dream([i], requests, answers)

@@ -21,7 +21,7 @@ from torch import nn
 import dreamsuite
 from dreamsuite.backbones import Backbone, fuse_batchnorm, get_backbone_spec
 from dreamsuite.defaults import DEFAULT_MAX_RESPONSE_BYTES
-from dreamsuite.device import out_of_memory
+from dreamsuite.device import out_of_memory, release_cached
 from dreamsuite.engine.guide import prepare_guide
 from dreamsuite.errors import DreamsuiteError, InvalidArgument, ResourceExhausted
 from dreamsuite.images import load_image
@@ -161,8 +161,7 @@ def _forward(backbone: Backbone, jobs: list[_Job], layers: tuple[str, ...]
     if acts is not None:
         yield jobs, acts
         return
-    if backbone.device.type == "cuda":
-        torch.cuda.empty_cache()
+    release_cached(backbone.device)
     if len(jobs) == 1:
         yield jobs, None
         return

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from dreamsuite.backbones import Backbone
+from dreamsuite.device import release_cached
 from dreamsuite.engine.dream import (
     CancelCheck,
     DreamProgress,
@@ -63,7 +64,7 @@ def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer | Except
                             len(members), exc)
                 batch = None
             if batch is None:  # outside the handler: its traceback held the batch's tensors
-                _free_cached(requests[members[0]].pixels.device)
+                release_cached(requests[members[0]].pixels.device)
             else:
                 for i, answer in zip(members, batch, strict=True):
                     answers[i] = answer
@@ -74,15 +75,8 @@ def batch_gradients(requests: Sequence[GradientRequest]) -> list[Answer | Except
             except Exception as exc:  # this request's dream ends; the others go on
                 answers[i] = exc.with_traceback(None)
             if isinstance(answers[i], Exception):
-                _free_cached(requests[i].pixels.device)
+                release_cached(requests[i].pixels.device)
     return answers  # type: ignore[return-value]
-
-
-def _free_cached(device: torch.device) -> None:
-    """After a failed pass (out of memory, most likely), hand the allocator's cached blocks
-    back so that what runs next can have them."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _batched(requests: Sequence[GradientRequest]) -> list[Answer]:

@@ -29,7 +29,7 @@ from dreamsuite.backbones import (
     list_backbones,
     weights_status,
 )
-from dreamsuite.device import out_of_memory
+from dreamsuite.device import out_of_memory, release_cached
 from dreamsuite.engine import DreamConfig, DreamProgress, DreamResult
 from dreamsuite.engine.batch import BatchCalibration, dream_together
 from dreamsuite.engine.dream import DreamRun, prepare_dream
@@ -415,8 +415,7 @@ class DreamRunner:
             # Only then: after a dream that went well, the allocator's cached blocks are what
             # the next dream allocates again (handing them back costs a cudaFree each, and
             # cudaMallocs after). After a failure (out of memory) they go back to the device.
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_cached(device)
         self.metrics.sample_device_memory(device)
 
     def preload(self, names: Sequence[str]) -> None:
