@@ -191,7 +191,7 @@ class FastMBConv(nn.Module):
         b = self.block
         y = conv_act(b._expand_conv, x, "relu6") if b.has_expand else x
         y, window = b._depthwise_conv.forward_window(y, "relu6")
-        y = b._project_conv(y)
+        y = conv_act(b._project_conv, y, "none")
         if window is not None:
             return _crop(y, window)
         if not b.residual:

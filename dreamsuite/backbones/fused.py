@@ -9,17 +9,26 @@ autograd backward, so outputs and input gradients are the same; elsewhere (CUDA,
 other dtypes, weights that want gradients) it is exactly ``act(conv2d(x))`` with the
 activation in place on the convolution's fresh output.
 
+On a batch, each sample's output and input gradient are bit for bit those of the same image
+alone: the convolutions go through :func:`dreamsuite.backbones.invariant.call`, which runs
+sample by sample the few that oneDNN would round differently in a batch.
+
 Activations: ``"relu"``, ``"relu6"`` (ReLU6, i.e. ``hardtanh(0, 6)``) or ``"none"``.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["ConvReLU", "conv_act", "fast_stages", "fuse_conv_relu_stages"]
+from dreamsuite.backbones import invariant
+
+__all__ = ["ConvReLU", "FastConv", "conv_act", "fast_stages", "fuse_conv_relu_stages",
+           "with_fast_convs"]
 
 # activation -> (oneDNN post-op, its scalars)
 _POST_OPS = {"relu": ("relu", []), "relu6": ("hardtanh", [0.0, 6.0])}
@@ -80,12 +89,15 @@ def _masked(grad: torch.Tensor, y: torch.Tensor, act: str) -> torch.Tensor:
 class _ConvAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, act):
-        if x.dtype == torch.float32 and _onednn():
+        if act != "none" and x.dtype == torch.float32 and _onednn():
             post_op, scalars = _POST_OPS[act]
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, padding, stride, dilation, groups, post_op, scalars, "")
-        else:  # float64 (the tests' exact reference) or oneDNN off: two steps, same backward
-            y = _activate_(F.conv2d(x, weight, bias, stride, padding, dilation, groups), act)
+            y = invariant.call(torch.ops.mkldnn._convolution_pointwise.default,
+                               x, weight, bias, padding, stride, dilation, groups, post_op,
+                               scalars, "")
+        else:  # no activation (the very op of F.conv2d), float64 (the tests' exact reference)
+            # or oneDNN off: two steps, same backward
+            y = _activate_(invariant.call(torch.ops.aten.convolution.default, x, weight, bias,
+                                          stride, padding, dilation, False, [0, 0], groups), act)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.act = act
         ctx.save_for_backward(x, weight, y if act != "none" else None)
@@ -100,9 +112,9 @@ class _ConvAct(torch.autograd.Function):
         if y is not None:
             grad = _masked(grad, y, ctx.act)
         stride, padding, dilation, groups = ctx.conv
-        grad_x = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-            [True, False, False])[0]
+        grad_x = invariant.call(torch.ops.aten.convolution_backward.default,
+                                grad, x, weight, None, stride, padding, dilation, False,
+                                [0, 0], groups, [True, False, False])[0]
         return grad_x, None, None, None, None, None, None, None
 
 
@@ -129,7 +141,9 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str = "relu", *,
     if act not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(_ACTIVATIONS)}")
     pad = list(conv.padding if padding is None else padding)
-    if act != "none" and _fast(x, conv):
+    # Without an activation there is nothing to fuse: one image takes autograd's own
+    # convolution (the same ops), a batch this step for its batch-invariant ops.
+    if (act != "none" or x.shape[0] > 1) and _fast(x, conv):
         try:
             return _ConvAct.apply(x, conv.weight, conv.bias, list(conv.stride), pad,
                                   list(conv.dilation), conv.groups, act)
@@ -153,6 +167,32 @@ class ConvReLU(nn.Module):
         return conv_act(self.conv, x, "relu")
 
 
+class FastConv(nn.Module):
+    """A frozen ``Conv2d`` run as :func:`conv_act` without an activation (its backward
+    computes only the input's gradient, and a batch's samples come out as they do alone)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_act(self.conv, x, "none")
+
+
+def with_fast_convs(module: nn.Module) -> nn.Module:
+    """``module`` with each plain ``nn.Conv2d`` in it run as :class:`FastConv`: a copy of the
+    modules on the way to a convolution (sharing their parameters), the rest shared as is;
+    ``module`` itself is unchanged."""
+    if type(module) is nn.Conv2d:
+        return FastConv(module)
+    children = {name: with_fast_convs(child) for name, child in module.named_children()}
+    if all(children[name] is child for name, child in module.named_children()):
+        return module
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules) | children
+    return clone
+
+
 def fuse_conv_relu_stages(stages: list[tuple[str, nn.Module]],
                           keep: frozenset[str] | set[str]) -> list[tuple[str, nn.Module]]:
     """Stages with each ``Conv2d`` stage that a ``ReLU`` stage follows run as one
@@ -171,10 +211,17 @@ def fast_stages(stages: list[tuple[str, nn.Module]],
                 keep: frozenset[str] | set[str]) -> list[tuple[str, nn.Module]]:
     """The stages of a frozen, BatchNorm-folded network for a dream's forward+backward: each
     stage that offers a ``fast()`` version (EfficientNet-Lite's) is replaced by it, and
-    ``Conv2d`` + ``ReLU`` stage pairs (VGG's) are fused (:func:`fuse_conv_relu_stages`).
-    Every stage's output, and so the input gradient, stays the same."""
-    out = []
+    ``Conv2d`` + ``ReLU`` stage pairs (VGG's) are fused (:func:`fuse_conv_relu_stages`), and
+    the convolutions of the other stages (Inception's, GoogLeNet's) run as :class:`FastConv`.
+    Every stage's output, and so the input gradient, stays the same, and a batch's samples
+    come out bit for bit as they do alone."""
+    out, done = [], set()
     for name, stage in stages:
         fast = getattr(stage, "fast", None)
-        out.append((name, fast() if callable(fast) else stage))
-    return fuse_conv_relu_stages(out, keep)
+        faster = fast() if callable(fast) else stage
+        if faster is not stage:
+            done.add(name)
+        out.append((name, faster))
+    return [(name, stage if name in done or isinstance(stage, ConvReLU)
+             else with_fast_convs(stage))
+            for name, stage in fuse_conv_relu_stages(out, keep)]

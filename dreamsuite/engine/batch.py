@@ -3,9 +3,10 @@
 Each dream keeps its own objective, weights, jitter, gradient normalisation, seed and tiles:
 only the backbone's forward and backward passes are shared. The samples of a batch are
 independent (BatchNorm is folded, nothing mixes images), so the gradient of the summed
-objectives with respect to image ``i`` is the gradient of dream ``i``'s own objective; batched
-kernels may round differently, so a batched dream matches the same dream alone to float
-tolerance, not bit for bit.
+objectives with respect to image ``i`` is the gradient of dream ``i``'s own objective. On the
+CPU it is bit for bit the gradient of the pass alone (the backbones' convolutions run sample by
+sample where a batched kernel would round differently: :mod:`dreamsuite.backbones.invariant`),
+so a batched dream gives exactly the image it gives alone; on CUDA, to float tolerance.
 
 >>> runs = [prepare_dream(image, config) for image, config in requests]
 >>> results = dream_together(runs)    # a DreamResult or the exception of each dream, in order
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from dreamsuite.backbones import Backbone
+from dreamsuite.backbones.invariant import exact_batches
 from dreamsuite.device import release_cached
 from dreamsuite.engine.dream import (
     CancelCheck,
@@ -85,12 +87,13 @@ def _batched(requests: Sequence[GradientRequest]) -> list[Answer]:
     extractor = first.backbone.extractor(layers)
     x = torch.cat([r.pixels for r in requests]).contiguous(
         memory_format=torch.channels_last).requires_grad_()
-    acts = first.features(extractor, x)
-    values = []
-    for i, request in enumerate(requests):
-        own = {layer: acts[layer][i:i + 1] for layer in request.run.objective.layers}
-        values.append(request.run.value(own, x[i:i + 1]))
-    (grad,) = torch.autograd.grad(torch.stack(values).sum(), x)
+    with exact_batches():  # each sample's gradient bit for bit as alone
+        acts = first.features(extractor, x)
+        values = []
+        for i, request in enumerate(requests):
+            own = {layer: acts[layer][i:i + 1] for layer in request.run.objective.layers}
+            values.append(request.run.value(own, x[i:i + 1]))
+        (grad,) = torch.autograd.grad(torch.stack(values).sum(), x)
     return [(grad[i:i + 1], float(v.detach())) for i, v in enumerate(values)]
 
 
@@ -232,11 +235,12 @@ class BatchCalibration:
         def once() -> float:
             x = pixels.clone().requires_grad_()
             started = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+            with exact_batches(), torch.autocast("cuda", dtype=torch.float16,
+                                                 enabled=autocast):
                 acts = extractor(x)
                 total = torch.stack([objective({layer: acts[layer][i:i + 1]})
                                      for i in range(batch)]).sum()
-            torch.autograd.grad(total, x)
+                torch.autograd.grad(total, x)
             if autocast:
                 torch.cuda.synchronize(backbone.device)
             return time.perf_counter() - started

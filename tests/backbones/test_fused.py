@@ -22,7 +22,7 @@ from torch import nn
 
 from dreamsuite.backbones import Backbone, get_backbone, get_backbone_spec, list_backbones
 from dreamsuite.backbones.efficientnet_lite import FastMBConv, FastStem, SameConv2d, _crop
-from dreamsuite.backbones.fused import ConvReLU, conv_act, fast_stages
+from dreamsuite.backbones.fused import ConvReLU, FastConv, conv_act, fast_stages
 from dreamsuite.backbones.loaded import FeatureExtractor, Normalize, _load
 from dreamsuite.backbones.registry import load_state_dict
 
@@ -159,7 +159,8 @@ def test_the_standard_workloads_run_the_fused_stages():
 def test_a_wanted_convolution_is_not_fused_with_its_relu():
     stages = get_backbone("vgg16", weights="random", device="cpu")._stages[:9]
     fast = dict(fast_stages(stages, {"conv2_1"}))
-    assert type(fast["conv2_1"]) is nn.Conv2d and type(fast["relu2_1"]) is nn.ReLU
+    assert isinstance(fast["conv2_1"], FastConv) and type(fast["relu2_1"]) is nn.ReLU
+    assert fast["conv2_1"].conv is stages[5][1]
     assert isinstance(fast["conv2_2"], ConvReLU) and isinstance(fast["relu2_2"], nn.Identity)
 
 

@@ -1,0 +1,162 @@
+"""Batched convolutions whose every sample comes out bit for bit as it does alone.
+
+The samples of a dream batch are independent, yet a batched kernel may still round them
+differently from the same kernel on one image: oneDNN chooses its blocking, and so the order of
+each sum, from the whole shape, batch size included. On 2 CPU cores the backward of
+EfficientNet-Lite0's 1x1 expand convolutions at 4-16 px (480 or 672 channels), and many of
+Inception's and GoogLeNet's small convolutions, change with the batch size: the input
+gradient moves by about 1e-7 of itself. A dream magnifies that (its steps are normalised and
+its ReLUs switch on and off): a default dream stepped in a batch ended 34-58% of its change
+away from the same dream alone.
+
+:func:`call` runs one convolution op (forward, oneDNN's fused forward, or the backward to the
+input) on a batch. Each op signature (shapes, strides, arguments) is checked once per process:
+the op runs on random data as one call and sample by sample, and the two are compared bit for
+bit. Where they agree the batch stays one call; where they differ that signature runs sample by
+sample from then on. Those are small, cheap convolutions, so a batch keeps most of its speed-up
+and each of its samples gets exactly the result it gets alone.
+
+Every convolution of a forward+backward on the CPU goes through it (the frozen backbones' fast
+stages, :mod:`dreamsuite.backbones.fused`, call it), and it checks within
+:func:`exact_batches`: the dream engine's batched passes (and their calibration) use it.
+CUDA's convolutions do not go through it (its batched kernels have not been measured yet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["call", "exact_batches", "split_signatures"]
+
+_aten = torch.ops.aten
+
+#: op -> (positions of its batched tensor arguments, whether it returns a tuple)
+_OPS: dict[Any, tuple[tuple[int, ...], bool]] = {
+    _aten.convolution.default: ((0,), False),
+    _aten.convolution_backward.default: ((0, 1), True),
+}
+with contextlib.suppress(AttributeError, RuntimeError):  # a torch built without oneDNN
+    _OPS[torch.ops.mkldnn._convolution_pointwise.default] = ((0,), False)
+
+_MAX_SIGNATURES = 4096
+_split: OrderedDict[tuple, bool] = OrderedDict()  # op signature -> runs sample by sample
+_lock = threading.Lock()
+
+
+def split_signatures() -> list[tuple]:
+    """The op signatures found to round differently in a batch (run sample by sample)."""
+    with _lock:
+        return [key for key, split in _split.items() if split]
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def exact_batches() -> Iterator[None]:
+    """Within it (in this thread, backward passes included), :func:`call` gives each sample
+    of a batch exactly its result alone. Outside, batches run as one call: training and
+    evaluation, which need no replay, keep every kernel's full speed."""
+    before = getattr(_state, "on", False)
+    _state.on = True
+    try:
+        yield
+    finally:
+        _state.on = before
+
+
+def call(func, *args):
+    """``func(*args)`` for a convolution op of :data:`_OPS`; within :func:`exact_batches`,
+    each sample of a batch exactly as the op gives it alone. Anything that is not a batched
+    call (one image, a backward that also wants the weights' gradient, which sums over the
+    batch) is just ``func(*args)``."""
+    if not getattr(_state, "on", False):
+        return func(*args)
+    batch = _batch_of(func, args)
+    if batch < 2:
+        return func(*args)
+    key = _signature(func, args)
+    split = _split.get(key)
+    if split is None:
+        split = _varies(func, args, batch)
+        with _lock:
+            _split[key] = split
+            while len(_split) > _MAX_SIGNATURES:
+                _split.popitem(last=False)
+    return _sample_by_sample(func, args, batch) if split else func(*args)
+
+
+def _batch_of(func, args: tuple) -> int:
+    indexes, _ = _OPS[func]
+    first = args[indexes[0]]
+    if not isinstance(first, torch.Tensor) or first.dim() != 4:
+        return 0
+    if func is _aten.convolution_backward.default and list(args[-1])[1:] != [False, False]:
+        return 0
+    return first.shape[0]
+
+
+def _signature(func, args: tuple) -> tuple:
+    def one(a):
+        if isinstance(a, torch.Tensor):
+            return (tuple(a.shape), a.stride(), a.dtype, a.device)
+        if isinstance(a, list):
+            return tuple(a)
+        return a
+    return (func, *(one(a) for a in args))
+
+
+def _sample_by_sample(func, args: tuple, batch: int):
+    indexes, multi = _OPS[func]
+    outs = []
+    for i in range(batch):
+        own = list(args)
+        for k in indexes:
+            own[k] = args[k][i:i + 1]
+        outs.append(func(*own))
+    if not multi:
+        return _join(outs)
+    return tuple(None if outs[0][j] is None else _join([o[j] for o in outs])
+                 for j in range(len(outs[0])))
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The samples' results as one batch, in the memory layout of each."""
+    like = parts[0]
+    layout = (torch.channels_last if like.dim() == 4 and not like.is_contiguous()
+              and like.is_contiguous(memory_format=torch.channels_last)
+              else torch.contiguous_format)
+    out = torch.empty((len(parts), *like.shape[1:]), dtype=like.dtype, device=like.device,
+                      memory_format=layout)
+    for i, part in enumerate(parts):
+        out[i:i + 1].copy_(part)
+    return out
+
+
+def _random(a):
+    """Random data of ``a``'s shape, strides, dtype and device, from a generator of its own
+    (the caller's random stream is left alone)."""
+    if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
+        return a
+    generator = torch.Generator(device=a.device).manual_seed(0)
+    out = torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device)
+    return out.normal_(generator=generator)
+
+
+def _varies(func, args: tuple, batch: int) -> bool:
+    """Whether ``func`` on a batch of random data of ``args``' shapes gives any sample a
+    result that differs, in any bit, from the same call on that sample alone."""
+    indexes, multi = _OPS[func]
+    probe = list(args)
+    for k in indexes:
+        probe[k] = _random(args[k])
+    whole = func(*probe)
+    alone = _sample_by_sample(func, tuple(probe), batch)
+    pairs = zip(whole, alone, strict=True) if multi else [(whole, alone)]
+    return any(a is not None and not torch.equal(a, b) for a, b in pairs)
