@@ -170,20 +170,25 @@ class BatchCalibration:
     """The batch size worth using for a backbone, deepest layer and image size on a device,
     from a measurement made the first time it is asked (then cached).
 
-    Batch sizes 2, 4, 8 ... up to ``max_batch`` are timed (median of ``repeats`` after a
-    warm-up) against single images; the smallest size within ``tolerance`` of the fastest per
-    image is chosen, if it beats single images by at least ``min_gain``; else 1. Doubling stops
-    as soon as a size is no faster per image than the one before, so sizes where batching
-    loses cost only two measurements."""
+    Batch sizes 2, 4, 8 ... up to ``max_batch`` are each timed against single images, the two
+    alternating (after a warm-up), so that the machine's drift and other threads' load hit
+    both alike: at least ``repeats`` pairs and, for small fast passes, as many more as fit in
+    ``min_seconds`` (up to 25). Timed one after the other, a busy server's single passes
+    measured 8 ms in one round and 15 ms in the next, enough to turn a 1.5x gain into a loss.
+    The smallest size within ``tolerance`` of the fastest per image is chosen, if it beats
+    single images by at least ``min_gain``; else 1. Doubling stops as soon as a size is no
+    faster per image than the one before, so sizes where batching loses cost only two
+    measurements."""
 
     def __init__(self, max_batch: int = 8, *, repeats: int = 3, min_gain: float = 0.10,
-                 tolerance: float = 0.05):
+                 tolerance: float = 0.05, min_seconds: float = 0.25):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = max_batch
         self.repeats = repeats
         self.min_gain = min_gain
         self.tolerance = tolerance
+        self.min_seconds = min_seconds
         self._cache: dict[tuple, Calibrated] = {}
         self._lock = threading.Lock()
 
@@ -211,20 +216,44 @@ class BatchCalibration:
             return self._cache.setdefault(key, calibrated)
 
     def _measure(self, backbone: Backbone, layer: str, size: tuple[int, int]) -> Calibrated:
-        per_image = {1: self._time(backbone, layer, size, 1)}
-        batch = 2
+        one = self._timer(backbone, layer, size, 1)
+        singles: list[float] = []
+        ratios = {1: 1.0}  # seconds per image over a single image's, measured side by side
+        batch, previous = 2, 1
         while batch <= self.max_batch:
-            per_image[batch] = self._time(backbone, layer, size, batch)
-            if per_image[batch] >= per_image[batch // 2 if batch > 2 else 1]:
+            alone, together = self._alternating(one, self._timer(backbone, layer, size, batch))
+            singles += alone
+            ratios[batch] = statistics.median(together) / batch / statistics.median(alone)
+            if ratios[batch] >= ratios[previous]:
                 break
-            batch *= 2
+            previous, batch = batch, batch * 2
+        if not singles:
+            singles = [one() for _ in range(self.repeats)]
+        single = statistics.median(singles)
+        per_image = {b: single * ratio for b, ratio in ratios.items()}
         fastest = min(per_image.values())
         best = 1
         if per_image[1] >= (1 + self.min_gain) * fastest:
             best = min(b for b, t in per_image.items() if t <= (1 + self.tolerance) * fastest)
         return Calibrated(backbone.name, layer, size, per_image, best)
 
-    def _time(self, backbone: Backbone, layer: str, size: tuple[int, int], batch: int) -> float:
+    def _alternating(self, one: Callable[[], float], other: Callable[[], float]
+                     ) -> tuple[list[float], list[float]]:
+        """Seconds of ``one`` and of ``other``, run in turn."""
+        ones: list[float] = []
+        others: list[float] = []
+        started = time.perf_counter()
+        while len(ones) < self.repeats or (
+                len(ones) < 25 and time.perf_counter() - started < self.min_seconds):
+            ones.append(one())
+            others.append(other())
+        return ones, others
+
+    def _timer(self, backbone: Backbone, layer: str, size: tuple[int, int],
+               batch: int) -> Callable[[], float]:
+        """A function that times one forward+backward of ``batch`` random images (in
+        seconds), run once here to warm up (first-call allocations, kernel choices, the
+        batch-invariance checks)."""
         objective = layer_l2(layer)
         extractor = backbone.extractor([layer])
         autocast = backbone.device.type == "cuda"
@@ -245,5 +274,5 @@ class BatchCalibration:
                 torch.cuda.synchronize(backbone.device)
             return time.perf_counter() - started
 
-        once()  # warm-up: first-call allocations and kernel choices
-        return statistics.median(once() for _ in range(self.repeats)) / batch
+        once()
+        return once

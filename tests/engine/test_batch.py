@@ -159,11 +159,11 @@ def test_calibration_picks_the_smallest_batch_near_the_fastest(monkeypatch):
     per_image = {1: 10.0, 2: 6.0, 4: 4.1, 8: 4.0, 16: 4.5}
     timed = []
 
-    def fake_time(self, backbone, layer, size, batch):
+    def fake_timer(self, backbone, layer, size, batch):
         timed.append((size, batch))
-        return per_image[batch]
+        return lambda: per_image[batch] * batch
 
-    monkeypatch.setattr(BatchCalibration, "_time", fake_time)
+    monkeypatch.setattr(BatchCalibration, "_timer", fake_timer)
     from dreamsuite.backbones import get_backbone
 
     backbone = get_backbone("efficientnet_lite0", device="cpu")
@@ -180,10 +180,34 @@ def test_calibration_picks_the_smallest_batch_near_the_fastest(monkeypatch):
     assert known[(64, 64)].speedup(4) == pytest.approx(10 / 4.1)
 
 
+def test_calibration_times_each_batch_size_side_by_side_with_single_images(monkeypatch):
+    """The machine slows down mid-calibration (a busy server: single passes measured 8 ms,
+    then 15 ms): timed in turn with single images, batches still show their gain."""
+    runs = []
+
+    def drifting_timer(self, backbone, layer, size, batch):
+        def once():
+            runs.append(batch)
+            slow = 1.0 if len(runs) <= 6 else 2.0  # twice as slow once batch 2 is timed
+            return slow * {1: 8.0, 2: 2 * 6.0, 4: 4 * 4.0, 8: 8 * 3.0}[batch]
+        return once
+
+    monkeypatch.setattr(BatchCalibration, "_timer", drifting_timer)
+    from dreamsuite.backbones import get_backbone
+
+    calibration = BatchCalibration(max_batch=8, repeats=3, min_seconds=0)
+    measured = calibration.measure(get_backbone("efficientnet_lite0", device="cpu"),
+                                   ["block_10"], (64, 96))
+    assert runs[:6] == [1, 2, 1, 2, 1, 2]  # alternating
+    assert measured.best == 8
+    assert measured.speedup(2) == pytest.approx(8 / 6)
+    assert measured.speedup(8) == pytest.approx(8 / 3)
+
+
 def test_calibration_measures_real_passes():
     from dreamsuite.backbones import get_backbone
 
-    calibration = BatchCalibration(max_batch=2, repeats=1)
+    calibration = BatchCalibration(max_batch=2, repeats=1, min_seconds=0)
     measured = calibration.measure(get_backbone("efficientnet_lite0", device="cpu"),
                                    ["block_4"], (40, 40))
     assert set(measured.per_image) == {1, 2}
