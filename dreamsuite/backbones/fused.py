@@ -168,8 +168,10 @@ class ConvReLU(nn.Module):
 
 
 class FastConv(nn.Module):
-    """A frozen ``Conv2d`` run as :func:`conv_act` without an activation (its backward
-    computes only the input's gradient, and a batch's samples come out as they do alone)."""
+    """A frozen ``Conv2d`` run as :func:`conv_act` without an activation: one image takes
+    autograd's own convolution; a batch on the CPU takes the once-differentiable step whose
+    samples come out as they do alone (no ``create_graph`` through it, which no dream
+    needs)."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()

@@ -2,29 +2,34 @@
 
 The samples of a dream batch are independent, yet a batched kernel may still round them
 differently from the same kernel on one image: oneDNN chooses its blocking, and so the order of
-each sum, from the whole shape, batch size included. On 2 CPU cores the backward of
-EfficientNet-Lite0's 1x1 expand convolutions at 4-16 px (480 or 672 channels), and many of
-Inception's and GoogLeNet's small convolutions, change with the batch size: the input
-gradient moves by about 1e-7 of itself. A dream magnifies that (its steps are normalised and
-its ReLUs switch on and off): a default dream stepped in a batch ended 34-58% of its change
-away from the same dream alone.
+each sum, from the whole shape, batch size included, and from the thread count. With 2 threads
+the backward of EfficientNet-Lite0's 1x1 expand convolutions (480 or 672 channels) at 4-16 px,
+and many of Inception's and GoogLeNet's small convolutions, change with the batch size (with 1
+thread none of those does): the input gradient moves by about 1e-7 of itself. A dream
+magnifies that (its steps are normalised and its ReLUs switch on and off): a default dream
+stepped in a batch ended 34-58% of its change away from the same dream alone.
 
 :func:`call` runs one convolution op (forward, oneDNN's fused forward, or the backward to the
-input) on a batch. Each op signature (shapes, strides, arguments) is checked once per process:
-the op runs on random data as one call and sample by sample, and the two are compared bit for
-bit. Where they agree the batch stays one call; where they differ that signature runs sample by
+input) on a batch. Each op signature (shapes, strides, arguments, thread count and oneDNN
+switches) is checked once per process (until 4096 newer ones evict it): the op runs on
+random-looking data as one call and sample by sample, and the two are compared bit for bit.
+Where they agree the batch stays one call; where they differ that signature runs sample by
 sample from then on. Those are small, cheap convolutions, so a batch keeps most of its speed-up
-and each of its samples gets exactly the result it gets alone.
+and each of its samples gets exactly the result it gets alone. Other ops (activations,
+residual additions, pooling, crops) work sample by sample whatever the batch; the tests check
+whole backbones' batched passes against single ones bit for bit.
 
-Every convolution of a forward+backward on the CPU goes through it (the frozen backbones' fast
-stages, :mod:`dreamsuite.backbones.fused`, call it), and it checks within
-:func:`exact_batches`: the dream engine's batched passes (and their calibration) use it.
-CUDA's convolutions do not go through it (its batched kernels have not been measured yet).
+The registered backbones' convolutions in a forward+backward on the CPU go through it (their
+fast stages, :mod:`dreamsuite.backbones.fused`, call it; ``conv_act``'s plain fallbacks, for
+convolutions it cannot take, do not), and it checks within :func:`exact_batches`: the dream
+engine's batched passes (and their calibration) use it. CUDA's convolutions do not go through
+it (its batched kernels have not been measured yet).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -43,6 +48,8 @@ _OPS: dict[Any, tuple[tuple[int, ...], bool]] = {
 }
 with contextlib.suppress(AttributeError, RuntimeError):  # a torch built without oneDNN
     _OPS[torch.ops.mkldnn._convolution_pointwise.default] = ((0,), False)
+
+log = logging.getLogger(__name__)
 
 _MAX_SIGNATURES = 4096
 _split: OrderedDict[tuple, bool] = OrderedDict()  # op signature -> runs sample by sample
@@ -84,7 +91,12 @@ def call(func, *args):
     key = _signature(func, args)
     split = _split.get(key)
     if split is None:
-        split = _varies(func, args, batch)
+        try:
+            split = _varies(func, args, batch)
+        except Exception as exc:  # e.g. no memory for the check: sample by sample is exact
+            log.warning("checking %s on a batch of %d failed (%s); running it sample by "
+                        "sample", getattr(func, "__name__", func), batch, exc)
+            split = True
         with _lock:
             _split[key] = split
             while len(_split) > _MAX_SIGNATURES:
@@ -103,13 +115,19 @@ def _batch_of(func, args: tuple) -> int:
 
 
 def _signature(func, args: tuple) -> tuple:
+    """The op, its arguments' shapes, strides, dtypes and devices, and what else makes oneDNN
+    choose other kernels: the thread count (at 1 thread none of the 1x1 backwards that vary at
+    2 do) and the backend's switches."""
     def one(a):
         if isinstance(a, torch.Tensor):
             return (tuple(a.shape), a.stride(), a.dtype, a.device)
         if isinstance(a, list):
             return tuple(a)
         return a
-    return (func, *(one(a) for a in args))
+    settings = (torch.get_num_threads(), torch.backends.mkldnn.enabled,
+                torch.backends.mkldnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+                getattr(getattr(torch.backends.mkldnn, "conv", None), "fp32_precision", None))
+    return (func, settings, *(one(a) for a in args))
 
 
 def _sample_by_sample(func, args: tuple, batch: int):
@@ -127,16 +145,9 @@ def _sample_by_sample(func, args: tuple, batch: int):
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:
-    """The samples' results as one batch, in the memory layout of each."""
-    like = parts[0]
-    layout = (torch.channels_last if like.dim() == 4 and not like.is_contiguous()
-              and like.is_contiguous(memory_format=torch.channels_last)
-              else torch.contiguous_format)
-    out = torch.empty((len(parts), *like.shape[1:]), dtype=like.dtype, device=like.device,
-                      memory_format=layout)
-    for i, part in enumerate(parts):
-        out[i:i + 1].copy_(part)
-    return out
+    """The samples' results as one batch, in their memory layout (channels_last stays
+    channels_last, also where a 1x1 map is contiguous both ways)."""
+    return torch.cat(parts)
 
 
 #: The period of the probes' data: a prime, so no channel count or row length lines up with it.
@@ -153,17 +164,15 @@ def _noise_block(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 
 def _random(a: torch.Tensor) -> torch.Tensor:
-    """Random-looking data of ``a``'s shape, strides, dtype and device: a fixed block of
-    normal noise repeated through its memory (a copy, not a draw: probing a batch of large
-    images costs about a copy of them, and the caller's random stream is left alone)."""
-    out = torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device=a.device)
-    block = _noise_block(a.dtype, a.device)
-    if not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)):
-        flat = torch.empty(out.numel(), dtype=a.dtype, device=a.device)
-        _repeat_into(flat, block)
-        return out.copy_(flat.view(a.shape))
-    _repeat_into(out.as_strided((out.numel(),), (1,)), block)
-    return out
+    """Random-looking data of ``a``'s shape, strides, dtype and device (dense, with gaps or
+    expanded alike): a fixed block of normal noise repeated through its memory (a copy, not a
+    draw: probing a batch of large images costs about a copy of them, and the caller's random
+    stream is left alone)."""
+    extent = 1 + sum((n - 1) * abs(step) for n, step in zip(a.shape, a.stride(), strict=True)) \
+        if a.numel() else 0
+    memory = torch.empty(extent, dtype=a.dtype, device=a.device)
+    _repeat_into(memory, _noise_block(a.dtype, a.device))
+    return memory.as_strided(a.shape, a.stride())
 
 
 def _repeat_into(flat: torch.Tensor, block: torch.Tensor) -> None:

@@ -112,6 +112,9 @@ class Backbone:
         self.weights = weights
         self.normalize = Normalize(spec.mean, spec.std).to(device)
         self._stages = spec.stages(model)
+        # Extractors hold no state of their own (frozen weights, no hooks): built once per
+        # set of layers, as every batched pass and dream asks for one.
+        self._extractors: dict[frozenset[str], FeatureExtractor] = {}
 
     @property
     def name(self) -> str:
@@ -123,12 +126,18 @@ class Backbone:
         Its stages are the network's own, run the fast way (:func:`fast_stages`: fused
         convolution + activation steps, in-place gradients, no padded copies), which gives the
         same activations and input gradients, for any batch size."""
-        wanted = {self.spec.layer(name).name for name in layers}
+        wanted = frozenset(self.spec.layer(name).name for name in layers)
         if not wanted:
             raise ValueError("at least one layer is needed")
-        last = max(self.spec.layer(name).index for name in wanted)
-        stages = fast_stages(self._stages[: last + 1], wanted)
-        return FeatureExtractor(self.normalize, stages, wanted)
+        extractor = self._extractors.get(wanted)
+        if extractor is None:
+            last = max(self.spec.layer(name).index for name in wanted)
+            stages = fast_stages(self._stages[: last + 1], wanted)
+            extractor = FeatureExtractor(self.normalize, stages, set(wanted))
+            if len(self._extractors) >= 64:  # a bound for callers that ask for many sets
+                self._extractors.clear()
+            self._extractors[wanted] = extractor
+        return extractor
 
     @torch.no_grad()
     def activations(self, images: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:

@@ -47,7 +47,7 @@ def test_call_gives_each_sample_its_result_alone_where_the_batch_would_round_dif
             got = invariant.call(CONV_BACKWARD, *args)[0]
         assert torch.equal(got, _each_alone(CONV_BACKWARD, args, 3))
         assert not torch.equal(invariant.call(CONV_BACKWARD, *args)[0], got)  # outside: one call
-        assert any(key[0] is CONV_BACKWARD and key[1][0] == (3, cout, side, side)
+        assert any(key[0] is CONV_BACKWARD and key[2][0] == (3, cout, side, side)
                    for key in invariant.split_signatures())
 
 
@@ -82,6 +82,7 @@ def test_a_batch_stays_one_call_unless_its_check_found_it_rounding_differently(
 def test_checking_a_signature_leaves_the_callers_random_stream_alone(monkeypatch):
     checked = []
     monkeypatch.setattr(invariant, "_split", OrderedDict())  # nothing checked yet
+    monkeypatch.setattr(invariant, "_noise", {})  # nor its noise made
     real_varies = invariant._varies
     monkeypatch.setattr(invariant, "_varies", lambda *a: checked.append(1) or real_varies(*a))
     torch.manual_seed(7)
@@ -129,3 +130,90 @@ def test_each_sample_of_a_batched_pass_is_its_pass_alone(name, layer, side):
         own_acts, own_grad = pass_(images[i:i + 1])
         assert torch.equal(acts[i:i + 1], own_acts)
         assert torch.equal(grads[i:i + 1], own_grad)
+
+
+def test_a_signature_is_checked_again_at_another_thread_count(monkeypatch):
+    """oneDNN's kernels depend on the thread count (at 1 thread none of the 1x1 backwards that
+    vary at 2 do), so a check made at one count says nothing about another."""
+    checks = []
+    monkeypatch.setattr(invariant, "_split", OrderedDict())
+    monkeypatch.setattr(invariant, "_varies", lambda *a: checks.append(1) or False)
+    args = _backward_args(24, 40, 6, 2, seed=3)
+    before = torch.get_num_threads()
+    try:
+        with invariant.exact_batches():
+            torch.set_num_threads(1)
+            invariant.call(CONV_BACKWARD, *args)
+            invariant.call(CONV_BACKWARD, *args)
+            torch.set_num_threads(2)
+            invariant.call(CONV_BACKWARD, *args)
+    finally:
+        torch.set_num_threads(before)
+    assert checks == [1, 1]
+
+
+def test_a_check_that_fails_runs_the_op_sample_by_sample(monkeypatch, caplog):
+    def no_memory(*args):
+        raise RuntimeError("out of memory (injected)")
+
+    monkeypatch.setattr(invariant, "_split", OrderedDict())
+    monkeypatch.setattr(invariant, "_varies", no_memory)
+    args = _backward_args(24, 40, 6, 3, seed=4)
+    with invariant.exact_batches():
+        got = invariant.call(CONV_BACKWARD, *args)[0]
+    assert torch.equal(got, _each_alone(CONV_BACKWARD, args, 3))
+    assert invariant.split_signatures()
+    assert "running it sample by sample" in caplog.text
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last),
+    lambda: torch.randn(2, 8, 6, 6)[:, :, 1:, 1:],  # gaps
+    lambda: torch.ones(1).expand(3, 8, 4, 4),  # one element seen everywhere
+])
+def test_probe_data_keeps_the_shape_and_strides_of_any_tensor(make):
+    a = make()
+    data = invariant._random(a)
+    assert data.shape == a.shape and data.stride() == a.stride()
+    assert data.isfinite().all()
+
+
+@pytest.mark.parametrize(("name", "layer", "side"), [
+    ("efficientnet_lite0", "block_10", 64),
+    ("inception_v3", "mixed_5b", 80),
+])
+def test_every_convolution_run_sample_by_sample_gives_the_passes_alone(
+        monkeypatch, name, layer, side):
+    """The sample-by-sample path itself, on any CPU: every batched convolution split."""
+    monkeypatch.setattr(invariant, "_split", OrderedDict())
+    monkeypatch.setattr(invariant, "_varies", lambda *a: True)
+    backbone = get_backbone(name, weights="pretrained" if name == "efficientnet_lite0"
+                            else "random", device="cpu")
+    extractor = backbone.extractor([layer])
+    images = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+
+    def pass_(x):
+        x = backbone.prepare(x).requires_grad_()
+        acts = extractor(x)[layer]
+        total = torch.stack([(acts[i:i + 1] ** 2).mean() for i in range(len(x))]).sum()
+        return acts.detach(), torch.autograd.grad(total, x)[0]
+
+    with invariant.exact_batches():
+        acts, grads = pass_(images)
+    assert len(invariant.split_signatures()) > 5
+    for i in range(len(images)):
+        own_acts, own_grad = pass_(images[i:i + 1])
+        assert torch.equal(acts[i:i + 1], own_acts)
+        assert torch.equal(grads[i:i + 1], own_grad)
+
+
+def test_fast_convolutions_leave_the_backbones_own_modules_alone():
+    backbone = get_backbone("inception_v3", weights="random", device="cpu")
+    from torch import nn
+
+    extractor = backbone.extractor(["mixed_5b"])
+    assert backbone.extractor(["mixed_5b"]) is extractor  # built once per set of layers
+    assert type(backbone.model.Mixed_5b.branch1x1.conv) is nn.Conv2d
+    stages = dict(zip(extractor.names, extractor.stages, strict=True))
+    copied = stages["mixed_5b"].branch1x1.conv
+    assert copied.conv is backbone.model.Mixed_5b.branch1x1.conv  # the same weights
