@@ -5,9 +5,9 @@ For each size and batching mode a fresh service runs in this process on a loopba
 large enough for the highest concurrency, so nothing is refused). Before timing, one warm-up
 round at the highest concurrency loads the backbone and lets ``auto`` batching calibrate that
 size. Then, for each concurrency ``c``, ``c`` closed-loop clients each keep one dream in flight
-until ``dreams`` dreams are done: dreams/min is that count over the wall time; time to first
-octave is from a call's start to its first update. The embedded backbone, one dream config for
-all (the GAN data-set case: many dreams of one size and config).
+until ``dreams`` dreams (at least four per client) are done: dreams/min is that count over the
+wall time; time to first octave is from a call's start to its first update. The embedded
+backbone, one dream config for all (the GAN data-set case: many dreams of one size and config).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def measure(sizes: list[int], concurrencies: list[int], *, dreams: int, steps: i
                 try:
                     _round(server, request, queue_size, queue_size)  # warm-up, calibration
                     for concurrency in concurrencies:
-                        count = max(dreams, 2 * concurrency)
+                        count = max(dreams, 4 * concurrency)
                         before = _batches(server)
                         wall, firsts = _round(server, request, concurrency, count)
                         after = _batches(server)

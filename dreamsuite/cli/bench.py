@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8],
                    help="concurrent clients (default 1 2 4 8)")
     t.add_argument("--dreams", type=int, default=8,
-                   help="dreams per measurement (at least twice the concurrency)")
+                   help="dreams per measurement (at least four times the concurrency, so "
+                        "that the steady state's batches outweigh the first ones)")
     t.add_argument("--octaves", type=int, default=2)
     t.add_argument("--steps", type=int, default=5)
     t.add_argument("--layer", default="block_10")

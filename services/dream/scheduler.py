@@ -30,6 +30,10 @@ __all__ = ["Ticket", "Scheduler"]
 #: How close to its deadline a caller that goes away counts as having left because of it.
 DEADLINE_SLACK_S = 0.25
 
+#: A batch gathers for at most this many windows: each latecomer that joins extends the wait
+#: by one window, up to this.
+MAX_WINDOWS = 4
+
 
 @dataclass(eq=False)
 class Ticket:
@@ -161,20 +165,30 @@ class Scheduler:
     def _gather(self, leader: Ticket, more: int) -> list[Ticket]:
         joined: list[Ticket] = []
         # Wait for latecomers only where batches formed lately: a lone caller's dreams would
-        # pay the window each and gain nothing.
+        # pay the window each and gain nothing. Each latecomer that joins keeps the window open
+        # one window more (up to MAX_WINDOWS in all): callers whose dreams the last batch just
+        # finished come back one after another, and a fixed window that closes between two of
+        # them splits the batch in two for good (8 closed-loop callers settled into batches of
+        # 4: 1.4x the dreams/min of no batching at 64 px, against 2.6-2.9x in batches of 8).
         window = self.window if self._last_batch.get(leader.key, 2) > 1 else 0.0
-        until = time.monotonic() + window
+        started = time.monotonic()
+        until = started + window
         expired: list[Ticket] = []
         try:
             with self._cond:
                 while True:
-                    expired += self._prune(time.monotonic())
+                    now = time.monotonic()
+                    expired += self._prune(now)
+                    arrived = False
                     while len(joined) < more and not self._closed:
                         ticket = self._next(lambda t: t.key == leader.key)
                         if ticket is None:
                             break
                         joined.append(ticket)
                         self._start([ticket])
+                        arrived = True
+                    if arrived and window:
+                        until = min(max(until, now + window), started + MAX_WINDOWS * window)
                     left = until - time.monotonic()
                     if len(joined) >= more or left <= 0 or self._closed:
                         if len(self._last_batch) > 1000:

@@ -165,6 +165,26 @@ def test_the_window_waits_for_compatible_dreams_and_no_longer():
     assert time.monotonic() - started < 0.1
 
 
+def test_each_latecomer_keeps_the_window_open_one_window_more_up_to_four():
+    """Callers whose dreams the last batch finished come back one after another: a window
+    that closed between two of them would split the batch in two."""
+    scheduler = Scheduler(queue_size=20, batch_size=lambda ticket, worker: 8, window=0.4)
+    scheduler.submit(Ticket("first", key=1))
+    # each 0.3 s after the one before: all but the first arrive after the first window
+    timers = [threading.Timer(0.3 * (i + 1), lambda i=i: scheduler.submit(Ticket(i, key=1)))
+              for i in range(7)]
+    for timer in timers:
+        timer.start()
+    started = time.monotonic()
+    batch = scheduler.take()
+    took = time.monotonic() - started
+    for timer in timers:
+        timer.cancel()
+    # each joins within a window of the one before, until 4 windows (1.6 s): 5 (1.8 s) is late
+    assert names(batch) == ["first", 0, 1, 2, 3, 4]
+    assert 1.5 <= took < 1.8
+
+
 def test_a_failing_batch_size_means_alone_and_close_returns_the_queue():
     def broken(ticket, worker):
         raise RuntimeError("cannot plan")
