@@ -264,11 +264,11 @@ class BatchCalibration:
         def once() -> float:
             x = pixels.clone().requires_grad_()
             started = time.perf_counter()
-            with exact_batches(), torch.autocast("cuda", dtype=torch.float16,
-                                                 enabled=autocast):
-                acts = extractor(x)
-                total = torch.stack([objective({layer: acts[layer][i:i + 1]})
-                                     for i in range(batch)]).sum()
+            with exact_batches():  # as the batched pass runs; backward outside autocast
+                with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+                    acts = extractor(x)
+                    total = torch.stack([objective({layer: acts[layer][i:i + 1]})
+                                         for i in range(batch)]).sum()
                 torch.autograd.grad(total, x)
             if autocast:
                 torch.cuda.synchronize(backbone.device)
