@@ -20,14 +20,13 @@ torch generator (seeded by the trainer) and saved with the heads.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dreamsuite.backbones import Backbone, FeatureExtractor, get_backbone, get_backbone_spec
+from dreamsuite.backbones import get_backbone, get_backbone_spec
 from dreamsuite.gan.dcgan import sn_conv
 
 __all__ = ["ProjectedDiscriminator", "FEATURE_BACKBONE", "FEATURE_LAYERS"]
@@ -63,7 +62,7 @@ class ProjectedDiscriminator(nn.Module):
 
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         backbone = get_backbone(FEATURE_BACKBONE, device=x.device)
-        extractor = _extractor(backbone)
+        extractor = backbone.extractor(FEATURE_LAYERS)  # built once per backbone
         pixels = (x.float() + 1) * 0.5
         if pixels.shape[-1] != self.feed or pixels.shape[-2] != self.feed:
             pixels = F.interpolate(pixels, size=(self.feed, self.feed), mode="bilinear",
@@ -99,8 +98,3 @@ def _head(channels: int, side: int, width: int) -> nn.Sequential:
     layers.append(sn_conv(c, 1, kernel, 1, 0))
     return nn.Sequential(*layers)
 
-
-@functools.cache
-def _extractor(backbone: Backbone) -> FeatureExtractor:
-    """The frozen network up to :data:`FEATURE_LAYERS`, once per (cached) backbone."""
-    return backbone.extractor(FEATURE_LAYERS)

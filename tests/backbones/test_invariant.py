@@ -113,10 +113,16 @@ def test_a_backward_that_wants_the_weights_gradient_is_not_split():
     ("mobilenet_v2", "block_11", 64),
 ])
 def test_each_sample_of_a_batched_pass_is_its_pass_alone(name, layer, side):
+    _assert_batch_is_its_passes_alone(name, layer, torch.rand(
+        3, 3, side, side, generator=torch.Generator().manual_seed(side)))
+
+
+def _assert_batch_is_its_passes_alone(name: str, layer: str, images: torch.Tensor) -> None:
+    """Activations and input gradients of ``images`` as one batch (within exact_batches)
+    equal, bit for bit, those of each image alone."""
     backbone = get_backbone(name, weights="pretrained" if name == "efficientnet_lite0"
                             else "random", device="cpu")
     extractor = backbone.extractor([layer])
-    images = torch.rand(3, 3, side, side, generator=torch.Generator().manual_seed(side))
 
     def pass_(x):
         x = backbone.prepare(x).requires_grad_()
@@ -187,24 +193,9 @@ def test_every_convolution_run_sample_by_sample_gives_the_passes_alone(
     """The sample-by-sample path itself, on any CPU: every batched convolution split."""
     monkeypatch.setattr(invariant, "_split", OrderedDict())
     monkeypatch.setattr(invariant, "_varies", lambda *a: True)
-    backbone = get_backbone(name, weights="pretrained" if name == "efficientnet_lite0"
-                            else "random", device="cpu")
-    extractor = backbone.extractor([layer])
-    images = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1))
-
-    def pass_(x):
-        x = backbone.prepare(x).requires_grad_()
-        acts = extractor(x)[layer]
-        total = torch.stack([(acts[i:i + 1] ** 2).mean() for i in range(len(x))]).sum()
-        return acts.detach(), torch.autograd.grad(total, x)[0]
-
-    with invariant.exact_batches():
-        acts, grads = pass_(images)
+    _assert_batch_is_its_passes_alone(name, layer, torch.rand(
+        2, 3, side, side, generator=torch.Generator().manual_seed(1)))
     assert len(invariant.split_signatures()) > 5
-    for i in range(len(images)):
-        own_acts, own_grad = pass_(images[i:i + 1])
-        assert torch.equal(acts[i:i + 1], own_acts)
-        assert torch.equal(grads[i:i + 1], own_grad)
 
 
 def test_fast_convolutions_leave_the_backbones_own_modules_alone():
