@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ class GanServer:
         await self.running.stop(grace)
 
 
-def _launcher(config: GanServiceConfig, work_dir: Path) -> Launcher:
+def _launcher(config: GanServiceConfig, work_dir: Path | None) -> Launcher:
     if config.launcher == "kubernetes":
         return KubernetesLauncher(image=config.image, namespace=config.namespace)
     threads = config.trainer_thread_budget()
@@ -77,8 +78,12 @@ async def start_gan_server(config: GanServiceConfig, *,
     registry = registry if registry is not None else CollectorRegistry()
     metrics = GanMetrics(registry)
     store = open_store(config.artifacts)
-    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="dreamsuite-gan-"))
-    jobs = JobManager(store, launcher or _launcher(config, work_dir), metrics,
+    scratch: Path | None = None  # the local trainers' folder when the caller gave none: ours
+    if launcher is None:
+        if work_dir is None and config.launcher == "local":
+            work_dir = scratch = Path(tempfile.mkdtemp(prefix="dreamsuite-gan-"))
+        launcher = _launcher(config, work_dir)
+    jobs = JobManager(store, launcher, metrics,
                       max_jobs=config.max_jobs, max_restarts=config.max_restarts,
                       stop_grace=config.stop_grace, train_device=config.train_device,
                       deterministic=config.deterministic)
@@ -96,6 +101,9 @@ async def start_gan_server(config: GanServiceConfig, *,
     binding = ServiceBinding(SERVICE_NAME, servicer, gan_pb2_grpc.add_GanServiceServicer_to_server)
     running = await start_server([binding], config.server, registry=registry)
     running.on_stop.append(jobs.close)
+    if scratch is not None:  # after the trainers stopped (jobs.close): their configs and logs
+        running.on_stop.append(functools.partial(asyncio.to_thread, shutil.rmtree, scratch,
+                                                 ignore_errors=True))
     # Every TorchServe replica (started later, restarted) gets the published models.
     resync = asyncio.create_task(publisher.run_resync(), name="torchserve-resync")
 

@@ -308,7 +308,8 @@ def jobs(tmp_path_factory):
     root = tmp_path_factory.mktemp("jobs")
     store = open_store(root / "store")
     _dataset(store)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # TMPDIR: torchrun's per-run log folders (torchelastic_*) stay in this test's folder
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(root)}
     started: list[_Job] = []
 
     def start(job_id: str, *, launcher: list[str] | None = None, **overrides) -> _Job:

@@ -378,3 +378,24 @@ def test_a_cancelled_dream2dream_job_checkpoints_where_it_stopped(gan_factory):
     state = load_checkpoint(open_store(gan.artifacts), f"jobs/{job}/checkpoints/latest")
     assert state["kind"] == "dream2dream" and state["step"] == done.step
     assert [c["name"] for c in state["conditions"]] == datasets
+
+
+def test_the_services_own_trainer_folder_is_removed_when_it_stops(tmp_path, monkeypatch):
+    """Without a ``work_dir`` the local launcher's folder is a fresh temporary one, the
+    service's own: it goes when the service stops (one leaked per start, before)."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    config = GanServiceConfig(
+        server=ServerConfig(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=0),
+        artifacts=(tmp_path / "store").as_uri(), device="cpu", train_device="cpu")
+    loop = LoopThread()
+    try:
+        server = loop.run(start_gan_server(config), timeout=120)
+        assert isinstance(server.jobs.launcher, LocalLauncher)
+        folder = server.jobs.launcher.work_dir
+        assert folder.parent == tmp_path and folder.is_dir()
+        (folder / "job" / "trainer.log").parent.mkdir()
+        (folder / "job" / "trainer.log").write_text("a trainer's log")
+        loop.run(server.stop(grace=0), timeout=120)
+    finally:
+        loop.close()
+    assert not folder.exists()
