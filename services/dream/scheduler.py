@@ -1,16 +1,19 @@
 """Which queued dreams run next, on which worker, and together with which others.
 
-- **Fair**: callers (a bearer token, else the peer) take turns: the next dream is the oldest of
-  the caller with queued dreams that was served least recently (a newcomer first), so a caller
-  with 20 queued dreams does not make another caller's single dream wait for all 20: it starts
-  as soon as a worker is free.
+- **Fair**: callers (see :func:`services.dream.servicer.caller_of`) take turns: the next dream
+  is the oldest of the caller with queued dreams that was served least recently (a newcomer
+  first), so a caller with 20 queued dreams does not make another caller's single dream wait
+  for all 20: it starts as soon as a worker is free. A caller keeps its turn while its queue is
+  empty (a closed-loop client has none queued each time its dream starts: were it forgotten,
+  it would come back as a newcomer and go first every time).
 - **Bounded**: at most ``queue_size`` dreams wait beyond what idle workers can take at once; more
   are refused with :class:`ResourceExhausted`, whose ``retry_after`` estimates when a place frees.
 - **Deadlines**: a queued dream whose call deadline has passed is dropped before it starts.
 - **Batches**: with the next dream (the leader), a worker takes up to ``batch_size(leader, device) - 1``
   queued dreams with the same batch key (same backbone, sizes and steps: they can share every
   pass), taking turns over callers again, waiting at most ``window`` seconds for more to arrive
-  (only for keys whose last batch had company: a lone caller never waits).
+  (for a key seen first, a burst's first batch, and keys whose last batch had company: a lone
+  caller waits once, then never).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dreamsuite.errors import DeadlineExceeded, ResourceExhausted
+from dreamsuite.errors import Cancelled, DeadlineExceeded, ResourceExhausted
 
 __all__ = ["Ticket", "Scheduler"]
 
@@ -33,6 +36,10 @@ DEADLINE_SLACK_S = 0.25
 #: A batch gathers for at most this many windows: each latecomer that joins extends the wait
 #: by one window, up to this.
 MAX_WINDOWS = 4
+
+#: Callers whose last turn is remembered while they have nothing queued; beyond it the longest
+#: unserved are forgotten (they come back as newcomers, which they nearly are).
+MAX_REMEMBERED_CALLERS = 4096
 
 
 @dataclass(eq=False)
@@ -68,7 +75,7 @@ class Scheduler:
         self._publish = on_depth
         self._cond = threading.Condition()
         self._queues: dict[str, deque[Ticket]] = {}
-        self._served: dict[str, int] = {}  # caller -> turn it was last served (queued callers)
+        self._served: dict[str, int] = {}  # caller -> turn it was last served
         self._turn = 0
         self._last_batch: dict[Hashable, int] = {}  # batch key -> size of its last batch
         self._waiting = 0
@@ -127,6 +134,11 @@ class Scheduler:
         if ticket.expired(time.monotonic() + DEADLINE_SLACK_S):
             reason = "deadline"
         self._count_drop(reason)
+        # Whoever still follows the job (an in-process caller) hears why it ends.
+        ticket.on_drop(DeadlineExceeded("the call's deadline passed while the dream waited in "
+                                        "the queue; it was dropped unstarted")
+                       if reason == "deadline" else
+                       Cancelled(f"{reason} while queued; the dream was not started"))
         return True
 
     # -- workers --------------------------------------------------------------------------------
@@ -214,7 +226,6 @@ class Scheduler:
             self._closed = True
             left = [ticket for queue in self._queues.values() for ticket in queue]
             self._queues.clear()
-            self._served.clear()
             self._waiting = 0
             self._publish(self._waiting, self._running)
             self._cond.notify_all()
@@ -238,8 +249,13 @@ class Scheduler:
         return None
 
     def _forget(self, caller: str) -> None:
+        """``caller`` has nothing queued: it keeps its turn, but only so many idle callers are
+        remembered (the longest unserved go first)."""
         del self._queues[caller]
-        self._served.pop(caller, None)
+        if len(self._served) > MAX_REMEMBERED_CALLERS:
+            idle = sorted((turn, c) for c, turn in self._served.items() if c not in self._queues)
+            for _, c in idle[: len(self._served) - MAX_REMEMBERED_CALLERS // 2]:
+                del self._served[c]
 
     def _start(self, tickets: list[Ticket]) -> None:
         self._waiting -= len(tickets)

@@ -24,11 +24,18 @@ SERVICE_NAME = dream_pb2.DESCRIPTOR.services_by_name["DreamService"].full_name
 
 
 def caller_of(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling, for taking turns: the bearer token (hashed), else the peer address."""
+    """Who is calling, for taking turns: the connection (the peer's address and port), and the
+    bearer token it sends (hashed), if any.
+
+    The token alone named callers before, but with the service's token on every client sends
+    that same one: all of them were one caller, and turns became first come, first served. A
+    client's connections are each a caller of their own (as every Locust user, or every
+    channel of a pool, is); tokens tell apart callers that share one connection."""
+    caller = "peer:" + context.peer()
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and value:
-            return "token:" + hashlib.sha256(value.encode()).hexdigest()[:16]
-    return "peer:" + context.peer()
+            return caller + " token:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    return caller
 
 
 class DreamServicer(dream_pb2_grpc.DreamServiceServicer):

@@ -56,8 +56,12 @@ class DeviceWorkers:
             started = time.perf_counter()
             try:
                 self._run_batch(batch, device)
-            except Exception:  # run_batch reports per dream; this is a bug, keep serving
+            except Exception as exc:  # run_batch reports per dream; this is a bug, keep serving
                 log.exception("a batch of %d dreams failed on %s", len(batch), device)
+                # Nobody may wait forever: each dream hears of it (one that already has its
+                # result has stopped listening).
+                for ticket in batch:
+                    ticket.on_drop(exc)
             finally:
                 self.scheduler.finished(batch, time.perf_counter() - started)
                 del batch

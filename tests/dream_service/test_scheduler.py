@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dreamsuite.errors import DeadlineExceeded, ResourceExhausted
+from dreamsuite.errors import Cancelled, DeadlineExceeded, ResourceExhausted
 from services.dream.scheduler import DEADLINE_SLACK_S, Scheduler, Ticket
 
 
@@ -47,6 +47,40 @@ def test_callers_alternate_while_both_have_work():
         order += names(batch)
         finish(scheduler, batch)
     assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_a_closed_loop_caller_does_not_starve_a_caller_with_a_backlog():
+    """``a`` keeps one dream queued behind its running one (it submits the next as soon as one
+    starts), so its queue is empty each time it is served: it keeps its turn all the same and
+    ``b``'s backlog goes one for one with it (it went a0, a1, a2, ... before: each empty queue
+    made ``a`` a newcomer again)."""
+    scheduler = Scheduler(queue_size=30)
+    for i in range(5):
+        scheduler.submit(Ticket(f"b{i}", caller="b"))
+    scheduler.submit(Ticket("a0", caller="a"))
+    order, sent = [], 1
+    for _ in range(8):
+        batch = scheduler.take()
+        order += names(batch)
+        if names(batch)[0].startswith("a"):
+            scheduler.submit(Ticket(f"a{sent}", caller="a"))
+            sent += 1
+        finish(scheduler, batch)
+    assert order == ["b0", "a0", "b1", "a1", "b2", "a2", "b3", "a3"]
+
+
+def test_callers_without_queued_dreams_are_remembered_up_to_a_bound(monkeypatch):
+    monkeypatch.setattr("services.dream.scheduler.MAX_REMEMBERED_CALLERS", 8)
+    scheduler = Scheduler(queue_size=30)
+    scheduler.submit(Ticket("keep", caller="queued"))
+    scheduler.submit(Ticket("keep2", caller="queued"))
+    finish(scheduler, scheduler.take())  # "queued" is served, still has a dream queued
+    for i in range(20):
+        scheduler.submit(Ticket(i, caller=f"c{i}"))
+        finish(scheduler, scheduler.take())
+    assert len(scheduler._served) <= 9
+    assert "queued" in scheduler._served, "a caller with queued dreams keeps its turn"
+    assert "c19" in scheduler._served and "c0" not in scheduler._served
 
 
 def test_capacity_counts_idle_workers_and_the_queue():
@@ -113,6 +147,20 @@ def test_dropping_a_queued_ticket_frees_its_place():
     assert queued.payload is None  # whoever keeps the ticket does not keep the dream
     scheduler2.submit(Ticket("again"))
     assert reasons == ["cancelled"]
+
+
+def test_a_dropped_ticket_tells_whoever_follows_it_why():
+    heard = []
+    scheduler = Scheduler(queue_size=4)
+    scheduler.submit(Ticket("running"))
+    scheduler.take()
+    cancelled = Ticket("c", on_drop=heard.append)
+    late = Ticket("l", deadline=time.monotonic() + 0.1, on_drop=heard.append)
+    scheduler.submit(cancelled)
+    scheduler.submit(late)
+    assert scheduler.drop(cancelled) and scheduler.drop(late)
+    assert [type(e) for e in heard] == [Cancelled, DeadlineExceeded]
+    assert "not started" in str(heard[0]) and "dropped unstarted" in str(heard[1])
 
 
 def test_each_worker_sizes_its_batch_for_its_own_device():
@@ -197,3 +245,55 @@ def test_a_failing_batch_size_means_alone_and_close_returns_the_queue():
     assert scheduler.take() is None
     with pytest.raises(ResourceExhausted):
         scheduler.submit(Ticket(3))
+
+
+class _Call:
+    """What :func:`caller_of` reads of a call: its peer and its metadata."""
+
+    def __init__(self, peer, token=None):
+        self._peer, self._token = peer, token
+
+    def peer(self):
+        return self._peer
+
+    def invocation_metadata(self):
+        return () if self._token is None else (("authorization", f"Bearer {self._token}"),)
+
+
+def test_a_caller_is_a_connection_and_the_token_it_sends():
+    """With the service's token on every client sends the same token: it must not make them one
+    caller (turns would be first come, first served)."""
+    from services.dream.servicer import caller_of
+
+    one, other = "ipv4:10.0.0.5:53122", "ipv4:10.0.0.6:40000"
+    assert caller_of(_Call(one, "shared")) != caller_of(_Call(other, "shared"))
+    assert caller_of(_Call(one, "shared")) == caller_of(_Call(one, "shared"))
+    assert caller_of(_Call(one, "a")) != caller_of(_Call(one, "b"))
+    assert caller_of(_Call(one)) != caller_of(_Call(other))
+    assert "shared" not in caller_of(_Call(one, "shared")), "the token is not kept as such"
+
+
+def test_a_batch_that_fails_unexpectedly_fails_each_of_its_dreams_and_the_worker_goes_on():
+    import torch
+
+    from services.dream.worker import DeviceWorkers
+
+    heard, ran = [], []
+
+    def run_batch(batch, device):
+        ran.append(names(batch))
+        if names(batch)[0] == "bad":
+            raise RuntimeError("a bug (injected)")
+
+    scheduler = Scheduler(queue_size=4)
+    workers = DeviceWorkers(scheduler, [torch.device("cpu")], run_batch)
+    try:
+        scheduler.submit(Ticket("bad", on_drop=heard.append))
+        scheduler.submit(Ticket("good", on_drop=heard.append))
+        deadline = time.monotonic() + 10
+        while len(ran) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        workers.shutdown()
+    assert ran == [["bad"], ["good"]]
+    assert len(heard) == 1 and "a bug" in str(heard[0])
