@@ -19,6 +19,7 @@ steps 8 images at 64 px 2.75x faster as one batch, but 0.6x as fast at 512 px. S
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import threading
 import time
@@ -151,10 +152,21 @@ def dream_together(
     return outcomes  # type: ignore[return-value]
 
 
+def calibration_size(size: Sequence[int], min_size: int = 1) -> tuple[int, tuple[int, int]]:
+    """The band of image area that ``size`` (``(H, W)``) falls in (a factor of sqrt(2) wide)
+    and the square, at the band's middle, that stands for it in a calibration. Whether batches
+    pay follows the pixel count; measured per exact size, every input size (and so every
+    octave plan) paid a calibration of its own, about 1.8 s at 256 px on 2 CPU cores, and
+    sizes one pixel apart came out as 8 and as 4 by noise."""
+    band = round(2 * math.log2(max(1, size[0] * size[1])))
+    side = max(8, round(2 ** (band / 4) / 8) * 8, min_size)
+    return band, (side, side)
+
+
 @dataclass(frozen=True)
 class Calibrated:
     """What a calibration measured: seconds per image of one forward+backward at each batch
-    size tried, and the batch size chosen."""
+    size tried (none when even single images failed), and the batch size chosen."""
 
     backbone: str
     layer: str
@@ -163,12 +175,15 @@ class Calibrated:
     best: int
 
     def speedup(self, batch: int) -> float:
+        if batch not in self.per_image:
+            return float("nan")
         return self.per_image[1] / self.per_image[batch]
 
 
 class BatchCalibration:
     """The batch size worth using for a backbone, deepest layer and image size on a device,
-    from a measurement made the first time it is asked (then cached).
+    from a measurement made the first time it is asked (then cached): one per band of image
+    area (:func:`calibration_size`).
 
     Batch sizes 2, 4, 8 ... up to ``max_batch`` are each timed against single images, the two
     alternating (after a warm-up), so that the machine's drift and other threads' load hit
@@ -178,7 +193,9 @@ class BatchCalibration:
     The smallest size within ``tolerance`` of the fastest per image is chosen, if it beats
     single images by at least ``min_gain``; else 1. Doubling stops as soon as a size is no
     faster per image than the one before, so sizes where batching loses cost only two
-    measurements."""
+    measurements. A batch size that fails (out of memory) ends the doubling: the sizes that
+    worked decide; a calibration that fails outright means batch 1. Either is cached like a
+    measurement: it is not tried again before every dream of that size."""
 
     def __init__(self, max_batch: int = 8, *, repeats: int = 3, min_gain: float = 0.10,
                  tolerance: float = 0.05, min_seconds: float = 0.25):
@@ -203,13 +220,21 @@ class BatchCalibration:
     def measure(self, backbone: Backbone, layers: Sequence[str],
                 size: tuple[int, int]) -> Calibrated:
         deepest = max((backbone.spec.layer(name) for name in layers), key=lambda info: info.index)
-        key = (backbone.name, backbone.weights, str(backbone.device), deepest.name, tuple(size))
+        band, square = calibration_size(size, backbone.spec.min_size)
+        key = (backbone.name, backbone.weights, str(backbone.device), deepest.name, band)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-        calibrated = self._measure(backbone, deepest.name, tuple(size))
-        log.info("batch calibration %s %s %dx%d: %s -> batch %d", backbone.name, deepest.name,
-                 size[0], size[1],
+        try:
+            calibrated = self._measure(backbone, deepest.name, square)
+        except Exception as exc:  # noqa: BLE001 (even single passes fail: dreams run alone)
+            log.warning("batch calibration %s %s %dx%d failed (%s); batch 1", backbone.name,
+                        deepest.name, *square, exc)
+            calibrated = Calibrated(backbone.name, deepest.name, square, {}, 1)
+        if not calibrated.per_image:  # outside the except: its traceback holds the tensors
+            release_cached(backbone.device)
+        log.info("batch calibration %s %s %dx%d (for %dx%d): %s -> batch %d", backbone.name,
+                 deepest.name, *square, size[0], size[1],
                  ", ".join(f"{b}: {1e3 * t:.1f} ms/image" for b, t in calibrated.per_image.items()),
                  calibrated.best)
         with self._lock:
@@ -220,13 +245,22 @@ class BatchCalibration:
         singles: list[float] = []
         ratios = {1: 1.0}  # seconds per image over a single image's, measured side by side
         batch, previous = 2, 1
+        failed = False
         while batch <= self.max_batch:
-            alone, together = self._alternating(one, self._timer(backbone, layer, size, batch))
+            try:
+                alone, together = self._alternating(one, self._timer(backbone, layer, size, batch))
+            except Exception as exc:  # noqa: BLE001 (out of memory most likely)
+                log.warning("batch calibration %s %dx%d: batch %d failed (%s); batches up to "
+                            "%d only", backbone.name, size[0], size[1], batch, exc, previous)
+                failed = True
+                break
             singles += alone
             ratios[batch] = statistics.median(together) / batch / statistics.median(alone)
             if ratios[batch] >= ratios[previous]:
                 break
             previous, batch = batch, batch * 2
+        if failed:
+            release_cached(backbone.device)
         if not singles:
             singles = [one() for _ in range(self.repeats)]
         single = statistics.median(singles)

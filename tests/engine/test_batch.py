@@ -180,6 +180,53 @@ def test_calibration_picks_the_smallest_batch_near_the_fastest(monkeypatch):
     assert known[(64, 64)].speedup(4) == pytest.approx(10 / 4.1)
 
 
+def test_sizes_of_one_area_band_share_one_calibration(monkeypatch):
+    """Every input size was a calibration of its own (about 1.8 s at 256 px): now one per band
+    of area, measured at a square that stands for it."""
+    timed = []
+
+    def fake_timer(self, backbone, layer, size, batch):
+        timed.append((size, batch))
+        return lambda: {1: 10.0, 2: 6.0}[batch] * batch
+
+    monkeypatch.setattr(BatchCalibration, "_timer", fake_timer)
+    from dreamsuite.backbones import get_backbone
+
+    backbone = get_backbone("efficientnet_lite0", device="cpu")
+    calibration = BatchCalibration(max_batch=2)
+    assert {calibration.best(backbone, ["block_10"], size)
+            for size in [(192, 256), (193, 256), (192, 257), (256, 192)]} == {2}
+    assert timed == [((216, 216), 1), ((216, 216), 2)]
+    calibration.best(backbone, ["block_10"], (384, 384))  # another band
+    assert len(timed) == 4 and timed[2][0] not in ((216, 216), (384, 384))
+    assert abs(timed[2][0][0] - 384) < 384 * 0.1, "the band's square is near the size"
+
+
+def test_a_failing_calibration_is_cached_not_repeated_before_every_dream(monkeypatch):
+    """Out of memory at batch 4: the sizes that worked decide (2), and that is remembered;
+    when even single passes fail, batch 1 is remembered: no dream pays a failing
+    calibration again (each one did, before)."""
+    timed = []
+
+    def timer(self, backbone, layer, size, batch):
+        timed.append((size, batch))
+        if batch >= 4 or size == (512, 512):
+            raise RuntimeError("CUDA out of memory (injected)")
+        return lambda: {1: 10.0, 2: 6.0}[batch] * batch
+
+    monkeypatch.setattr(BatchCalibration, "_timer", timer)
+    from dreamsuite.backbones import get_backbone
+
+    backbone = get_backbone("efficientnet_lite0", device="cpu")
+    calibration = BatchCalibration(max_batch=8)
+    assert calibration.best(backbone, ["block_10"], (64, 64)) == 2
+    assert calibration.best(backbone, ["block_10"], (64, 64)) == 2
+    assert timed == [((64, 64), 1), ((64, 64), 2), ((64, 64), 4)]
+    assert calibration.best(backbone, ["block_10"], (512, 512)) == 1
+    assert calibration.best(backbone, ["block_10"], (512, 512)) == 1
+    assert timed[3:] == [((512, 512), 1)]
+
+
 def test_calibration_times_each_batch_size_side_by_side_with_single_images(monkeypatch):
     """The machine slows down mid-calibration (a busy server: single passes measured 8 ms,
     then 15 ms): timed in turn with single images, batches still show their gain."""
