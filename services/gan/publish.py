@@ -218,8 +218,10 @@ class Publisher:
 
     def resync_now(self) -> dict[str, list[str]]:
         """Register each published model on each replica that lacks it or serves another
-        version of it by default; ``{endpoint: names registered}``. A replica that fails is
-        logged and tried again next time."""
+        version of it by default; ``{endpoint: names registered}``. A replica that fails
+        (unreachable, its key unreadable) is logged and tried again next time; so is a model
+        whose registration fails for another reason (its archive missing, a reply not
+        understood), without holding up the others."""
         if not self.management:
             return {}
         done: dict[str, list[str]] = {}
@@ -231,16 +233,25 @@ class Publisher:
                 try:
                     key = self._key()
                     served = set(served_models(endpoint, key))
-                    stale = [name for name, version in sorted(published.items())
-                             if name not in served or (version and version != _default_version(
-                                 describe_model(endpoint, name, key)))]
-                    for name in stale:
-                        self._serve(endpoint, name, self.store.get(f"{PUBLISHED_PREFIX}{name}.mar"))
-                    done[endpoint] = stale
-                    if self.metrics is not None and stale:
-                        self.metrics.resync_registrations.inc(len(stale))
-                except DreamsuiteError as exc:
+                except Exception as exc:  # noqa: BLE001 (any: the loop must go on)
                     log.warning("resync of %s failed: %s", endpoint, exc)
+                    continue
+                done[endpoint] = []
+                for name, version in sorted(published.items()):
+                    try:
+                        if name in served and not (version and version != _default_version(
+                                describe_model(endpoint, name, key))):
+                            continue
+                        self._serve(endpoint, name, self.store.get(f"{PUBLISHED_PREFIX}{name}.mar"))
+                    except Unavailable as exc:  # the replica went away: next time
+                        log.warning("resync of %s failed at %s: %s", endpoint, name, exc)
+                        break
+                    except Exception as exc:  # noqa: BLE001 (this model's trouble alone)
+                        log.warning("resync of %s on %s failed: %s", name, endpoint, exc)
+                        continue
+                    done[endpoint].append(name)
+                    if self.metrics is not None:
+                        self.metrics.resync_registrations.inc()
         if any(done.values()):
             log.info("registered published models: %s", done)
         return done
@@ -248,8 +259,10 @@ class Publisher:
     async def run_resync(self) -> None:
         """Resync at start and then every ``resync_seconds`` (when > 0), until cancelled."""
         while True:
-            with contextlib.suppress(DreamsuiteError):
+            try:
                 await asyncio.to_thread(self.resync_now)
+            except Exception:  # a bug: logged, and the next period tries again
+                log.exception("resync of the published models failed")
             if self.resync_seconds <= 0:
                 return
             await asyncio.sleep(self.resync_seconds)
@@ -345,9 +358,13 @@ class Publisher:
         published = {}
         for key in self.store.iter_keys(PUBLISHED_PREFIX):
             if key.endswith(".json"):
-                record = json.loads(self.store.get(key))
-                published[key.removeprefix(PUBLISHED_PREFIX).removesuffix(".json")] = \
-                    record.get("version")
+                try:
+                    record = json.loads(self.store.get(key))
+                    version = record.get("version")
+                except (ValueError, AttributeError, NotFound) as exc:  # cut short, not an object
+                    log.warning("published record %s is unreadable, skipped: %s", key, exc)
+                    continue
+                published[key.removeprefix(PUBLISHED_PREFIX).removesuffix(".json")] = version
         return published
 
     def _key(self) -> str | None:

@@ -46,11 +46,13 @@ def seeds_of(seeds: Sequence[int], seed: int, count: int) -> list[int]:
     """The request's seeds: the list given, or ``seed .. seed + count - 1``."""
     if seeds and count:
         raise InvalidArgument("give seeds, or seed and count, not both")
+    # Checked before the seeds are listed: a count of 2**31 - 1 took the event loop for minutes
+    if count < 0 or count > MAX_SAMPLES or len(seeds) > MAX_SAMPLES:
+        raise InvalidArgument(f"count: 1 to {MAX_SAMPLES} images per call, not "
+                              f"{count or len(seeds)}")
     chosen = list(seeds) if seeds else [seed + i for i in range(count)]
     if not chosen:
         raise InvalidArgument("seeds: give at least one seed (or seed and count >= 1)")
-    if len(chosen) > MAX_SAMPLES or count < 0:
-        raise InvalidArgument(f"count: at most {MAX_SAMPLES} images per call")
     return check_seeds(chosen)
 
 
