@@ -74,8 +74,9 @@ class GanServiceConfig:
         self.server.validate()
         if self.launcher not in LAUNCHERS:
             raise InvalidArgument(f"--launcher must be one of {LAUNCHERS}")
-        if self.max_jobs < 1 or self.max_restarts < 0 or self.stop_grace < 0:
-            raise InvalidArgument("--max-jobs must be >= 1, --max-restarts and --stop-grace >= 0")
+        if self.max_jobs < 1 or self.max_restarts < 0 or not 0 <= self.stop_grace <= 3600:
+            raise InvalidArgument("--max-jobs must be >= 1, --max-restarts >= 0 and --stop-grace "
+                                  "between 0 and 3600 seconds")
         if not 0 <= self.trainer_threads <= MAX_THREADS:
             raise InvalidArgument(f"--trainer-threads must be between 1 and {MAX_THREADS}, or 0 (the "
                                   "available CPUs shared by --max-jobs trainers and the services)")
@@ -88,8 +89,8 @@ class GanServiceConfig:
         store = self.torchserve_model_store
         if store is not None and not Path(store).is_dir():
             raise InvalidArgument(f"--torchserve-model-store: {str(store)!r} is not a folder")
-        if self.torchserve_resync < 0:
-            raise InvalidArgument("--torchserve-resync must be >= 0 seconds")
+        if not 0 <= self.torchserve_resync <= 86400:  # not NaN either
+            raise InvalidArgument("--torchserve-resync must be between 0 and 86400 seconds")
         if not 0 <= self.torchserve_drain <= 3600:
             raise InvalidArgument("--torchserve-drain must be between 0 and 3600 seconds")
         return self
