@@ -44,6 +44,7 @@ __all__ = [
     "folder_photos",
     "prefix_photos",
     "engine_digest",
+    "check_numbers",
     "plan_dataset",
     "build_dataset",
 ]
@@ -167,8 +168,10 @@ def _crop(image: torch.Tensor, size: int, rng: random.Random, *, centre: bool) -
     return resize(square, (size, size)).clamp(0, 1)
 
 
-def _check_numbers(size: int, holdout_fraction: float, crops_per_photo: int,
-                   max_images: int) -> None:
+def check_numbers(size: int, holdout_fraction: float, crops_per_photo: int,
+                  max_images: int) -> None:
+    """The data set's numbers, checked before any photo is read (a build of a bad size
+    decoded every photo first)."""
     if not 16 <= size <= MAX_SIZE:
         raise InvalidArgument(f"size must be between 16 and {MAX_SIZE} pixels, not {size}")
     if not 0.0 <= holdout_fraction < 1.0:  # NaN fails too
@@ -188,7 +191,7 @@ def plan_dataset(
 
     ``extra`` is whatever else determines the dreams (e.g. the serialised guides of the dream
     request); ``config.seed`` also seeds the crops and the split."""
-    _check_numbers(size, holdout_fraction, crops_per_photo, max_images)
+    check_numbers(size, holdout_fraction, crops_per_photo, max_images)
     checked = check_config(config)
     resolved = dataclasses.replace(config, maplist=checked.maplist)
     if not photos:

@@ -20,6 +20,7 @@ from dreamsuite.gan.dataset import (
     BuildProgress,
     build_dataset,
     builtin_photos,
+    check_numbers,
     folder_photos,
     plan_dataset,
     prefix_photos,
@@ -77,8 +78,9 @@ class DatasetBuilder:
                                   "images)")
         with field_errors("dream"):
             config = config_from_request(request.template)
-        photos, failures, source = self._photos(request)
         crops = request.crops_per_photo or (24 if request.source[0] == "builtin" else 1)
+        check_numbers(request.size, request.holdout_fraction, crops, request.max_images)
+        photos, failures, source = self._photos(request)
         extra = request.template.guidance.SerializeToString(deterministic=True)
         return plan_dataset(photos, config, source=source, size=request.size,
                             holdout_fraction=request.holdout_fraction, crops_per_photo=crops,

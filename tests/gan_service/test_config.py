@@ -26,3 +26,21 @@ def test_a_bad_number_is_refused_by_its_flag(field, value, flag):
 def test_the_defaults_and_sane_values_pass():
     GanServiceConfig().validate()
     GanServiceConfig(stop_grace=0, torchserve_resync=30, torchserve_drain=0).validate()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"size": 5}, "size must be between"), ({"holdout_fraction": math.nan}, "holdout_fraction"),
+    ({"crops_per_photo": 10_000}, "crops_per_photo"), ({"max_images": -1}, "max_images"),
+])
+def test_a_data_set_of_bad_numbers_is_refused_before_any_photo_is_read(tmp_path, fields, message):
+    """The numbers were checked after every photo of the source had been decoded: here the
+    source (a folder on a server that reads none) would be refused first."""
+    from dreamsuite.artifacts import open_store
+    from dreamsuite.v1 import dream_pb2
+    from services.gan.datasets import DatasetBuilder, DatasetRequest
+
+    builder = DatasetBuilder(open_store(tmp_path / "store"), metrics=None, dream_target=None)
+    request = DatasetRequest(source=("folder", str(tmp_path)), template=dream_pb2.DreamRequest(),
+                             **fields)
+    with pytest.raises(InvalidArgument, match=message):
+        builder._plan(request)
