@@ -5,9 +5,12 @@ load test makes (and of the overhead benchmark's "load tester" side).
 ``name``, ``response_time`` (ms), ``response_length`` (bytes received), ``exception`` (None
 when the call succeeded) and ``context`` (``{"bytes_sent": n}``). Names:
 
-- ``<Method>``: every call the service admitted, with its total time and status;
+- ``<Method>``: every call that succeeded (``OK``), with its total time: the latencies;
+- ``<Method>:failed``: every call that failed with any other code (``CANCELLED`` for a call
+  still in flight when the load tester stopped), so a failure's time (a refused connection
+  fails in milliseconds) never counts as a latency;
 - ``<Method>:rejected``: calls refused with ``RESOURCE_EXHAUSTED`` (back-pressure, counted
-  apart from failures and kept out of the latencies of admitted calls);
+  apart from failures);
 - ``Dream:first-update``: a dream's time to its first update (one per dream that got one).
 
 A failure's exception is a :class:`CallFailed` whose text is ``CODE: details``, which Locust
@@ -33,6 +36,7 @@ from dreamsuite.errors import shorten
 __all__ = [
     "REQUEST_TYPE",
     "FIRST_UPDATE",
+    "FAILED",
     "REJECTED",
     "REJECTED_CODE",
     "CallFailed",
@@ -43,6 +47,7 @@ __all__ = [
 
 REQUEST_TYPE = "grpc"
 FIRST_UPDATE = ":first-update"
+FAILED = ":failed"
 REJECTED = ":rejected"
 REJECTED_CODE = "RESOURCE_EXHAUSTED"
 _CANCELLED = ("CANCELLED", "stopped by the load tester with the call in flight")
@@ -80,8 +85,8 @@ def _direct(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _report(report: Report, name: str, milliseconds: float, received: int, sent: int,
             failure: CallFailed | None) -> None:
-    if failure is not None and failure.code == REJECTED_CODE:
-        name += REJECTED
+    if failure is not None:
+        name += REJECTED if failure.code == REJECTED_CODE else FAILED
     report(request_type=REQUEST_TYPE, name=name, response_time=milliseconds,
            response_length=received, exception=failure, context={"bytes_sent": sent})
 

@@ -38,7 +38,7 @@ from locust.stats import (  # noqa: E402
     stats_history,
 )
 
-from dreamsuite.loadtest.calls import FIRST_UPDATE, REJECTED, REQUEST_TYPE  # noqa: E402
+from dreamsuite.loadtest.calls import FAILED, FIRST_UPDATE, REJECTED, REQUEST_TYPE  # noqa: E402
 from dreamsuite.loadtest.plan import RunPlan  # noqa: E402
 from dreamsuite.loadtest.users import options, plan_weights, user_classes  # noqa: E402
 
@@ -71,7 +71,9 @@ class Traffic:
 
 
 def _counts(stats: RequestStats) -> dict[str, int]:
-    """Dreams completed, calls, failures and rejections so far (for progress and --dreams)."""
+    """Dreams completed, dreams failed, calls, failures and rejections so far (for progress and
+    --dreams). Names as in :mod:`dreamsuite.loadtest.calls`: ``Dream`` holds the OK dreams,
+    ``Dream:failed`` the failed ones."""
     out = Counter()
     for entry in stats.entries.values():
         if entry.name.endswith(FIRST_UPDATE):
@@ -79,10 +81,12 @@ def _counts(stats: RequestStats) -> dict[str, int]:
         out["calls"] += entry.num_requests
         if entry.name.endswith(REJECTED):
             out["rejected"] += entry.num_requests
-        else:
-            out["failures"] += entry.num_failures
+        elif entry.name.endswith(FAILED):
+            out["failures"] += entry.num_requests
         if entry.name == "Dream":
-            out["dreams"] += entry.num_requests - entry.num_failures
+            out["dreams"] += entry.num_requests
+        elif entry.name == "Dream" + FAILED:
+            out["dream_failures"] += entry.num_requests
     return out
 
 

@@ -13,7 +13,8 @@ Syntax: objectives separated by commas, each ``METRIC OP VALUE`` with ``OP`` one
 - ``error_rate``, ``rejection_rate``: a fraction (``0.01``) or a percentage (``1%``);
 - ``dreams_per_min``, ``rps``: a number.
 
-A metric the run has no value for (no dream finished, say) misses its objective.
+A metric the run has no value for misses its objective: a latency when no call of its kind
+succeeded (failed calls are never latencies), a rate when there were no calls at all.
 """
 
 from __future__ import annotations

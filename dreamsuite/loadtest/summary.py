@@ -5,13 +5,15 @@ A snapshot has ``duration_s`` and ``entries`` (per call name: ``num_requests``,
 ``num_failures``, ``total_response_time``, ``max_response_time`` in ms, ``response_times``
 (Locust's histogram: rounded ms -> count) and ``total_content_length``), ``errors`` (per call
 name and error text ``CODE: details``: ``occurrences``) and ``bytes_sent`` per call name.
-Call names follow :mod:`dreamsuite.loadtest.calls`: ``Dream``, ``Dream:first-update``,
-``Dream:rejected``, ``ComputeGuideWeights``, ...
+Call names follow :mod:`dreamsuite.loadtest.calls`: ``Dream`` (OK calls), ``Dream:failed``,
+``Dream:rejected``, ``Dream:first-update``, ``ComputeGuideWeights``, ...
 
 Definitions: ``requests`` are all calls that ended (``ok + failures + rejected``); ``rejected``
 are ``RESOURCE_EXHAUSTED`` answers, counted apart from ``failures`` (every other non-OK code);
-``error_rate = failures / requests``; latencies are of admitted calls (Locust's rule for
-percentiles, so they match its CSV and HTML report).
+``error_rate = failures / requests`` and ``rejection_rate = rejected / requests`` (None when
+there were no requests: no value, so an SLO on them misses); latencies are of successful calls
+only (None when there were none), by Locust's rule for percentiles, so they match its CSV and
+HTML report.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from dreamsuite.loadtest.calls import FIRST_UPDATE, REJECTED, code_of
+from dreamsuite.loadtest.calls import FAILED, FIRST_UPDATE, REJECTED, code_of
 from dreamsuite.loadtest.scenario import KINDS, METHODS
 
 __all__ = ["PERCENTILES", "percentile", "latency", "summarise", "format_table"]
@@ -71,21 +73,23 @@ def _codes(errors: list[Mapping[str, Any]], names: tuple[str, ...]) -> Counter[s
 
 def _method(name: str, entries: Mapping[str, Mapping], errors: list, sent: Mapping[str, int],
             duration: float) -> dict[str, Any]:
-    admitted, rejected = entries.get(name), entries.get(name + REJECTED)
-    n_admitted = admitted["num_requests"] if admitted else 0
+    succeeded, failed, rejected = (entries.get(name), entries.get(name + FAILED),
+                                   entries.get(name + REJECTED))
+    ok = succeeded["num_requests"] if succeeded else 0
+    failures = failed["num_requests"] if failed else 0
     n_rejected = rejected["num_requests"] if rejected else 0
-    failures = admitted["num_failures"] if admitted else 0
-    codes = _codes(errors, (name, name + REJECTED))
-    if n_admitted - failures:
-        codes["OK"] = n_admitted - failures
-    requests = n_admitted + n_rejected
+    codes = _codes(errors, (name, name + FAILED, name + REJECTED))
+    if ok:
+        codes["OK"] = ok
+    requests = ok + failures + n_rejected
     figures = {
-        "requests": requests, "ok": n_admitted - failures, "failures": failures,
+        "requests": requests, "ok": ok, "failures": failures,
         "rejected": n_rejected, "rps": round(requests / duration, 4) if duration else 0.0,
-        "bytes_sent": int(sent.get(name, 0)) + int(sent.get(name + REJECTED, 0)),
-        "bytes_received": sum(int(e["total_content_length"]) for e in (admitted, rejected) if e),
+        "bytes_sent": sum(int(sent.get(name + suffix, 0)) for suffix in ("", FAILED, REJECTED)),
+        "bytes_received": sum(int(e["total_content_length"])
+                              for e in (succeeded, failed, rejected) if e),
         "codes": dict(sorted(codes.items())),
-        "latency_ms": latency(admitted),
+        "latency_ms": latency(succeeded),
     }
     if name == "Dream":
         figures["first_update_ms"] = latency(entries.get(name + FIRST_UPDATE))
@@ -93,7 +97,7 @@ def _method(name: str, entries: Mapping[str, Mapping], errors: list, sent: Mappi
 
 
 def _base_name(name: str) -> str:
-    for suffix in (FIRST_UPDATE, REJECTED):
+    for suffix in (FIRST_UPDATE, FAILED, REJECTED):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -127,8 +131,8 @@ def summarise(snapshot: Mapping[str, Any], *, server: Mapping[str, Any] | None =
         "dreams_per_min": round(60.0 * dreams / duration, 4) if duration else 0.0,
         "requests": requests, "ok": total["ok"], "failures": total["failures"],
         "rejected": total["rejected"],
-        "error_rate": round(total["failures"] / requests, 6) if requests else 0.0,
-        "rejection_rate": round(total["rejected"] / requests, 6) if requests else 0.0,
+        "error_rate": round(total["failures"] / requests, 6) if requests else None,
+        "rejection_rate": round(total["rejected"] / requests, 6) if requests else None,
         "rps": round(requests / duration, 4) if duration else 0.0,
         "bytes_sent": total["bytes_sent"], "bytes_received": total["bytes_received"],
         "codes": dict(sorted(codes.items())),
@@ -148,6 +152,10 @@ def _ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value / 1000:.2f}s" if value >= 10_000 else f"{value:.0f}"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
 
 
 def _bytes(count: int) -> str:
@@ -180,7 +188,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
             lines.append(_row("  first update", None, m.get("first_update_ms")))
     lines.append(f"dreams {summary['dreams']} ({summary['dreams_per_min']:.2f}/min), "
                  f"{summary['requests']} calls ({summary['rps']:.2f}/s), error rate "
-                 f"{summary['error_rate']:.2%}, rejected {summary['rejection_rate']:.2%}, "
+                 f"{_rate(summary['error_rate'])}, rejected {_rate(summary['rejection_rate'])}, "
                  f"sent {_bytes(summary['bytes_sent'])}, received "
                  f"{_bytes(summary['bytes_received'])}")
     lines.append("status codes: " + ", ".join(f"{c} {n}" for c, n in summary["codes"].items()))
@@ -192,8 +200,9 @@ def format_table(summary: Mapping[str, Any]) -> str:
     slo = summary.get("slo")
     if slo:
         for check in slo["checks"]:
-            value = "n/a" if check["value"] is None else f"{check['value']:g}"
-            lines.append(f"SLO {check['objective']}: {value} {check['unit']} "
+            value = ("n/a" if check["value"] is None
+                     else f"{check['value']:g} {check['unit']}".rstrip())
+            lines.append(f"SLO {check['objective']}: {value} "
                          f"{'ok' if check['passed'] else 'MISSED'}")
     return "\n".join(lines)
 

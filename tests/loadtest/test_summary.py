@@ -16,6 +16,7 @@ from dreamsuite.loadtest.server_metrics import (
     handled,
     handling_buckets,
 )
+from dreamsuite.loadtest.slo import evaluate, parse_slo
 from dreamsuite.loadtest.summary import format_table, latency, percentile, summarise
 
 
@@ -31,20 +32,23 @@ SNAPSHOT = {
     "duration_s": 60.0, "stopped_by": "duration", "users": 4, "mode": "local", "workers": 0,
     "targets": {"dream": "127.0.0.1:1", "guide": "127.0.0.1:2", "gan": None},
     "entries": [
-        _entry("Dream", 10, 2, {100: 4, 200: 4, 5: 2}, received=5000),
+        _entry("Dream", 8, 0, {100: 5, 200: 3}, received=4900),
+        _entry("Dream:failed", 2, 2, {5: 2}, received=100),
         _entry("Dream:first-update", 8, 0, {50: 8}, received=800),
         _entry("Dream:rejected", 3, 3, {1: 3}),
-        _entry("ComputeGuideWeights", 20, 1, {3: 19, 60: 1}, received=2000),
+        _entry("ComputeGuideWeights", 19, 0, {3: 19}, received=2000),
+        _entry("ComputeGuideWeights:failed", 1, 1, {60: 1}),
     ],
     "errors": [
-        {"name": "Dream", "method": "grpc", "error": "INVALID_ARGUMENT: image: not an image",
-         "occurrences": 2},
+        {"name": "Dream:failed", "method": "grpc",
+         "error": "INVALID_ARGUMENT: image: not an image", "occurrences": 2},
         {"name": "Dream:rejected", "method": "grpc",
          "error": "RESOURCE_EXHAUSTED: the dream service is at capacity", "occurrences": 3},
-        {"name": "ComputeGuideWeights", "method": "grpc", "error": "DEADLINE_EXCEEDED",
+        {"name": "ComputeGuideWeights:failed", "method": "grpc", "error": "DEADLINE_EXCEEDED",
          "occurrences": 1},
     ],
-    "bytes_sent": {"Dream": 1000, "Dream:rejected": 300, "ComputeGuideWeights": 2000},
+    "bytes_sent": {"Dream": 800, "Dream:failed": 200, "Dream:rejected": 300,
+                   "ComputeGuideWeights": 2000},
     "exceptions": [],
 }
 
@@ -77,10 +81,30 @@ def test_percentiles_equal_locusts_own_function():
 
 def test_latency_block():
     figures = latency(SNAPSHOT["entries"][0])
-    assert figures["count"] == 10 and figures["max"] == 200.0
-    assert figures["mean"] == pytest.approx((400 + 800 + 10) / 10)
+    assert figures["count"] == 8 and figures["max"] == 200.0
+    assert figures["mean"] == pytest.approx((500 + 600) / 8)
     assert (figures["p50"], figures["p90"], figures["p99"]) == (100.0, 200.0, 200.0)
     assert latency(None) is None
+
+
+def test_latencies_are_of_successful_calls_only():
+    # One dream took 29 s; 99 failed in 3 ms (a refused connection fails fast): mixed in, the
+    # failures would make p95 3 ms and pass p95_total<1s.
+    snapshot = {"duration_s": 60.0, "entries": [
+        _entry("Dream", 1, 0, {29_000: 1}), _entry("Dream:failed", 99, 99, {3: 99})],
+        "errors": [{"name": "Dream:failed", "method": "grpc",
+                    "error": "UNAVAILABLE: failed to connect", "occurrences": 99}]}
+    s = summarise(snapshot)
+    dream = s["methods"]["Dream"]
+    assert (dream["requests"], dream["ok"], dream["failures"]) == (100, 1, 99)
+    assert dream["codes"] == {"OK": 1, "UNAVAILABLE": 99}
+    assert dream["latency_ms"]["count"] == 1 and dream["latency_ms"]["p95"] == 29_000.0
+    assert not evaluate(parse_slo("p95_total<1s"), s)["passed"]
+    # No dream succeeded: no latency at all, so a latency objective misses.
+    s = summarise({**snapshot, "entries": snapshot["entries"][1:]})
+    assert s["latency_ms"]["total"] is None and s["methods"]["Dream"]["failures"] == 99
+    verdict = evaluate(parse_slo("p95_total<30s"), s)
+    assert not verdict["passed"] and verdict["checks"][0]["value"] is None
 
 
 def test_summary_counts_rates_and_codes():
@@ -89,6 +113,7 @@ def test_summary_counts_rates_and_codes():
     assert (dream["requests"], dream["ok"], dream["failures"], dream["rejected"]) == (13, 8, 2, 3)
     assert dream["codes"] == {"INVALID_ARGUMENT": 2, "OK": 8, "RESOURCE_EXHAUSTED": 3}
     assert (dream["bytes_sent"], dream["bytes_received"]) == (1300, 5000)
+    assert dream["latency_ms"]["count"] == 8  # the failed dreams' 5 ms are not latencies
     assert dream["first_update_ms"]["p50"] == 50.0
     assert dream["rps"] == pytest.approx(13 / 60, abs=1e-4)
     guide = s["methods"]["ComputeGuideWeights"]
@@ -106,11 +131,18 @@ def test_summary_counts_rates_and_codes():
     assert s["latency_ms"]["first_update"] == dream["first_update_ms"]
 
 
-def test_an_empty_run_divides_by_nothing():
+def test_an_empty_run_divides_by_nothing_and_meets_no_rate_objective():
     s = summarise({**SNAPSHOT, "entries": [], "errors": [], "bytes_sent": {}})
-    assert (s["requests"], s["error_rate"], s["dreams_per_min"]) == (0, 0.0, 0.0)
+    assert (s["requests"], s["dreams_per_min"]) == (0, 0.0)
+    # No requests, no rates: an objective on them has no value and misses.
+    assert s["error_rate"] is None and s["rejection_rate"] is None
     assert s["latency_ms"] == {"total": None, "first_update": None}
-    assert "dreams 0" in format_table(s)
+    verdict = evaluate(parse_slo("error_rate<0.01,rejection_rate<=5%"), s)
+    assert [(c["value"], c["passed"]) for c in verdict["checks"]] == [(None, False),
+                                                                      (None, False)]
+    table = format_table({**s, "slo": verdict})
+    assert "dreams 0" in table and "error rate n/a, rejected n/a" in table
+    assert "SLO error_rate<0.01: n/a MISSED" in table
 
 
 def test_table_lists_methods_codes_and_the_slo():
