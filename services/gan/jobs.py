@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from dreamsuite.artifacts import ArtifactStore
-from dreamsuite.errors import InvalidArgument, NotFound, ResourceExhausted, shorten
+from dreamsuite.errors import (
+    DreamsuiteError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    shorten,
+)
 from dreamsuite.gan.data import read_manifest
 from dreamsuite.gan.train import TrainConfig
 from services.gan.launchers import Launcher
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 ACTIVE = frozenset({"QUEUED", "RUNNING", "EVALUATING"})
 _STATUS_POLL_SECONDS = 2.0
+_MAX_BACKOFF_SECONDS = 30.0  # between polls of a launcher that is unavailable
 
 
 def check_training(store: ArtifactStore, config: dict) -> dict:
@@ -89,7 +97,8 @@ class _Job:
         self.snapshot = snapshot
         self.config = config
         self.changed = asyncio.Condition()
-        self.cancel_requested = False
+        self.cancel_requested = False  # saved in the job's record: a restarted service honours it
+        self.starting = False  # the launcher is starting its trainer (no follower yet)
         self.ended_with: str | None = None  # the trainer's last word: "done" | "stopped"
         self.task: asyncio.Task | None = None
 
@@ -106,7 +115,7 @@ class JobManager:
     def __init__(self, store: ArtifactStore, launcher: Launcher, metrics: GanMetrics, *,
                  max_jobs: int = 1, max_restarts: int = 3, stop_grace: float = 60.0,
                  poll_seconds: float = 0.2, train_device: str | None = None,
-                 deterministic: bool = False):
+                 deterministic: bool = False, lost_after: float = 300.0):
         self.store = store
         self.launcher = launcher
         self.metrics = metrics
@@ -116,6 +125,9 @@ class JobManager:
         self.poll_seconds = poll_seconds
         self.train_device = train_device
         self.deterministic = deterministic
+        #: seconds the launcher may stay unavailable (Kubernetes API down) while following a
+        #: job before the job is given up (FAILED, its trainer stopped)
+        self.lost_after = lost_after
         self._jobs: dict[str, _Job] = {}
 
     # --- starting -------------------------------------------------------------------------
@@ -138,17 +150,50 @@ class JobManager:
             config["deterministic"] = True
         job = _Job(JobSnapshot(job_id, config["dataset"], config["model"],
                                total=int(config["steps"])), config)
+        job.starting = True  # from now: a cancel waits for the follower
         self._jobs[job_id] = job
         await self._save(job)
-        await asyncio.to_thread(self.launcher.start, job_id, config)
-        await job.update(state="RUNNING")
-        job.task = asyncio.create_task(self._follow(job), name=f"job-{job_id[:8]}")
+        try:
+            await self._launch(job)
+        except Exception as exc:  # the job must not stay QUEUED, holding a slot, with no trainer
+            error = await self._failed_to_start(job, exc)
+            raise error from None
         self.metrics.started.inc()
         return job_id
 
+    async def _launch(self, job: _Job, **changes) -> None:
+        """Start the job's trainer and its follower; a cancel that came meanwhile stops it."""
+        job.starting = True
+        try:
+            await asyncio.to_thread(self.launcher.start, job.snapshot.job_id, job.config)
+        finally:
+            job.starting = False
+        await job.update(state="RUNNING", **changes)
+        job.task = asyncio.create_task(self._follow(job, stop_first=job.cancel_requested),
+                                       name=f"job-{job.snapshot.job_id[:8]}")
+
+    async def _failed_to_start(self, job: _Job, exc: Exception) -> Exception:
+        """Mark ``job`` FAILED (saved) because its trainer could not be started; returns the
+        error to raise: the launcher's own, or :class:`Unavailable` for an unexpected OSError."""
+        log.error("cannot start the trainer of job %s", job.snapshot.job_id, exc_info=exc)
+        await job.update(state="FAILED", eta_seconds=0.0, message=shorten(
+            f"the trainer could not be started: {exc}", 2000))
+        self.metrics.finished.labels(job.snapshot.state).inc()
+        await self._save(job)
+        if isinstance(exc, OSError) and not isinstance(exc, DreamsuiteError):
+            return Unavailable(f"cannot start the trainer of job {job.snapshot.job_id}: {exc}")
+        return exc
+
     async def resume_unfinished(self) -> list[str]:
         """Jobs a previous run of the service left unfinished: list them, restart the active
-        ones (the trainer resumes from its latest checkpoint)."""
+        ones (the trainer resumes from its latest checkpoint); returns the ids restarted.
+
+        Every active job is restarted, even beyond ``max_jobs`` (a limit lowered since): each
+        was admitted under the limit of its time, and one left waiting would hold a slot with
+        nothing running it. New jobs are refused until the count is under the limit again.
+        A job whose cancel was requested is not restarted: its trainer is stopped (one may
+        still run on Kubernetes) and it ends CANCELLED. A job that cannot be restarted ends
+        FAILED (saved, logged); the others are resumed all the same."""
         keys = await asyncio.to_thread(
             lambda: [k for k in self.store.iter_keys("jobs/") if k.endswith("/job.json")])
         resumed = []
@@ -157,57 +202,110 @@ class JobManager:
                 record = json.loads(await asyncio.to_thread(self.store.get, key))
                 snapshot = JobSnapshot(**{**record["snapshot"], "checkpoint": None,
                                           "preview": None})
+                config = dict(record["config"])
             except (ValueError, KeyError, TypeError):
                 log.warning("skipping the unreadable job record %s", key)
                 continue
+            except Exception as exc:  # the store: the service starts all the same
+                log.error("cannot read the job record %s: %s", key, exc)
+                continue
             if snapshot.job_id in self._jobs:
                 continue
-            job = _Job(snapshot, record["config"])
+            job = _Job(snapshot, config)
+            job.cancel_requested = bool(record.get("cancel_requested"))
             self._jobs[snapshot.job_id] = job
-            if snapshot.state in ACTIVE and self._active() <= self.max_jobs:
-                await asyncio.to_thread(self.launcher.start, snapshot.job_id, job.config)
-                await job.update(state="RUNNING", message="resumed after a service restart")
-                job.task = asyncio.create_task(self._follow(job))
-                resumed.append(snapshot.job_id)
+            if snapshot.state not in ACTIVE:
+                continue
+            if job.cancel_requested:
+                log.info("job %s was being cancelled; stopping it", snapshot.job_id)
+                job.task = asyncio.create_task(self._follow(job, stop_first=True),
+                                               name=f"job-{snapshot.job_id[:8]}")
+                continue
+            try:
+                await self._launch(job, message="resumed after a service restart")
+            except Exception as exc:
+                await self._failed_to_start(job, exc)
+                continue
+            resumed.append(snapshot.job_id)
         return resumed
 
     # --- following --------------------------------------------------------------------------
 
-    async def _follow(self, job: _Job) -> None:
+    async def _follow(self, job: _Job, *, stop_first: bool = False) -> None:
+        """Follow the job's trainer until the job ends. The launcher being unavailable (the
+        Kubernetes API down: a timeout, a 5xx) is waited out, polling less and less often,
+        for up to ``lost_after`` seconds; then the job is given up. ``stop_first``: stop the
+        trainer first (a cancel that came while it was being started)."""
+        job_id = job.snapshot.job_id
         last_status = 0.0
+        unavailable_since: float | None = None
+        delay = self.poll_seconds
         try:
+            if stop_first:
+                await self._stop_quietly(job)
             while True:
-                events = await asyncio.to_thread(self.launcher.events, job.snapshot.job_id)
-                if (self.launcher.events_in_store
-                        and time.monotonic() - last_status > _STATUS_POLL_SECONDS):
-                    last_status = time.monotonic()
-                    events = await self._status_from_store(job)
-                for event in events:
-                    await self._apply(job, event)
-                status = await asyncio.to_thread(self.launcher.poll, job.snapshot.job_id)
-                if status != "running":
-                    for event in await asyncio.to_thread(self.launcher.events,
-                                                         job.snapshot.job_id):
+                try:
+                    events = await asyncio.to_thread(self.launcher.events, job_id)
+                    if (self.launcher.events_in_store
+                            and time.monotonic() - last_status > _STATUS_POLL_SECONDS):
+                        last_status = time.monotonic()
+                        events = await self._status_from_store(job)
+                    for event in events:
                         await self._apply(job, event)
-                    if not await self._ended(job, status):
-                        return
-                await asyncio.sleep(self.poll_seconds)
+                    status = await asyncio.to_thread(self.launcher.poll, job_id)
+                    if status != "running":
+                        events = await asyncio.to_thread(self.launcher.events, job_id)
+                        if self.launcher.events_in_store:  # its last word ("done") may be new
+                            events = await self._status_from_store(job, strict=True)
+                        for event in events:
+                            await self._apply(job, event)
+                        if not await self._ended(job, status):
+                            return
+                except Unavailable as exc:
+                    now = time.monotonic()
+                    if unavailable_since is None:
+                        unavailable_since = now
+                        log.warning("job %s: the launcher is unavailable (%s); retrying",
+                                    job_id, exc)
+                    elif now - unavailable_since >= self.lost_after:
+                        raise _GaveUp(f"the launcher was unavailable for "
+                                      f"{now - unavailable_since:.0f} s: {exc}") from exc
+                    delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
+                else:
+                    if unavailable_since is not None:
+                        log.info("job %s: the launcher is available again", job_id)
+                    unavailable_since, delay = None, self.poll_seconds
+                await asyncio.sleep(delay)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the follower must never leave a job hanging in RUNNING
-            log.error("following job %s failed", job.snapshot.job_id, exc_info=exc)
-            await job.update(state="FAILED", message=f"the service lost track of the trainer "
-                                                     f"({type(exc).__name__})")
+            log.error("following job %s failed", job_id, exc_info=exc)
+            await self._stop_quietly(job)  # nobody follows it any more
+            detail = str(exc) if isinstance(exc, _GaveUp) else f"{type(exc).__name__}: {exc}"
+            await job.update(state="FAILED", eta_seconds=0.0, message=shorten(
+                f"the service lost track of the trainer ({detail})", 2000))
+            self.metrics.finished.labels(job.snapshot.state).inc()
             await self._save(job)
 
-    async def _status_from_store(self, job: _Job) -> list[dict]:
-        """A Kubernetes job's latest event, which the trainer mirrors to the store."""
+    async def _stop_quietly(self, job: _Job) -> None:
+        try:
+            await asyncio.to_thread(self.launcher.stop, job.snapshot.job_id, grace=self.stop_grace)
+        except Exception as exc:
+            log.warning("cannot stop the trainer of job %s: %s", job.snapshot.job_id, exc)
+
+    async def _status_from_store(self, job: _Job, *, strict: bool = False) -> list[dict]:
+        """A Kubernetes job's latest event, which the trainer mirrors to the store. A store
+        that fails is :class:`Unavailable` when ``strict``, else no event (the next poll reads
+        it again)."""
         try:
             raw = await asyncio.to_thread(self.store.get, f"jobs/{job.snapshot.job_id}/status.json")
             event = json.loads(raw)
         except (NotFound, ValueError):
             return []
-        except Exception:  # the store may be briefly down: try again at the next poll
+        except Exception as exc:
+            if strict:
+                raise Unavailable(f"cannot read the status of job {job.snapshot.job_id} from "
+                                  f"the store: {exc}") from exc
             return []
         return [event] if isinstance(event, dict) else []
 
@@ -260,16 +358,19 @@ class JobManager:
         elif job.snapshot.restarts < self.max_restarts:
             reason = ("stopped without being asked" if job.ended_with == "stopped"
                       else f"the trainer {status}")
-            job.ended_with = None
             restarts = job.snapshot.restarts + 1
-            self.metrics.restarts.inc()
             log.warning("job %s: %s; restarting from its latest checkpoint (%d/%d)",
                         job.snapshot.job_id, reason, restarts, self.max_restarts)
+            # Unavailable here: the follower tries again, and the restart counts once
+            await asyncio.to_thread(self.launcher.start, job.snapshot.job_id, job.config)
+            job.ended_with = None
+            self.metrics.restarts.inc()
             await job.update(restarts=restarts, state="RUNNING",
                              message=f"{reason}; restarted from the latest checkpoint "
                                      f"({restarts}/{self.max_restarts})")
-            await asyncio.to_thread(self.launcher.start, job.snapshot.job_id, job.config)
             await self._save(job)
+            if job.cancel_requested:  # cancelled while the new trainer was being started
+                await self._stop_quietly(job)
             return True
         else:
             tail = getattr(self.launcher, "log_tail", lambda _id: "")(job.snapshot.job_id)
@@ -282,7 +383,8 @@ class JobManager:
 
     async def _save(self, job: _Job) -> None:
         snapshot = dataclasses.asdict(job.snapshot)
-        record = {"config": job.config, "snapshot": snapshot}
+        record = {"config": job.config, "snapshot": snapshot,
+                  "cancel_requested": job.cancel_requested}
         try:
             await asyncio.to_thread(
                 self.store.put_at, f"jobs/{job.snapshot.job_id}/job.json",
@@ -326,6 +428,15 @@ class JobManager:
         if job.snapshot.finished:
             return job.snapshot
         job.cancel_requested = True
+        await self._save(job)  # a service restarted meanwhile does not resume it
+        if (job.task is None or job.task.done()) and not job.starting:
+            # nothing follows it (the service is stopping): stop what may run, end it here
+            await self._stop_quietly(job)
+            if not job.snapshot.finished:
+                await job.update(state="CANCELLED", eta_seconds=0.0)
+                self.metrics.finished.labels(job.snapshot.state).inc()
+                await self._save(job)
+            return job.snapshot
         await asyncio.to_thread(self.launcher.stop, job_id, grace=self.stop_grace)
         async with job.changed:
             await job.changed.wait_for(lambda: job.snapshot.finished)
@@ -340,6 +451,10 @@ class JobManager:
         stop_all = getattr(self.launcher, "close", None)
         if stop_all is not None:
             await asyncio.to_thread(stop_all, self.stop_grace)
+
+
+class _GaveUp(Exception):
+    """The follower gave a job up (its launcher unavailable for too long)."""
 
 
 def _number(event: dict, key: str) -> float:
