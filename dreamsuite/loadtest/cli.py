@@ -41,7 +41,8 @@ def _load_arguments(load: argparse._ArgumentGroup) -> None:
     load.add_argument("-t", "--duration", metavar="TIME",
                       help="run time, e.g. 60s, 5m (default 60s; none with --dreams)")
     load.add_argument("--dreams", type=int, metavar="N",
-                      help="stop once N dreams have completed (calls in flight finish)")
+                      help="stop once N dreams have completed (calls in flight finish); "
+                           "without --duration also once N dreams have failed")
     load.add_argument("--stop-timeout", default="30s", metavar="TIME",
                       help="how long calls in flight may finish at the end (default 30s)")
     load.add_argument("--mix", metavar="KIND=W,...", help="users by weight: dream, "

@@ -28,7 +28,7 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.html import get_html_report  # noqa: E402
-from locust.runners import STATE_STOPPED, Runner  # noqa: E402
+from locust.runners import STATE_RUNNING, STATE_STOPPED, Runner  # noqa: E402
 from locust.stats import (  # noqa: E402
     CSV_STATS_INTERVAL_SEC,
     PERCENTILES_TO_REPORT,
@@ -144,14 +144,23 @@ def _wait_for_workers(runner, plan: RunPlan) -> bool:
 
 
 def _until_done(runner: Runner, plan: RunPlan, started: float, stop: Event) -> str:
-    """Why the run ends: ``signal``, ``duration``, ``dreams`` or ``stopped``."""
+    """Why the run ends: ``signal``, ``duration``, ``dreams``, ``failures`` (``--dreams N``
+    without ``--duration``: N dreams failed, so a run that cannot succeed, a dead target say,
+    still ends), ``users`` (every user has died, in its start say: nothing more can happen)
+    or ``stopped``."""
     while True:
         if stop.wait(0.2):
             return "signal"
-        if plan.duration and time.monotonic() - started >= plan.duration:
+        if plan.duration is not None and time.monotonic() - started >= plan.duration:
             return "duration"
-        if plan.dreams and _counts(runner.stats)["dreams"] >= plan.dreams:
-            return "dreams"
+        if plan.dreams is not None:
+            counts = _counts(runner.stats)
+            if counts["dreams"] >= plan.dreams:
+                return "dreams"
+            if plan.duration is None and counts["dream_failures"] >= plan.dreams:
+                return "failures"
+        if runner.state == STATE_RUNNING and runner.user_count == 0:
+            return "users"
         if runner.state == STATE_STOPPED:
             return "stopped"
 
