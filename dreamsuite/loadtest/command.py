@@ -40,7 +40,9 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
         raise InvalidArgument("--dreams: at least 1")
     if args.dreams is not None and not any(c.kind == "dream" for c in scenario.active()):
         raise InvalidArgument("--dreams needs dream users (TARGET and a mix with dream)")
-    duration = parse_duration(args.duration, "--duration") if args.duration else None
+    duration = parse_duration(args.duration, "--duration") if args.duration is not None else None
+    if duration is not None and duration <= 0:  # 0 would read as "no time limit"
+        raise InvalidArgument(f"--duration: must be above 0, got {args.duration!r}")
     if duration is None and args.dreams is None:
         duration = 60.0
     if args.expect_workers < 1:
