@@ -4,7 +4,8 @@
 own (``python -m dreamsuite.loadtest.cli``). ``register_bench(which)`` adds ``dreamsuite bench
 loadtest`` (:mod:`dreamsuite.loadtest.overhead`). Building the parser imports nothing heavy.
 
-Exit codes: 0 the run met its SLO (or had none), 1 it missed it, 2 bad options, scenario or SLO.
+Exit codes: 0 the run met its SLO (or had none), 1 it missed it, 2 bad options, scenario or SLO,
+130 interrupted before the load began (a master waiting for its workers).
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 :func:`run_load` writes the plan, starts the Locust process (``python -m
 dreamsuite.loadtest.run``) in a session of its own, follows the services' ``/metrics`` while it
 runs, forwards Ctrl-C and SIGTERM to it once (it then stops its users, lets calls in flight
-finish and still reports), and returns the summary with the SLO's verdict.
+finish and still reports), and returns the summary with the SLO's verdict. Interrupted before
+the load began (a master still waiting for its workers), the Locust process writes no
+statistics and :func:`run_load` raises :class:`KeyboardInterrupt`, which the command line
+reports as interrupted (exit code 130).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class _Forward:
     def __init__(self, process: subprocess.Popen):
         self.process = process
         self.previous: dict[int, Any] = {}
+        self.signalled = False
 
     def __enter__(self) -> _Forward:
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +92,7 @@ class _Forward:
         return self
 
     def _forward(self, number: int, _frame: object) -> None:
+        self.signalled = True
         if self.process.poll() is None:
             self.process.send_signal(number)
 
@@ -117,9 +122,11 @@ def run_load(plan: RunPlan, *, metrics: Sequence[str] = (),
         if watch is not None:
             watch.start()
         process = _spawn(plan_path, snapshot_path)
-        with _Forward(process):
+        with _Forward(process) as forward:
             code = _wait(process, watch)
         if not snapshot_path.exists():
+            if forward.signalled:  # before any load: a master waiting for its workers
+                raise KeyboardInterrupt("interrupted before the run started")
             raise Unavailable(f"the Locust process ended (exit code {code}) without statistics; "
                               "see its messages above")
         snapshot = json.loads(snapshot_path.read_text(encoding="utf-8"))

@@ -132,14 +132,19 @@ def _stop_workers(runner, plan: RunPlan) -> None:
     gevent.sleep(0.5)  # the stats message each worker sent just before STOPPED
 
 
-def _wait_for_workers(runner, plan: RunPlan) -> bool:
+def _wait_for_workers(runner, plan: RunPlan, stop: Event) -> bool:
+    """Whether ``expect_workers`` workers connected before the timeout and any Ctrl-C/SIGTERM
+    (``stop``)."""
     waited = time.monotonic()
     while len(runner.clients.ready) < plan.expect_workers:
         if time.monotonic() - waited > plan.expect_workers_timeout:
             log.error("gave up waiting for workers: %d of %d connected",
                       len(runner.clients.ready), plan.expect_workers)
             return False
-        gevent.sleep(1.0)
+        if stop.wait(1.0):
+            log.error("interrupted while waiting for workers (%d of %d connected): no load "
+                      "was run", len(runner.clients.ready), plan.expect_workers)
+            return False
     return True
 
 
@@ -251,7 +256,7 @@ def run(plan: RunPlan, snapshot_path: str | None) -> int:
     if plan.mode == "master":
         runner = env.create_master_runner(plan.master_bind_host, plan.master_port)
         env.events.worker_report.add_listener(traffic.on_worker_report)
-        if not _wait_for_workers(runner, plan):
+        if not _wait_for_workers(runner, plan, stop):
             runner.quit()
             return 1
     else:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,3 +62,32 @@ def test_a_run_whose_users_all_died_ends(tmp_path):
     figures = json.loads(run.stdout)
     assert figures["stopped_by"] == "users" and figures["requests"] == 0
     assert any("missing-ca.pem" in e["msg"] for e in figures["load_tester_exceptions"])
+
+
+def test_a_master_waiting_for_workers_stops_on_ctrl_c():
+    port = _closed_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dreamsuite.loadtest.cli", f"127.0.0.1:{_closed_port()}",
+         "--master", "--master-bind-host", "127.0.0.1", "--master-port", str(port),
+         "--expect-workers", "1", "--expect-workers-timeout", "60s", *QUICK],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the master listens: it is waiting for its worker
+            assert process.poll() is None and time.monotonic() < deadline, process.poll()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert time.monotonic() - interrupted < 15, err  # not after --expect-workers-timeout
+    assert process.returncode == 130, err
+    assert "interrupted while waiting for workers (0 of 1 connected)" in err
+    assert "without statistics" not in err and "Traceback" not in err
