@@ -17,7 +17,13 @@ from dreamsuite.loadtest.server_metrics import (
     handling_buckets,
 )
 from dreamsuite.loadtest.slo import evaluate, parse_slo
-from dreamsuite.loadtest.summary import format_table, latency, percentile, summarise
+from dreamsuite.loadtest.summary import (
+    bucket_ms,
+    format_table,
+    latency,
+    percentile,
+    summarise,
+)
 
 
 def _entry(name, requests, failures, times, received=0):
@@ -77,6 +83,31 @@ def test_percentiles_equal_locusts_own_function():
     theirs = json.loads(proc.stdout)
     ours = [[percentile(case, q) for q in quantiles] for case in cases]
     assert ours == theirs
+
+
+def test_response_times_keep_three_significant_digits():
+    assert [bucket_ms(t) for t in (0.4, 7.6, 147.4, 999.4, 1234.5, 29_550.0, 58_760.0,
+                                   123_456.0)] == [0, 8, 147, 999, 1230, 29_600, 58_800, 123_000]
+    for t in [*range(1, 5000, 7), *range(5000, 2_000_000, 997)]:
+        assert abs(bucket_ms(t + 0.3) - (t + 0.3)) <= max(0.5, 0.005 * t), t
+
+
+def test_the_locust_process_histograms_near_a_threshold_stay_below_it():
+    # Dreams of 29.55 s: Locust's own rounding (1 s steps above 10 s) makes p95 30 s, which
+    # misses p95_total<30s. The Locust process replaces it with bucket_ms.
+    script = (  # Locust patches the process it is imported in: a process of its own
+        "import json, dreamsuite.loadtest.run;"
+        "from locust.stats import StatsEntry, RequestStats;"
+        "e = StatsEntry(RequestStats(), 'Dream', 'grpc');"
+        "[e.log(29_550.0 + i, 0) for i in range(100)];"
+        "print(json.dumps([e.response_times, e.get_response_time_percentile(0.95)]))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    histogram, theirs = json.loads(proc.stdout)
+    ours = percentile({float(k): v for k, v in histogram.items()}, 0.95)
+    assert ours == theirs == 29_600
+    summary = {"latency_ms": {"total": {"p95": ours}}}
+    assert evaluate(parse_slo("p95_total<30s"), summary)["passed"]
 
 
 def test_latency_block():
