@@ -1,11 +1,13 @@
 """Server-side figures of a load test, read from the services' Prometheus ``/metrics``.
 
 :class:`ServerWatch` scrapes every URL before the run, samples the gauges while it runs
-(``dream_queue_depth``, ``dream_in_flight``, summed over the URLs, e.g. one per pod) and scrapes
-again after it; the figures are the differences: RPCs started and handled by method and code
-(Go's code names turned back into gRPC's, ``InvalidArgument`` -> ``INVALID_ARGUMENT``, so they
-compare with the client's), handling-time quantiles from ``grpc_server_handling_seconds``, and
-the count and mean of any ``*batch*`` histogram a service exports.
+(``dream_queue_depth``, ``dream_in_flight``, summed over the URLs that answer, e.g. one per pod)
+and scrapes again after it; the figures are the differences, over the URLs that answered both
+before and after (a URL that failed one of them is left out and named in ``errors``): RPCs
+started and handled by method and code (Go's code names turned back into gRPC's,
+``InvalidArgument`` -> ``INVALID_ARGUMENT``, so they compare with the client's), handling-time
+quantiles from ``grpc_server_handling_seconds``, and the count and mean of any ``*batch*``
+histogram a service exports.
 """
 
 from __future__ import annotations
@@ -124,37 +126,44 @@ class ServerWatch:
         self.urls = list(urls)
         self.timeout = timeout
         self.errors: list[str] = []
+        self.baseline: dict[str, Samples] = {}
         self.before: Samples = {}
         self.gauges: dict[str, list[float]] = {key: [] for key in _GAUGES}
 
-    def _scrape_all(self) -> Samples | None:
-        merged: Samples = defaultdict(float)
+    def _scrape_each(self) -> dict[str, Samples]:
+        """The samples of every URL that answered (the others go to ``errors``)."""
+        out = {}
         for url in self.urls:
             try:
-                samples = scrape(url, self.timeout)
+                out[url] = scrape(url, self.timeout)
             except (OSError, ValueError) as exc:
                 self.errors.append(f"{url}: {exc}")
-                return None
-            for key, value in samples.items():
-                merged[key] += value
-        return dict(merged)
+        return out
 
     def start(self) -> None:
-        self.before = self._scrape_all() or {}
+        """The baseline: each URL's counters before the run."""
+        self.baseline = self._scrape_each()
 
     def poll(self) -> None:
-        """Sample the gauges once (call every second or so while the run goes on)."""
-        samples = self._scrape_all()
-        if samples is None:
-            return
+        """Sample the gauges once (call every second or so while the run goes on), summed
+        over the URLs that answered."""
         for key, name in _GAUGES.items():
-            values = [v for (n, _), v in samples.items() if n == name]
+            values = [v for samples in self._scrape_each().values()
+                      for (n, _), v in samples.items() if n == name]
             if values:
                 self.gauges[key].append(sum(values))
 
     def finish(self) -> dict[str, Any]:
-        """The server's figures for the run."""
-        after = self._scrape_all() or {}
+        """The server's figures for the run: the counters' differences over the URLs that
+        answered both before and after the run (a URL without a baseline would count its
+        whole lifetime; it is left out and ``errors`` says so)."""
+        last = self._scrape_each()
+        for url in self.urls:
+            if url in last and url not in self.baseline:
+                self.errors.append(f"{url}: no scrape before the run, so its counts are left "
+                                   "out")
+        both = [url for url in self.urls if url in self.baseline and url in last]
+        self.before, after = _merged(self.baseline, both), _merged(last, both)
         methods = sorted({dict(labels)["grpc_method"] for (n, labels) in after
                           if n == "grpc_server_handling_seconds_bucket"})
         handling = {}
@@ -177,6 +186,15 @@ class ServerWatch:
             "batch_sizes": _histograms(self.before, after, r"batch"),
             "errors": list(dict.fromkeys(self.errors)),
         }
+
+
+def _merged(samples: Mapping[str, Samples], urls: Sequence[str]) -> Samples:
+    """The samples of ``urls`` added up (one pod each, say)."""
+    merged: Samples = defaultdict(float)
+    for url in urls:
+        for key, value in samples[url].items():
+            merged[key] += value
+    return dict(merged)
 
 
 def _gauge(values: Sequence[float]) -> Mapping[str, float] | None:
