@@ -73,3 +73,24 @@ def test_dream_model_and_condition_flags_make_one_pass_dream_users():
     calls = plan_from_args(args).scenario.calls
     assert (calls["dream"].model, calls["dream"].condition) == ("d2d", "stripes-b")
     assert calls["sample"].model == "dcgan"
+
+
+def test_the_readmes_examples_make_plans():
+    import re
+    import shlex
+    from pathlib import Path
+
+    from dreamsuite.loadtest.command import plan_from_args
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text(encoding="utf-8").split("## Load testing", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    examples = [shlex.split(line, comments=True)[2:] for line in block.splitlines()
+                if re.match(r"dreamsuite loadtest \d", line)]
+    assert len(examples) >= 4
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    for argv in examples:
+        if "--image" in argv:  # a file of the reader's own
+            del argv[argv.index("--image"):argv.index("--image") + 2]
+        assert plan_from_args(parser.parse_args(argv)).targets.dream == "127.0.0.1:50051", argv
