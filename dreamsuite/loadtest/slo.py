@@ -123,14 +123,20 @@ def parse_slo(text: str) -> list[Objective]:
         raise InvalidArgument(f"--slo: no objectives given; {SLO_HELP.replace('%%', '%')}")
     objectives = []
     for clause in clauses:
+        if not clause.strip():
+            raise InvalidArgument(f"--slo {shorten(str(text).strip())!r}: an empty objective "
+                                  "(a comma too many?)")
         match = _CLAUSE.match(clause)
         if match is None:
             raise InvalidArgument(f"--slo {shorten(clause.strip())!r}: expected METRIC<VALUE "
                                   f"(operators < <= > >=), e.g. p95_total<30s or error_rate<0.01")
         name, op, value = match.groups()
         metric = _metric(name, clause.strip())
-        objectives.append(Objective(metric, op, _threshold(metric, value, clause.strip()),
-                                    clause.strip()))
+        threshold = _threshold(metric, value, clause.strip())
+        if op == "<" and threshold <= 0:  # every metric is 0 or more
+            raise InvalidArgument(f"--slo {clause.strip()!r}: can never be met ({metric} is "
+                                  "never below 0)")
+        objectives.append(Objective(metric, op, threshold, clause.strip()))
     return objectives
 
 

@@ -54,7 +54,11 @@ def test_every_metric(spec, metric, threshold):
     ("error_rate<1.5", "not a fraction"),
     ("error_rate<lots", "not a fraction"),
     ("rps>-1", "not a number"),
-    ("p95_total<3s,,rps>1", "expected METRIC<VALUE"),
+    ("p95_total<3s,,rps>1", "an empty objective"),
+    ("p95_total<30s,", "an empty objective"),
+    ("p95_total<0", "can never be met"),
+    ("p99_first_update<0ms", "can never be met"),
+    ("error_rate<0%", "can never be met"),
 ])
 def test_malformed_specs_are_invalid_arguments(spec, message):
     with pytest.raises(InvalidArgument, match=message):
