@@ -373,7 +373,8 @@ class JobManager:
                 await self._stop_quietly(job)
             return True
         else:
-            tail = getattr(self.launcher, "log_tail", lambda _id: "")(job.snapshot.job_id)
+            tail = await asyncio.to_thread(getattr(self.launcher, "log_tail", lambda _id: ""),
+                                           job.snapshot.job_id)
             await job.update(state="FAILED", message=shorten(
                 f"the trainer {status} {job.snapshot.restarts} time(s) after restarts; "
                 f"last log lines: {tail}", 2000))

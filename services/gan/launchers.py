@@ -167,11 +167,19 @@ class LocalLauncher:
         child = self._child(job_id)
         if child is None or child.log_path is None or not child.log_path.is_file():
             return ""
-        return child.log_path.read_text(errors="replace")[-chars:]
+        with open(child.log_path, "rb") as log_file:  # the end only: a log may be large
+            size = log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, size - 4 * chars))
+            return log_file.read().decode(errors="replace")[-chars:]
 
     def close(self, grace: float = 10.0) -> None:
-        """Stop every running trainer (they checkpoint first)."""
+        """Stop every running trainer (they checkpoint first): all asked at once, so the
+        service's stop waits one ``grace`` at most, not one per trainer."""
         with self._lock:
             ids = list(self._children)
-        for job_id in ids:
-            self.stop(job_id, grace=grace)
+        stopping = [threading.Thread(target=self.stop, args=(job_id,), kwargs={"grace": grace},
+                                     name=f"stop-{job_id[:8]}") for job_id in ids]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()

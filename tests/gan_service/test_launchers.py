@@ -7,6 +7,8 @@ import argparse
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from dreamsuite.gan.data import write_dataset
 from dreamsuite.gan.train import TrainConfig
 from services.gan import server
 from services.gan.config import GanServiceConfig, add_arguments, config_from_args
-from services.gan.launchers import LocalLauncher
+from services.gan.launchers import LocalLauncher, _Child
 
 
 def _wait(launcher: LocalLauncher, job_id: str, timeout: float = 240) -> str:
@@ -115,3 +117,30 @@ def test_a_real_trainer_runs_its_steps_on_the_budget(tmp_path):
     assert progress and {e["threads"] for e in progress} == {3}, events
     assert "trainer: 3 torch threads (config)" in launcher.log_tail("j1")
     assert events[-1] == {"event": "done", "step": 2}
+
+
+
+def _stuck_trainer(tmp_path: Path, name: str) -> subprocess.Popen:
+    """A stand-in trainer that ignores SIGTERM (as one stuck mid-step would), running."""
+    script = tmp_path / f"{name}.py"
+    script.write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                      "print('ready', flush=True)\ntime.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    assert process.stdout.readline().strip() == b"ready"
+    return process
+
+
+def test_closing_stops_every_trainer_within_one_grace_and_reads_only_the_logs_end(tmp_path):
+    """Trainers were stopped one after another, up to the grace each (three stuck ones: three
+    graces before the service could stop)."""
+    launcher = LocalLauncher(tmp_path / "work")
+    for name in ("a", "b", "c"):
+        log_path = tmp_path / "work" / name / "trainer.log"
+        log_path.parent.mkdir(parents=True)
+        log_path.write_text("x" * 100_000 + "the end")
+        launcher._children[name] = _Child(_stuck_trainer(tmp_path, name), log_path=log_path)
+    assert launcher.log_tail("a", chars=7) == "the end"
+    started = time.monotonic()
+    launcher.close(grace=1.0)
+    assert time.monotonic() - started < 2.5, "one grace for all, not one each"
+    assert all(launcher.poll(name) != "running" for name in ("a", "b", "c"))
