@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Mapping
 from datetime import timedelta
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import urllib3
 from minio import Minio
@@ -178,7 +178,9 @@ class S3Store(ArtifactStore):
         return Artifact(self._uri(key), key, digest, len(data), content_type, meta)
 
     def _uri(self, key: str) -> str:
-        return f"s3://{self.settings.bucket}/{key}"
+        """The key percent-encoded (as a file URI's path is): ``?`` and ``#`` in a key cut it
+        short when the URI was read back."""
+        return f"s3://{self.settings.bucket}/{quote(key, safe='/')}"
 
     def key_of(self, uri: str) -> str:
         check_uri(uri)
@@ -192,10 +194,17 @@ class S3Store(ArtifactStore):
             raise InvalidArgument(
                 f"{uri[:200]!r} is not in this service's artifact store "
                 f"s3://{self.settings.bucket}")
-        return parsed.path.lstrip("/")
+        if parsed.query or parsed.fragment:
+            raise InvalidArgument(f"artifact URI {uri[:200]!r}: a key's '?' and '#' are "
+                                  "written %3F and %23")
+        return unquote(parsed.path).lstrip("/")
 
     def _object_key(self, uri: str) -> str:
         key = self.key_of(uri)
+        if any(part in (".", "..") for part in key.split("/")):  # S3 client: a ValueError
+            raise InvalidArgument(f"artifact {uri[:200]!r}: a key has no '.' or '..' parts")
+        if any(ord(c) < 32 or ord(c) == 127 for c in key):
+            raise InvalidArgument(f"artifact {uri[:200]!r} encodes control characters")
         if not key or key.endswith("/"):
             raise NotFound(f"artifact {uri[:200]} names a folder of the store, not an artifact")
         return key
@@ -248,7 +257,7 @@ class S3Store(ArtifactStore):
                         obj.content_type or "application/octet-stream", meta)
 
     def presign(self, uri: str, *, expires_seconds: int = 3600) -> str:
-        key = self.key_of(uri)
+        key = self._object_key(uri)
         try:
             return self.signer.presigned_get_object(
                 self.settings.bucket, key, expires=timedelta(seconds=expires_seconds))

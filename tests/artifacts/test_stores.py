@@ -177,3 +177,27 @@ def test_named_objects_are_replaced_whole(store):
     for bad in ("../escape", "/absolute", "a//b", "s3://x/y"):
         with pytest.raises(InvalidArgument):
             store.put_at(bad, b"x")
+
+
+@pytest.mark.parametrize("key", ["data/a?b.png", "x/a#1.png", "with space/100%.json"])
+def test_a_named_objects_uri_gives_back_its_whole_key(store, key):
+    """The S3 store wrote keys into its URIs unencoded: reading ``data/a?b.png``'s URI back
+    gave the key ``data/a`` (another object, or none)."""
+    artifact = store.put_at(key, DATA)
+    assert store.key_of(artifact.uri) == key
+    assert store.get(artifact.uri) == DATA and store.stat(artifact.uri).key == key
+
+
+def test_dot_segments_are_a_clients_mistake_not_an_internal_error(store):
+    """The S3 client raised ``ValueError`` for ``..`` parts, which reached callers as
+    INTERNAL."""
+    artifact = store.put(DATA)
+    folder, name = artifact.uri.rsplit("/", 1)
+    for uri in (f"{folder}/../{name}", f"{folder}/./../{name}", "sha256/../sha256/x.png"):
+        with pytest.raises((InvalidArgument, NotFound)):
+            store.get(uri)
+    if isinstance(store, S3Store):
+        with pytest.raises(InvalidArgument, match="'.' or '..'"):
+            store.presign(f"{folder}/../x.png")
+        with pytest.raises(InvalidArgument, match="%3F"):
+            store.get(f"{folder}/{name}?v=2")
