@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from dreamsuite.errors import InvalidArgument
 from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 
 __all__ = [
@@ -31,9 +32,20 @@ TLS_CA_ENV = "DREAMSUITE_TLS_CA"
 
 
 def _credentials(tls_ca: str | os.PathLike | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials trusting the PEM file ``tls_ca``; :class:`InvalidArgument` naming the
+    file when it cannot be read or holds no certificate (a traceback before; a file of junk
+    was only seen as every server being unreachable)."""
     if tls_ca is None:
         return None
-    return grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+    try:
+        pem = Path(tls_ca).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"TLS CA file {str(tls_ca)!r} (${TLS_CA_ENV}): "
+                              f"{exc.strerror or exc}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise InvalidArgument(f"TLS CA file {str(tls_ca)!r} (${TLS_CA_ENV}) holds "
+                              "no PEM certificate")
+    return grpc.ssl_channel_credentials(root_certificates=pem)
 
 
 def open_channel(target: str, *, tls_ca: str | os.PathLike | None = None,

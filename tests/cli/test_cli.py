@@ -277,3 +277,18 @@ def test_guide_weights_refuses_channel_specs_instead_of_ignoring_them(tmp_path, 
     code = main(["guide-weights", str(guide), "--layer", "block_8:3,4", "--json"])
     assert code == 2
     assert "whole layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [None, b"not a certificate"])
+def test_a_tls_ca_file_that_is_missing_or_not_pem_is_one_clear_line(capsys, tmp_path,
+                                                                    monkeypatch, content):
+    """A missing file was a FileNotFoundError traceback; a file of junk made every server look
+    unreachable."""
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_bytes(content)
+    monkeypatch.setenv("DREAMSUITE_TLS_CA", str(ca))
+    code, out, err = run(capsys, "health", "127.0.0.1:1")
+    assert code == 2 and "Traceback" not in err
+    assert str(ca) in err and "DREAMSUITE_TLS_CA" in err
+    assert ("No such file" in err) if content is None else ("no PEM certificate" in err)
