@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from dreamsuite.backbones import Backbone, get_backbone
+from dreamsuite.backbones import Backbone, get_backbone, get_backbone_spec
 from dreamsuite.engine.clean import up_adjoint
 from dreamsuite.engine.config import canonical_layer_keys
 from dreamsuite.engine.octaves import total_variation, upsample
@@ -55,6 +55,8 @@ __all__ = [
     "image_grams",
     "stylize",
     "reconstruct",
+    "check_stylize",
+    "check_reconstruct",
     "style_distance",
     "content_distance",
     "preserve_color",
@@ -146,6 +148,36 @@ def _check(config: StyleConfig) -> None:
         raise InvalidArgument("tile must be 0 (off) or at least 64")
     if not config.resolved_style_layers() and config.style_weight:
         raise InvalidArgument("style_layers is empty")
+
+
+def check_stylize(config: StyleConfig) -> None:
+    """What a style transfer can be refused for before it takes a turn on a device (no image,
+    no weights loaded): its numbers, its backbone and the layers it names."""
+    _check(config)
+    spec = get_backbone_spec(config.backbone)
+    for layer in canonical_layer_keys(spec, config.resolved_style_layers(), "style_layers"):
+        spec.layer(layer)
+    if config.content_weight:
+        spec.canonical_layer(config.resolved_content_layer())
+
+
+def _reconstruct_style(config: ReconstructConfig) -> StyleConfig:
+    return StyleConfig(
+        backbone=config.backbone, weights=config.weights, optimizer=config.optimizer,
+        iterations=config.iterations, learning_rate=config.learning_rate,
+        transform=config.transform, temperature=config.temperature, seed=config.seed)
+
+
+def check_reconstruct(config: ReconstructConfig, layers: Sequence[str]) -> None:
+    """What a reconstruction can be refused for before it takes a turn on a device."""
+    if config.mode not in ("content", "style"):
+        raise InvalidArgument("mode must be content or style")
+    if not layers:
+        raise InvalidArgument("layers: give at least one layer")
+    _check(_reconstruct_style(config))
+    spec = get_backbone_spec(config.backbone)
+    for layer in layers:
+        spec.layer(layer)
 
 
 # -- statistics -----------------------------------------------------------------------------
@@ -743,15 +775,8 @@ def reconstruct(
     """From seeded white noise, match ``image``'s activations (``mode="content"``) or Gram
     matrices (``mode="style"``) at each layer in turn (or all at once, key ``"all"``); returns
     ``{layer: [3, H, W]}``, shallow to deep as given."""
-    if config.mode not in ("content", "style"):
-        raise InvalidArgument("mode must be content or style")
-    if not layers:
-        raise InvalidArgument("layers: give at least one layer")
-    style_config = StyleConfig(
-        backbone=config.backbone, weights=config.weights, optimizer=config.optimizer,
-        iterations=config.iterations, learning_rate=config.learning_rate,
-        transform=config.transform, temperature=config.temperature, seed=config.seed)
-    _check(style_config)
+    check_reconstruct(config, layers)
+    style_config = _reconstruct_style(config)
     backbone = get_backbone(config.backbone, weights=config.weights, device=device)
     names = [backbone.spec.layer(layer).name for layer in layers]
     groups = {"all": names} if all_at_once else {name: [name] for name in names}

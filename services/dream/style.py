@@ -24,6 +24,8 @@ from dreamsuite.engine.style import (
     ReconstructConfig,
     StyleConfig,
     StyleProgress,
+    check_reconstruct,
+    check_stylize,
     reconstruct,
     stylize,
 )
@@ -139,6 +141,7 @@ class StyleServicer(style_pb2_grpc.StyleServiceServicer):
             raise InvalidArgument("layers: give at least one layer")
         if len(layers) > MAX_LAYERS:
             raise InvalidArgument(f"layers: at most {MAX_LAYERS}")
+        check_reconstruct(config, layers)  # a bad request is refused as such, queue full or not
         self.runner.check_capacity()
         image = await asyncio.to_thread(_decode, request.image, "image", self.runner.store,
                                         self.runner.max_pixels)
@@ -168,6 +171,7 @@ class StyleServicer(style_pb2_grpc.StyleServiceServicer):
                    for i, s in enumerate(request.styles)]
         if any(w < 0 for w in weights):
             raise InvalidArgument("styles: weights must be >= 0")
+        check_stylize(config)  # a bad request is refused as such, queue full or not
         self.runner.check_capacity()
         store, limit = self.runner.store, self.runner.max_pixels
 

@@ -106,3 +106,32 @@ def test_a_cancelled_style_transfer_frees_the_worker(dream_server, pngs):
         assert client.run(client.stub.Stylize, quick, timeout=120).images
     assert server.sample("dream_job_seconds_count", {"backbone": "efficientnet_lite0",
                                                      "kind": "stylize", "outcome": "cancelled"}) == 1
+
+
+def test_a_bad_style_request_is_refused_as_such_before_it_takes_a_turn(dream_server, pngs):
+    """An unknown backbone or layer was found only on the device worker: with the queue full it
+    was RESOURCE_EXHAUSTED (and retried), and each made-up backbone name became a series of
+    ``dream_job_seconds``."""
+    import time
+
+    server = dream_server(queue_size=0)
+    content, style = pngs
+    with StyleClient(server.address) as client:
+        busy = client.stub.Stylize(style_pb2.StylizeRequest(
+            content={"data": content}, styles=[{"image": {"data": style}}], iterations=10_000))
+        deadline = time.monotonic() + 60
+        while server.sample("dream_in_flight") < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.sample("dream_in_flight") == 1, "the worker is busy, the queue full"
+        for backbone in ("bogus-1", "bogus-2"):
+            with pytest.raises(InvalidArgument, match=backbone):
+                client.run(client.stub.Stylize, style_pb2.StylizeRequest(
+                    content={"data": content}, styles=[{"image": {"data": style}}],
+                    backbone=backbone, iterations=1))
+        with pytest.raises(InvalidArgument, match="block_99"):
+            client.run(client.stub.Reconstruct, style_pb2.ReconstructRequest(
+                image={"data": content}, layers=["block_99"], iterations=1))
+        busy.cancel()
+    labels = {sample.labels.get("backbone") for metric in server.registry.collect()
+              for sample in metric.samples}
+    assert not {"bogus-1", "bogus-2"} & labels
