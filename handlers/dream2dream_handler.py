@@ -158,6 +158,10 @@ class Dream2DreamHandler:
                                             self._headers(context, idx))
             except DreamsuiteError as exc:
                 answers[idx] = ("INVALID_ARGUMENT", str(exc))
+            except Exception as exc:  # noqa: BLE001  (this request's alone, never its batch's)
+                log.warning("request %d of the batch could not be read: %r", idx, exc)
+                answers[idx] = ("INVALID_ARGUMENT", f"the request could not be read "
+                                                    f"({type(exc).__name__})")
         groups: dict[tuple[int, int], list[int]] = {}
         for idx, (image, _) in requests.items():
             groups.setdefault(tuple(image.shape[-2:]), []).append(idx)

@@ -235,8 +235,10 @@ def condition_index(condition: int | str | None, names: Sequence[str]) -> int:
     if isinstance(condition, str):
         if condition in names:
             return list(names).index(condition)
-        if condition.strip().lstrip("-").isdigit():
-            condition = int(condition.strip())
+        text = condition.strip()
+        # isdecimal: isdigit also takes "²", which int() refuses; 9 digits: more is no index
+        if text.lstrip("-").isdecimal() and len(text) <= 10:
+            condition = int(text)
     if isinstance(condition, int) and 0 <= condition < len(names):
         return condition
     valid = ", ".join(f"{i}={n}" for i, n in enumerate(names))

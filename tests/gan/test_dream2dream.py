@@ -193,7 +193,7 @@ def test_condition_by_name_or_index():
     names = ["abc", "def"]
     assert condition_index(None, names) == 0
     assert [condition_index(c, names) for c in ("def", "1", 1, " 0 ", "abc")] == [1, 1, 1, 0, 0]
-    for bad in ("xyz", 2, -1, "2"):
+    for bad in ("xyz", 2, -1, "2", "²", "9" * 5000, "-"):
         with pytest.raises(InvalidArgument, match="0=abc, 1=def"):
             condition_index(bad, names)
 

@@ -111,6 +111,9 @@ def test_the_handler_answers_a_batch_of_sizes_conditions_and_bad_requests(traine
         {"body": encode_png(cat), "condition": "stripes-z"},
         {"data": encode_png(cat)},
         {"body": encode_png(torch.rand(3, 80, 80))},  # over max_pixels (64 x 64)
+        # str.isdigit takes these, int() refused them: the whole batch failed (HTTP 503)
+        {"body": encode_png(cat), "condition": "²"},
+        {"body": encode_png(cat), "condition": "9" * 5000},
     ]
     headers = [{} for _ in rows]
     headers[5] = {"X-Dream-Condition": "stripes-b"}
@@ -123,7 +126,8 @@ def test_the_handler_answers_a_batch_of_sizes_conditions_and_bad_requests(traine
         difference = load_image(out[i]) - one_pass(trained.model, image, condition)
         assert difference.abs().max() <= 1 / 255 + 1e-6, i
     for i, match in ((3, "not a readable image"), (4, "unknown condition 'stripes-z'.*"
-                                                   "0=stripes-a, 1=stripes-b"), (6, "pixels")):
+                                                   "0=stripes-a, 1=stripes-b"), (6, "pixels"),
+                     (7, "unknown condition '²'"), (8, "unknown condition '9999")):
         assert context.get_response_status(i)[0] == 400
         error = json.loads(out[i])
         assert error["code"] == "INVALID_ARGUMENT"
