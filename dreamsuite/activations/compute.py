@@ -189,7 +189,12 @@ def _decode(backbone: Backbone, index: int, request: pb.ActivationsRequest) -> _
         )
     if not request.layers:
         raise InvalidArgument("layers: give at least one layer")
-    layers = tuple(dict.fromkeys(backbone.spec.layer(name).name for name in request.layers))
+    names = [backbone.spec.layer(name).name for name in request.layers]
+    layers = tuple(dict.fromkeys(names))
+    if len(layers) < len(names):  # each would be answered again, past the response size check
+        twice = next(name for name in layers if names.count(name) > 1)
+        raise InvalidArgument(f"layers: {twice} is asked for more than once (by name or alias);"
+                              " give each layer once")
     image = load_image(request.image)
     if request.max_side:
         image = prepare_guide(image, int(request.max_side))

@@ -74,6 +74,8 @@ def test_request_errors_name_what_to_fix(lite0, cat_png):
         "serves backbone": pb.ActivationsRequest(image=cat_png, backbone="vgg16",
                                                  layers=["block_1"]),
         "needs at least": _request(encode_png(sample_image("chelsea", size=8))),
+        # each repeat was answered again, past the response size check (5000: over 64 MiB)
+        "block_3 is asked for more than once": _request(cat_png, layers=["block_3"] * 10),
     }
     responses = compute_batch(lite0, list(cases.values()), kind="t")
     for (message, _), response in zip(cases.items(), responses, strict=True):
