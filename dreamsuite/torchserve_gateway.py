@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_ARCHIVE_BYTES:
+        if not 0 <= length <= _MAX_ARCHIVE_BYTES:  # -1 read to the end of the stream
             raise ValueError("too large")
         return self.rfile.read(length) if length else b""
 
@@ -97,6 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
         except ValueError:
             self._answer(413, b'{"message": "too large"}')
+            return
+        if not self.path.startswith("/"):  # "@host/..." would send TorchServe's key elsewhere
+            self._answer(400, b'{"message": "the path must start with /"}')
             return
         if self.path.startswith(ARCHIVES_PATH):
             self._store_archive(self.path.removeprefix(ARCHIVES_PATH), body)
