@@ -18,7 +18,7 @@ import grpc
 from dreamsuite.activations.base import CallObserver
 from dreamsuite.activations.tsproto import torchserve_inference_pb2 as tspb
 from dreamsuite.defaults import DEFAULT_BACKBONE
-from dreamsuite.errors import NotFound, Unavailable
+from dreamsuite.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from dreamsuite.v1 import activations_pb2 as pb
 from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 
@@ -123,6 +123,16 @@ class TorchServeBackend:
         if "model not found" in lowered or "modelnotfound" in lowered:
             return NotFound(f"TorchServe at {self.target} serves no model {model!r}"
                             + (f"; {hint}" if hint else ""))
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            if "larger than max" in lowered:  # the gRPC message limit: no retry changes that
+                return ResourceExhausted(
+                    f"the request for TorchServe's {model!r} is over the gRPC message limit "
+                    f"({details}); send a smaller image (or a max_side)")
+            return ResourceExhausted(f"TorchServe at {self.target} is out of resources "
+                                     f"({details}); retry later", retry_after=5.0)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgument(f"TorchServe at {self.target} refused the request for "
+                                   f"{model!r}: {details}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Unavailable(f"TorchServe at {self.target} did not answer within "
                                f"{self.timeout:.0f} s")

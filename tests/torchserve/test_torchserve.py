@@ -106,6 +106,10 @@ def test_request_errors_come_back_as_library_errors(torchserve, cat_png):
         asyncio.run(call(BACKBONE, b"\x89PNG garbage", ["head"]))
     with pytest.raises(NotFound, match="serves no model 'vgg16'.*dreamsuite archive"):
         asyncio.run(call("vgg16", cat_png, ["head"]))
+    # Over the gRPC message limit: no retry helps (it was UNAVAILABLE, which clients retry)
+    with pytest.raises(ResourceExhausted, match="over the gRPC message limit") as big:
+        asyncio.run(call(BACKBONE, cat_png + bytes(65 << 20), ["head"]))
+    assert big.value.retry_after is None
 
 
 def test_prometheus_metrics_count_the_calls(torchserve, cat_png):
