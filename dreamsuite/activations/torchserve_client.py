@@ -123,16 +123,6 @@ class TorchServeBackend:
         if "model not found" in lowered or "modelnotfound" in lowered:
             return NotFound(f"TorchServe at {self.target} serves no model {model!r}"
                             + (f"; {hint}" if hint else ""))
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            if "larger than max" in lowered:  # the gRPC message limit: no retry changes that
-                return ResourceExhausted(
-                    f"the request for TorchServe's {model!r} is over the gRPC message limit "
-                    f"({details}); send a smaller image (or a max_side)")
-            return ResourceExhausted(f"TorchServe at {self.target} is out of resources "
-                                     f"({details}); retry later", retry_after=5.0)
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return InvalidArgument(f"TorchServe at {self.target} refused the request for "
-                                   f"{model!r}: {details}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Unavailable(f"TorchServe at {self.target} did not answer within "
                                f"{self.timeout:.0f} s")
@@ -145,6 +135,15 @@ class TorchServeBackend:
                 f"({details.splitlines()[0] if details else code.name}); TorchServe restarts "
                 "it on its own, retry in a few seconds"
             )
+        # The gRPC message limit (this side's): no retry changes that. (TorchServe's own
+        # RESOURCE_EXHAUSTED answers, a worker that died among them, stay UNAVAILABLE below.)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in lowered:
+            return ResourceExhausted(
+                f"the request for TorchServe's {model!r} is over the gRPC message limit "
+                f"({details}); send a smaller image (or a max_side)")
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgument(f"TorchServe at {self.target} refused the request for "
+                                   f"{model!r}: {details}")
         return Unavailable(f"TorchServe at {self.target} failed the request "
                            f"({code.name}: {details})")
 
