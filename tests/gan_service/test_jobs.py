@@ -20,7 +20,7 @@ from services.gan.jobs import JobManager
 from services.gan.kube import KubernetesLauncher
 from services.gan.manifests import job_name
 from services.gan.metrics import GanMetrics
-from tests.gan_service.test_kube import IMAGE, JOBS, NS, TOKEN, FakeApi, _serve
+from tests.gan_service.test_kube import IMAGE, JOBS, NS, TOKEN, FakeApi
 
 CONFIG = {"dataset": "d" * 16, "model": "dcgan64", "steps": 10}
 
@@ -90,17 +90,6 @@ def _record(store, job_id: str) -> dict:
 @pytest.fixture
 def store(tmp_path):
     return open_store(tmp_path / "store")
-
-
-@pytest.fixture
-def api():
-    fake = FakeApi()
-    server, thread = _serve(fake)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture

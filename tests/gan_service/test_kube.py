@@ -322,17 +322,6 @@ def _serve(api: FakeApi, context: ssl.SSLContext | None = None):
 
 
 @pytest.fixture
-def api():
-    fake = FakeApi()
-    server, thread = _serve(fake)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-@pytest.fixture
 def launcher(api) -> KubernetesLauncher:
     return KubernetesLauncher(IMAGE, NS, api_url=api.url, token=TOKEN, gpus=1, environ={})
 
