@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from dreamsuite.errors import InvalidArgument
 from dreamsuite.wire.channels import channel_options
 from services.common.auth import BearerTokenAuth
 from services.common.config import ServerConfig
@@ -80,10 +82,20 @@ class RunningServer:
 
 
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """The server's TLS credentials; :class:`InvalidArgument` naming the files when they are
+    not a PEM certificate and its private key (gRPC said only "Failed to bind" then)."""
     if not config.tls:
         return None
     assert config.tls_cert is not None and config.tls_key is not None
-    pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            config.tls_cert, config.tls_key)
+        pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise InvalidArgument(f"--tls-cert {config.tls_cert} and --tls-key {config.tls_key} "
+                              f"are not a PEM certificate and its private key ({reason})"
+                              ) from None
     return grpc.ssl_server_credentials([pair])
 
 
@@ -106,6 +118,25 @@ async def start_server(
 ) -> RunningServer:
     """Build, bind and start a server for ``bindings``; every service reports SERVING."""
     config.validate()
+    metrics = None
+    if config.metrics_port is not None:  # first: a port in use leaves nothing else behind
+        try:
+            metrics = start_metrics_server(registry, config.metrics_port, config.metrics_host)
+        except OSError as exc:
+            raise InvalidArgument(f"--metrics-port {config.metrics_port}: cannot listen on "
+                                  f"{config.metrics_host} ({exc.strerror or exc})") from None
+    try:
+        return await _start_grpc(bindings, config, registry, interceptors, metrics)
+    except BaseException:
+        if metrics is not None:
+            metrics.close()
+        raise
+
+
+async def _start_grpc(bindings: Sequence[ServiceBinding], config: ServerConfig,
+                      registry: CollectorRegistry,
+                      interceptors: Sequence[grpc.aio.ServerInterceptor],
+                      metrics: MetricsServer | None) -> RunningServer:
     options = [*channel_options(config.max_message_bytes), ("grpc.so_reuseport", 0)]
     if config.max_connection_age_seconds > 0:  # no age grace: a long dream is never cut
         options.append(("grpc.max_connection_age_ms",
@@ -127,9 +158,6 @@ async def start_server(
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, SERVING)
-    metrics = None
-    if config.metrics_port is not None:
-        metrics = start_metrics_server(registry, config.metrics_port, config.metrics_host)
     log.info("serving %s on %s:%d (%s)%s", ", ".join(names), config.host, port,
              "TLS" if credentials else "plaintext",
              f", metrics on :{metrics.port}" if metrics else "")

@@ -20,6 +20,7 @@ from services.common.config import ServerConfig
 from services.common.server import ServiceBinding, start_server
 from services.dream.config import config_from_args
 from services.dream.server import SERVICE_NAME
+from tests.conftest import self_signed
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -216,6 +217,45 @@ def test_max_connection_age_flag_and_its_bounds(monkeypatch):
     assert config_from_args(args).server.max_connection_age_seconds == 60
     with pytest.raises(errors.InvalidArgument, match="max-connection-age"):
         ServerConfig(max_connection_age_seconds=-1).validate()
+
+
+def test_a_tls_pair_that_is_not_one_is_a_clear_error(tls_pair, tmp_path):
+    """Junk or a key that is not the certificate's: gRPC said only "Failed to bind to
+    address" (a RuntimeError, printed as a traceback)."""
+    cert, key = tls_pair
+    _, other_key = self_signed(tmp_path / "other")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    for bad_cert, bad_key in ((junk, key), (cert, other_key), (cert, junk)):
+        config = ServerConfig(host="127.0.0.1", port=0, tls_cert=bad_cert, tls_key=bad_key)
+        with pytest.raises(errors.InvalidArgument, match="not a PEM certificate and its"):
+            asyncio.run(start_server([_peer_binding()], config, registry=CollectorRegistry()))
+
+
+def test_a_metrics_port_in_use_is_a_clear_error_and_serves_nothing():
+    """The gRPC server had already started, reported SERVING and was never stopped when the
+    metrics port turned out to be taken (an OSError traceback)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        grpc_port = _free_port()
+        config = ServerConfig(host="127.0.0.1", port=grpc_port, metrics_port=port,
+                              metrics_host="127.0.0.1")
+        with pytest.raises(errors.InvalidArgument, match=f"--metrics-port {port}"):
+            asyncio.run(start_server([_peer_binding()], config, registry=CollectorRegistry()))
+    with socket.socket() as probe:  # nothing listens on the gRPC port
+        assert probe.connect_ex(("127.0.0.1", grpc_port)) != 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture
