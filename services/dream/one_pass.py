@@ -11,8 +11,9 @@ It never takes a place in the device queue: the work is TorchServe's (which batc
 bounded number of calls are in flight at once (``max_in_flight``); more are
 ``RESOURCE_EXHAUSTED`` with a retry hint, like a full dream queue. A model TorchServe does not
 serve is ``NOT_FOUND``, unless the artifact store lists it as published (the GAN service's
-PublishModel): then that replica has not registered it yet, and the call is ``UNAVAILABLE``,
-which the suite's clients retry.
+PublishModel): then that replica has not registered it yet, and the call is ``UNAVAILABLE``
+(retry it shortly; the suite's clients do not replay a ``Dream`` that ended ``UNAVAILABLE``:
+:data:`dreamsuite.wire.channels.DREAM_RETRY_POLICY`).
 """
 
 from __future__ import annotations
