@@ -176,10 +176,8 @@ class JobManager:
         """Mark ``job`` FAILED (saved) because its trainer could not be started; returns the
         error to raise: the launcher's own, or :class:`Unavailable` for an unexpected OSError."""
         log.error("cannot start the trainer of job %s", job.snapshot.job_id, exc_info=exc)
-        await job.update(state="FAILED", eta_seconds=0.0, message=shorten(
+        await self._finish(job, "FAILED", eta_seconds=0.0, message=shorten(
             f"the trainer could not be started: {exc}", 2000))
-        self.metrics.finished.labels(job.snapshot.state).inc()
-        await self._save(job)
         if isinstance(exc, OSError) and not isinstance(exc, DreamsuiteError):
             return Unavailable(f"cannot start the trainer of job {job.snapshot.job_id}: {exc}")
         return exc
@@ -282,10 +280,8 @@ class JobManager:
             log.error("following job %s failed", job_id, exc_info=exc)
             await self._stop_quietly(job)  # nobody follows it any more
             detail = str(exc) if isinstance(exc, _GaveUp) else f"{type(exc).__name__}: {exc}"
-            await job.update(state="FAILED", eta_seconds=0.0, message=shorten(
+            await self._finish(job, "FAILED", eta_seconds=0.0, message=shorten(
                 f"the service lost track of the trainer ({detail})", 2000))
-            self.metrics.finished.labels(job.snapshot.state).inc()
-            await self._save(job)
 
     async def _stop_quietly(self, job: _Job) -> None:
         try:
@@ -352,9 +348,9 @@ class JobManager:
     async def _ended(self, job: _Job, status: str) -> bool:
         """The trainer exited: decide the job's fate. True when it was restarted."""
         if job.ended_with == "done" and status == "succeeded":
-            await job.update(state="SUCCEEDED", step=job.snapshot.total, eta_seconds=0.0)
+            await self._finish(job, "SUCCEEDED", step=job.snapshot.total, eta_seconds=0.0)
         elif job.cancel_requested:
-            await job.update(state="CANCELLED", eta_seconds=0.0)
+            await self._finish(job, "CANCELLED", eta_seconds=0.0)
         elif job.snapshot.restarts < self.max_restarts:
             reason = ("stopped without being asked" if job.ended_with == "stopped"
                       else f"the trainer {status}")
@@ -375,12 +371,16 @@ class JobManager:
         else:
             tail = await asyncio.to_thread(getattr(self.launcher, "log_tail", lambda _id: ""),
                                            job.snapshot.job_id)
-            await job.update(state="FAILED", message=shorten(
+            await self._finish(job, "FAILED", message=shorten(
                 f"the trainer {status} {job.snapshot.restarts} time(s) after restarts; "
                 f"last log lines: {tail}", 2000))
-        self.metrics.finished.labels(job.snapshot.state).inc()
-        await self._save(job)
         return False
+
+    async def _finish(self, job: _Job, state: str, **changes) -> None:
+        """End ``job`` in ``state`` (with ``changes`` to its snapshot): counted and saved."""
+        await job.update(state=state, **changes)
+        self.metrics.finished.labels(state).inc()
+        await self._save(job)
 
     async def _save(self, job: _Job) -> None:
         snapshot = dataclasses.asdict(job.snapshot)
@@ -434,9 +434,7 @@ class JobManager:
             # nothing follows it (the service is stopping): stop what may run, end it here
             await self._stop_quietly(job)
             if not job.snapshot.finished:
-                await job.update(state="CANCELLED", eta_seconds=0.0)
-                self.metrics.finished.labels(job.snapshot.state).inc()
-                await self._save(job)
+                await self._finish(job, "CANCELLED", eta_seconds=0.0)
             return job.snapshot
         await asyncio.to_thread(self.launcher.stop, job_id, grace=self.stop_grace)
         async with job.changed:
