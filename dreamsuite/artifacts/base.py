@@ -110,9 +110,21 @@ def check_uri(uri: str) -> str:
     if len(uri) > MAX_URI_LENGTH:
         raise InvalidArgument(f"artifact URI is {len(uri)} characters long; at most "
                               f"{MAX_URI_LENGTH}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+    if _has_control(uri):
         raise InvalidArgument(f"artifact URI {uri[:80]!r} contains control characters")
     return uri
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def check_decoded(text: str, uri: str) -> str:
+    """``text``, the percent-decoded path of ``uri``, if it holds no control characters (a
+    ``%00`` passes :func:`check_uri`); :class:`InvalidArgument` otherwise."""
+    if _has_control(text):
+        raise InvalidArgument(f"artifact URI {uri[:200]!r} encodes control characters")
+    return text
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dreamsuite.artifacts.base import (
     Artifact,
     ArtifactStore,
     Listing,
+    check_decoded,
     check_key,
     check_uri,
     clean_metadata,
@@ -91,9 +92,7 @@ class LocalStore(ArtifactStore):
         if parsed.scheme != "file":
             raise InvalidArgument(f"{shorten(uri)!r} is not in this service's artifact store "
                                   f"{self.url}")
-        text = unquote(parsed.path)
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise InvalidArgument(f"artifact URI {shorten(uri)!r} encodes control characters")
+        text = check_decoded(unquote(parsed.path), uri)
         path = _resolve(Path(text), uri)
         if self.root not in path.parents:
             raise InvalidArgument(f"{shorten(uri)!r} is not in this service's artifact store "

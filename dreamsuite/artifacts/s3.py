@@ -26,6 +26,7 @@ from dreamsuite.artifacts.base import (
     ArtifactStore,
     Listing,
     RetryPolicy,
+    check_decoded,
     check_key,
     check_uri,
     clean_metadata,
@@ -197,14 +198,12 @@ class S3Store(ArtifactStore):
         if parsed.query or parsed.fragment:
             raise InvalidArgument(f"artifact URI {uri[:200]!r}: a key's '?' and '#' are "
                                   "written %3F and %23")
-        return unquote(parsed.path).lstrip("/")
+        return check_decoded(unquote(parsed.path), uri).lstrip("/")
 
     def _object_key(self, uri: str) -> str:
         key = self.key_of(uri)
         if any(part in (".", "..") for part in key.split("/")):  # S3 client: a ValueError
             raise InvalidArgument(f"artifact {uri[:200]!r}: a key has no '.' or '..' parts")
-        if any(ord(c) < 32 or ord(c) == 127 for c in key):
-            raise InvalidArgument(f"artifact {uri[:200]!r} encodes control characters")
         if not key or key.endswith("/"):
             raise NotFound(f"artifact {uri[:200]} names a folder of the store, not an artifact")
         return key
