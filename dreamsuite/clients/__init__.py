@@ -23,6 +23,7 @@ __all__ = [
     "TLS_CA_ENV",
     "open_channel",
     "auth_metadata",
+    "tls_credentials",
 ]
 
 #: Bearer token a client sends (``authorization: Bearer <token>``) when set.
@@ -31,7 +32,7 @@ TOKEN_ENV = "DREAMSUITE_TOKEN"
 TLS_CA_ENV = "DREAMSUITE_TLS_CA"
 
 
-def _credentials(tls_ca: str | os.PathLike | None) -> grpc.ChannelCredentials | None:
+def tls_credentials(tls_ca: str | os.PathLike | None) -> grpc.ChannelCredentials | None:
     """TLS credentials trusting the PEM file ``tls_ca``; :class:`InvalidArgument` naming the
     file when it cannot be read or holds no certificate (a traceback before; a file of junk
     was only seen as every server being unreachable)."""
@@ -60,7 +61,7 @@ def open_channel(target: str, *, tls_ca: str | os.PathLike | None = None,
     tls_ca = tls_ca if tls_ca is not None else (os.environ.get(TLS_CA_ENV) or None)
     options = channel_options(max_message_bytes, server_name, round_robin=True,
                               retries=retries)
-    credentials = _credentials(tls_ca)
+    credentials = tls_credentials(tls_ca)
     module = grpc.aio if aio else grpc
     if credentials is None:
         return module.insecure_channel(target, options=options)

@@ -9,11 +9,10 @@ Unlike other clients, a user never retries a refused call: every ``RESOURCE_EXHA
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import grpc
 
-from dreamsuite.clients import TLS_CA_ENV, auth_metadata
+from dreamsuite.clients import TLS_CA_ENV, auth_metadata, tls_credentials
 from dreamsuite.v1 import dream_pb2_grpc, gan_pb2_grpc, guide_pb2_grpc
 from dreamsuite.wire.channels import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 
@@ -29,8 +28,7 @@ def user_channel(target: str, *, tls_ca: str | None = None,
                ("grpc.use_local_subchannel_pool", 1)]
     if tls_ca is None:
         return grpc.insecure_channel(target, options=options)
-    credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
-    return grpc.secure_channel(target, credentials, options=options)
+    return grpc.secure_channel(target, tls_credentials(tls_ca), options=options)
 
 
 def stub_method(kind: str, channel: grpc.Channel):
